@@ -1,0 +1,160 @@
+package reactor
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Kind says what an Event reports.
+type Kind uint8
+
+const (
+	// Opened: a new connection was accepted. Conn is valid until its Closed event.
+	Opened Kind = iota + 1
+	// Received: bytes arrived on Conn. Data is valid until the next Poll.
+	Received
+	// Drained: Conn's queued output fell to or below the mark set with
+	// NotifyDrained. The mark is one-shot.
+	Drained
+	// Closed: Conn is gone. Err says why (nil for an orderly close). After
+	// this event the Conn must not be used: its slot is recycled.
+	Closed
+	// Woken: Wake was called from another goroutine. Conn is nil.
+	Woken
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Opened:
+		return "opened"
+	case Received:
+		return "received"
+	case Drained:
+		return "drained"
+	case Closed:
+		return "closed"
+	case Woken:
+		return "woken"
+	}
+	return "unknown"
+}
+
+// Event is one thing that happened on the loop.
+type Event struct {
+	Kind Kind
+	Conn *Conn
+	Data []byte
+	Err  error
+}
+
+// Errors carried by Closed events. Socket errors (ECONNRESET, EPIPE, ...)
+// are passed through as the syscall.Errno the kernel returned.
+var (
+	// ErrClosedLocally: the owner called Conn.Close.
+	ErrClosedLocally = errors.New("closed by the server")
+	// ErrLoopClosed: the loop itself was closed.
+	ErrLoopClosed = errors.New("event loop closed")
+)
+
+// Loop is one event loop: a listener, its connections and an I/O backend.
+// Every method except Wake must be called from the goroutine that calls
+// Poll; the loop is not safe for concurrent use by design.
+type Loop interface {
+	// Poll applies the state changes requested since the last call (sends,
+	// pauses, closes), waits up to timeout for I/O (timeout < 0 waits for
+	// ever, 0 does not wait), and fills events. It returns the number of
+	// events written. Data slices handed out by the previous Poll are
+	// reclaimed when it is called.
+	Poll(events []Event, timeout time.Duration) (int, error)
+	// Wake makes a Poll in progress (or the next one) return with a Woken
+	// event. It is the only method safe to call from another goroutine.
+	Wake()
+	// StopAccepting closes the listening socket; open connections stay.
+	StopAccepting()
+	// Addr is the address the listener is bound to.
+	Addr() net.Addr
+	// Backend names the I/O engine in use.
+	Backend() Backend
+	// Features describes what the backend uses, for the start-up log line.
+	Features() string
+	// Stats returns counters the loop keeps; they are safe to read from any
+	// goroutine.
+	Stats() *Stats
+	// Close closes every connection, the listener and the backend. Close
+	// does not emit events.
+	Close() error
+}
+
+// Backend names an I/O engine.
+type Backend string
+
+const (
+	Auto  Backend = "auto"
+	Uring Backend = "uring"
+	Epoll Backend = "epoll"
+)
+
+// Config tunes a Loop. Zero values select the defaults noted per field.
+type Config struct {
+	// Backend selects the engine; Auto probes io_uring and falls back to
+	// epoll when it cannot be used.
+	Backend Backend
+	// RingEntries is the io_uring submission queue size (default 4096);
+	// the completion queue is four times larger.
+	RingEntries uint32
+	// Buffers and BufferSize size the receive buffers: the provided buffer
+	// ring on io_uring, the loop-wide read arena on epoll
+	// (defaults 1024 x 16 KiB). Buffers must be a power of two.
+	Buffers    int
+	BufferSize int
+	// NoDelay sets TCP_NODELAY on accepted sockets. DefaultConfig turns it on.
+	NoDelay bool
+	// Backlog is the listen(2) backlog (default 4096).
+	Backlog int
+	// AcceptRetry is how long accepting pauses after EMFILE/ENFILE
+	// (default 100ms).
+	AcceptRetry time.Duration
+	// Logger receives the rare loop-level messages (descriptor exhaustion).
+	// nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults ringrelay ships with.
+func DefaultConfig() Config {
+	return Config{
+		Backend:     Auto,
+		RingEntries: 4096,
+		Buffers:     1024,
+		BufferSize:  16 << 10,
+		NoDelay:     true,
+		Backlog:     4096,
+		AcceptRetry: 100 * time.Millisecond,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	if c.Backend == "" {
+		c.Backend = d.Backend
+	}
+	if c.RingEntries == 0 {
+		c.RingEntries = d.RingEntries
+	}
+	if c.Buffers == 0 {
+		c.Buffers = d.Buffers
+	}
+	if c.BufferSize == 0 {
+		c.BufferSize = d.BufferSize
+	}
+	if c.Backlog == 0 {
+		c.Backlog = d.Backlog
+	}
+	if c.AcceptRetry == 0 {
+		c.AcceptRetry = d.AcceptRetry
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}

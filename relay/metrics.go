@@ -1,0 +1,86 @@
+package relay
+
+import "sync/atomic"
+
+// CloseReason says why the server saw a connection end.
+type CloseReason int
+
+const (
+	ClosedByPeer     CloseReason = iota // orderly close (EOF)
+	ClosedByError                       // reset or another socket error
+	ClosedOversize                      // frame longer than MaxFrame
+	ClosedSlow                          // slow consumer under the disconnect policy
+	ClosedStuck                         // no write progress for WriteTimeout
+	ClosedIncomplete                    // frame incomplete for FrameTimeout
+	ClosedOverLimit                     // over MaxConns
+	ClosedShutdown                      // server shutdown
+	numCloseReasons
+)
+
+var closeReasonNames = [numCloseReasons]string{
+	"peer", "error", "oversize", "slow_consumer", "write_timeout", "frame_timeout", "max_conns", "shutdown",
+}
+
+func (r CloseReason) String() string { return closeReasonNames[r] }
+
+// CloseReasons lists every reason, for exporters.
+func CloseReasons() []CloseReason {
+	out := make([]CloseReason, numCloseReasons)
+	for i := range out {
+		out[i] = CloseReason(i)
+	}
+	return out
+}
+
+// DropReason says why a frame was not delivered.
+type DropReason int
+
+const (
+	DropUnknownDest  DropReason = iota // no open connection has the dest ID
+	DropSlowConsumer                   // destination over MaxQueue under the drop policy
+	DropOversize                       // frame over MaxFrame (its connection is closed)
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{"unknown_destination", "slow_consumer", "oversize"}
+
+func (r DropReason) String() string { return dropReasonNames[r] }
+
+// DropReasons lists every reason, for exporters.
+func DropReasons() []DropReason {
+	out := make([]DropReason, numDropReasons)
+	for i := range out {
+		out[i] = DropReason(i)
+	}
+	return out
+}
+
+// Metrics are the relay's counters. The loop keeps plain counts while it
+// handles a batch and publishes them here with atomic stores once per
+// batch; exporters read them from any goroutine.
+type Metrics struct {
+	FramesRelayed      atomic.Uint64
+	BytesRelayed       atomic.Uint64 // payload bytes including the NUL, as written to receivers
+	BackpressurePauses atomic.Uint64
+	Closed             [numCloseReasons]atomic.Uint64
+	Dropped            [numDropReasons]atomic.Uint64
+}
+
+// counts is the loop-private twin of Metrics.
+type counts struct {
+	frames, bytes, pauses uint64
+	closed                [numCloseReasons]uint64
+	dropped               [numDropReasons]uint64
+}
+
+func (c *counts) publish(m *Metrics) {
+	m.FramesRelayed.Store(c.frames)
+	m.BytesRelayed.Store(c.bytes)
+	m.BackpressurePauses.Store(c.pauses)
+	for i := range c.closed {
+		m.Closed[i].Store(c.closed[i])
+	}
+	for i := range c.dropped {
+		m.Dropped[i].Store(c.dropped[i])
+	}
+}

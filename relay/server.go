@@ -1,0 +1,350 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringrelay/ringrelay/reactor"
+)
+
+// Server is the relay's state machine. It owns the routing table and one
+// peer record per connection, and drives a reactor.Loop: every byte it sees
+// comes from a Received event, every byte it writes goes through
+// Conn.Send. Run must be called from the goroutine that opened the loop.
+type Server struct {
+	cfg    Config
+	loop   reactor.Loop
+	log    *slog.Logger
+	peers  []peer                   // indexed by Conn.Slot
+	routes map[uint32]*reactor.Conn // ID -> connection
+	ids    *IDs
+	serial uint64 // peer serial numbers, so waiters survive slot reuse
+
+	metrics *Metrics
+	counts  counts
+
+	stop     atomic.Bool // set by Shutdown from any goroutine
+	draining bool
+	deadline time.Time
+	now      time.Time // time of the current batch
+	lastTick time.Time
+}
+
+// peer is the relay's view of one connection.
+type peer struct {
+	conn   *reactor.Conn
+	id     uint32 // 0 once the connection left the routing table
+	serial uint64
+	parser Parser
+
+	partialSince time.Time // when the current incomplete frame began
+
+	// Backpressure bookkeeping.
+	blocked int      // destinations this peer (as a sender) waits on
+	waiters []waiter // senders paused until this peer (as a destination) drains
+
+	// Write-progress watch.
+	lastWritten uint64
+	stallSince  time.Time
+}
+
+type waiter struct {
+	slot   int
+	serial uint64
+}
+
+// NewServer returns a server that will drive loop. cfg must be valid.
+func NewServer(loop reactor.Loop, cfg Config, m *Metrics) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = new(Metrics)
+	}
+	return &Server{
+		cfg:     cfg,
+		loop:    loop,
+		log:     cfg.Logger,
+		routes:  make(map[uint32]*reactor.Conn),
+		ids:     NewIDs(),
+		metrics: m,
+	}
+}
+
+// Metrics returns the server's counters.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Shutdown asks Run to stop gracefully: stop accepting and reading, write
+// out queued output for up to ShutdownTimeout, close everything and return.
+// It is safe to call from any goroutine, any number of times.
+func (s *Server) Shutdown() {
+	s.stop.Store(true)
+	s.loop.Wake()
+}
+
+// Run handles events until a shutdown completes or the loop fails. It
+// closes the loop before returning.
+func (s *Server) Run() error {
+	defer s.loop.Close()
+	events := make([]reactor.Event, 1024)
+	for {
+		n, err := s.loop.Poll(events, s.timeout())
+		if err != nil {
+			return err
+		}
+		s.now = time.Now()
+		for i := range events[:n] {
+			ev := &events[i]
+			switch ev.Kind {
+			case reactor.Opened:
+				s.opened(ev.Conn)
+			case reactor.Received:
+				s.received(ev.Conn, ev.Data)
+			case reactor.Drained:
+				s.drained(ev.Conn)
+			case reactor.Closed:
+				s.closed(ev.Conn, ev.Err)
+			}
+			*ev = reactor.Event{}
+		}
+		if s.stop.Load() && !s.draining {
+			s.beginDrain()
+		}
+		if s.now.Sub(s.lastTick) >= s.tickEvery() {
+			s.lastTick = s.now
+			s.tick()
+		}
+		s.counts.publish(s.metrics)
+		if s.draining && s.drainDone() {
+			for i := range s.peers {
+				if p := &s.peers[i]; p.conn != nil && p.id != 0 {
+					s.counts.closed[ClosedShutdown]++
+				}
+			}
+			s.counts.publish(s.metrics)
+			return nil
+		}
+	}
+}
+
+// timeout is how long Poll may wait: for ever when nothing is timed.
+func (s *Server) timeout() time.Duration {
+	if s.draining {
+		return 10 * time.Millisecond
+	}
+	if len(s.routes) == 0 {
+		return -1
+	}
+	return s.tickEvery()
+}
+
+// tickEvery is the resolution of write and frame timeouts.
+func (s *Server) tickEvery() time.Duration {
+	d := min(s.cfg.WriteTimeout, s.cfg.FrameTimeout) / 8
+	return max(10*time.Millisecond, min(d, time.Second))
+}
+
+func (s *Server) peer(c *reactor.Conn) *peer {
+	slot := c.Slot()
+	for slot >= len(s.peers) {
+		s.peers = append(s.peers, peer{})
+	}
+	return &s.peers[slot]
+}
+
+func (s *Server) opened(c *reactor.Conn) {
+	p := s.peer(c)
+	s.serial++
+	*p = peer{conn: c, serial: s.serial, parser: NewParser(s.cfg.MaxFrame), waiters: p.waiters[:0]}
+	switch {
+	case s.draining:
+		s.counts.closed[ClosedShutdown]++
+		c.Close()
+		return
+	case len(s.routes) >= s.cfg.MaxConns:
+		s.counts.closed[ClosedOverLimit]++
+		s.log.Debug("connection over max-conns closed", "max_conns", s.cfg.MaxConns)
+		c.Close()
+		return
+	}
+	p.id = s.ids.Take()
+	s.routes[p.id] = c
+	var hello [4]byte
+	binary.BigEndian.PutUint32(hello[:], p.id)
+	c.Send(hello[:])
+}
+
+func (s *Server) received(c *reactor.Conn, data []byte) {
+	p := &s.peers[c.Slot()]
+	if p.id == 0 {
+		return // already on its way out
+	}
+	for len(data) > 0 {
+		n, dest, frame, ok, err := p.parser.Next(data)
+		data = data[n:]
+		if err != nil {
+			s.counts.dropped[DropOversize]++
+			s.kick(p, ClosedOversize, "frame over max-frame")
+			return
+		}
+		if ok {
+			p.partialSince = time.Time{}
+			s.route(p, dest, frame)
+		}
+	}
+	if p.parser.Partial() && p.partialSince.IsZero() {
+		p.partialSince = s.now
+	}
+}
+
+// route forwards one complete frame (payload and NUL) to dest.
+func (s *Server) route(src *peer, dest uint32, frame []byte) {
+	dc, ok := s.routes[dest]
+	if !ok {
+		s.counts.dropped[DropUnknownDest]++
+		return
+	}
+	dp := &s.peers[dc.Slot()]
+	if dc.Pending() >= s.cfg.MaxQueue {
+		switch s.cfg.SlowConsumer {
+		case Drop:
+			s.counts.dropped[DropSlowConsumer]++
+			return
+		case Disconnect:
+			s.kick(dp, ClosedSlow, "slow consumer over max-queue")
+			return
+		}
+	}
+	dc.Send(frame)
+	s.counts.frames++
+	s.counts.bytes += uint64(len(frame))
+	if s.cfg.SlowConsumer == Backpressure && dc.Pending() > s.cfg.MaxQueue {
+		s.pauseFor(src, dp)
+	}
+}
+
+// pauseFor stops reading from src until dst drains below half its limit.
+func (s *Server) pauseFor(src, dst *peer) {
+	for _, w := range dst.waiters {
+		if w.serial == src.serial {
+			return
+		}
+	}
+	dst.waiters = append(dst.waiters, waiter{slot: src.conn.Slot(), serial: src.serial})
+	src.blocked++
+	if src.blocked == 1 {
+		src.conn.PauseRead()
+		s.counts.pauses++
+	}
+	dst.conn.NotifyDrained(s.cfg.MaxQueue / 2)
+}
+
+// release resumes every sender waiting on p.
+func (s *Server) release(p *peer) {
+	for _, w := range p.waiters {
+		sp := &s.peers[w.slot]
+		if sp.serial != w.serial || sp.conn == nil {
+			continue
+		}
+		sp.blocked--
+		if sp.blocked == 0 && sp.id != 0 && !s.draining {
+			sp.conn.ResumeRead()
+		}
+	}
+	clear(p.waiters)
+	p.waiters = p.waiters[:0]
+}
+
+func (s *Server) drained(c *reactor.Conn) {
+	s.release(&s.peers[c.Slot()])
+}
+
+// kick takes p out of the routing table and closes its connection.
+func (s *Server) kick(p *peer, why CloseReason, msg string) {
+	if p.id == 0 {
+		return
+	}
+	s.log.Debug("closing connection", "id", p.id, "reason", msg)
+	s.counts.closed[why]++
+	s.forget(p)
+	p.conn.Close()
+}
+
+// forget removes p from the routing table and frees its ID.
+func (s *Server) forget(p *peer) {
+	if p.id == 0 {
+		return
+	}
+	delete(s.routes, p.id)
+	s.ids.Release(p.id)
+	p.id = 0
+	s.release(p)
+}
+
+func (s *Server) closed(c *reactor.Conn, err error) {
+	p := &s.peers[c.Slot()]
+	if p.id != 0 {
+		if err == nil {
+			s.counts.closed[ClosedByPeer]++
+		} else if !errors.Is(err, reactor.ErrClosedLocally) {
+			s.counts.closed[ClosedByError]++
+		}
+		s.log.Debug("connection closed", "id", p.id, "err", err)
+	}
+	s.forget(p)
+	p.parser.Reset()
+	p.conn = nil
+	p.serial = 0
+	p.blocked = 0
+}
+
+// tick enforces the timed limits.
+func (s *Server) tick() {
+	for i := range s.peers {
+		p := &s.peers[i]
+		if p.conn == nil || p.id == 0 {
+			continue
+		}
+		if !p.partialSince.IsZero() && s.now.Sub(p.partialSince) >= s.cfg.FrameTimeout {
+			s.kick(p, ClosedIncomplete, "frame incomplete for frame-timeout")
+			continue
+		}
+		if p.conn.Pending() == 0 {
+			p.stallSince = time.Time{}
+			continue
+		}
+		if w := p.conn.Written(); w != p.lastWritten || p.stallSince.IsZero() {
+			p.lastWritten, p.stallSince = w, s.now
+		} else if s.now.Sub(p.stallSince) >= s.cfg.WriteTimeout {
+			s.kick(p, ClosedStuck, "no write progress for write-timeout")
+		}
+	}
+}
+
+func (s *Server) beginDrain() {
+	s.draining = true
+	s.deadline = s.now.Add(s.cfg.ShutdownTimeout)
+	s.loop.StopAccepting()
+	for i := range s.peers {
+		if p := &s.peers[i]; p.conn != nil {
+			p.conn.PauseRead()
+		}
+	}
+	s.log.Info("shutting down: accepting and reading stopped, writing queued output", "timeout", s.cfg.ShutdownTimeout)
+}
+
+// drainDone reports whether every queued byte is out or time is up.
+func (s *Server) drainDone() bool {
+	if !s.now.Before(s.deadline) {
+		return true
+	}
+	for i := range s.peers {
+		if p := &s.peers[i]; p.conn != nil && p.conn.Pending() > 0 {
+			return false
+		}
+	}
+	return true
+}

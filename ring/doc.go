@@ -1,0 +1,28 @@
+// Package ring is a thin, Go-shaped layer over io_uring (through
+// github.com/pawelgaczynski/giouring). It is the only package of ringrelay
+// that imports giouring, and it knows nothing of the relay protocol.
+//
+// It owns:
+//   - ring setup with the best task-running mode the kernel offers
+//     (SINGLE_ISSUER|DEFER_TASKRUN, else COOP_TASKRUN) and a completion
+//     queue four times the submission queue;
+//   - the probe that says whether io_uring can be used here and, when it
+//     cannot, why (a typed *UnavailableError the backend selection reports);
+//   - the provided buffer ring: one allocation, registered once, buffers
+//     recycled by id;
+//   - submission helpers (multishot accept, multishot recv with buffer
+//     select, send, read, close, cancel) that flush the submission queue
+//     when it is full instead of failing;
+//   - batched completion reads into a caller-owned slice;
+//   - the user_data codec: operation, connection slot and generation packed
+//     in 64 bits, never a Go pointer.
+//
+// A Ring is used by one goroutine, locked to its OS thread
+// (runtime.LockOSThread): SINGLE_ISSUER rejects submissions from any other
+// thread.
+//
+// Two giouring quirks are worked around here rather than relied on:
+// PeekBatchCQE reads past the ready entries when asked for more than are
+// ready, so Reap never asks for more; PrepareTimeout and PrepareSendZC pass
+// the address of a Go variable instead of the data, so neither is used.
+package ring

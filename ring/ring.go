@@ -1,0 +1,263 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/pawelgaczynski/giouring"
+)
+
+// Ring is one io_uring instance: a submission queue, a completion queue and
+// the helpers that fill and drain them.
+type Ring struct {
+	r        *giouring.Ring
+	mode     string
+	features uint32
+	ptrs     []*giouring.CompletionQueueEvent
+	ts       syscall.Timespec // wait timeout; lives here so the kernel reads stable memory
+}
+
+// params mirrors giouring.Params field for field. giouring keeps the fields
+// unexported, and the completion queue size can only be asked for through
+// them.
+type params struct {
+	sqEntries    uint32
+	cqEntries    uint32
+	flags        uint32
+	sqThreadCPU  uint32
+	sqThreadIdle uint32
+	features     uint32
+	wqFd         uint32
+	resv         [3]uint32
+	sqOff        [10]uint32
+	cqOff        [10]uint32
+}
+
+var _ [unsafe.Sizeof(giouring.Params{}) - unsafe.Sizeof(params{})]struct{}
+var _ [unsafe.Sizeof(params{}) - unsafe.Sizeof(giouring.Params{})]struct{}
+
+// New sets up a ring with entries submission slots and 4*entries
+// completion slots. It asks for SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1+),
+// then COOP_TASKRUN, then no task-running hint. The caller must lock its
+// goroutine to the OS thread before calling New and keep it locked.
+func New(entries uint32) (*Ring, error) {
+	modes := []struct {
+		name  string
+		flags uint32
+	}{
+		{"single-issuer,defer-taskrun", giouring.SetupSingleIssuer | giouring.SetupDeferTaskrun},
+		{"coop-taskrun", giouring.SetupCoopTaskrun},
+		{"plain", 0},
+	}
+	var firstErr error
+	for _, m := range modes {
+		r := giouring.NewRing()
+		var p giouring.Params
+		pp := (*params)(unsafe.Pointer(&p))
+		pp.flags = m.flags | giouring.SetupCQSize | giouring.SetupSubmitAll
+		pp.cqEntries = entries * 4
+		err := r.QueueInitParams(entries, &p)
+		if err == nil {
+			return &Ring{r: r, mode: m.name, features: pp.features, ptrs: make([]*giouring.CompletionQueueEvent, entries*4)}, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		// EINVAL means an unknown flag: try the next, weaker mode. Anything
+		// else (EPERM, ENOSYS, ENOMEM) will not get better.
+		if !errors.Is(err, syscall.EINVAL) {
+			return nil, fmt.Errorf("io_uring_setup: %w", err)
+		}
+	}
+	return nil, fmt.Errorf("io_uring_setup: %w", firstErr)
+}
+
+// Mode names the task-running mode the ring was set up with.
+func (r *Ring) Mode() string { return r.mode }
+
+// Fd is the ring's file descriptor.
+func (r *Ring) Fd() int { return r.r.RingFd() }
+
+// Close tears the ring down. In-flight operations are cancelled by the kernel.
+func (r *Ring) Close() { r.r.QueueExit() }
+
+// ErrQueueFull is returned when no submission slot can be had even after
+// flushing the queue to the kernel.
+var ErrQueueFull = errors.New("io_uring submission queue full")
+
+// sqe returns a free submission entry, submitting what is queued first when
+// the queue is full.
+func (r *Ring) sqe() (*giouring.SubmissionQueueEntry, error) {
+	if e := r.r.GetSQE(); e != nil {
+		return e, nil
+	}
+	if _, err := r.submit(); err != nil {
+		return nil, err
+	}
+	if e := r.r.GetSQE(); e != nil {
+		return e, nil
+	}
+	return nil, ErrQueueFull
+}
+
+func (r *Ring) submit() (uint, error) {
+	for {
+		n, err := r.r.Submit()
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
+}
+
+// Accept queues a multishot accept on the listening socket fd. Accepted
+// sockets are close-on-exec and non-blocking.
+func (r *Ring) Accept(fd int, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareMultishotAccept(fd, 0, 0, syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK)
+	e.UserData = uint64(ud)
+	return nil
+}
+
+// Recv queues a multishot receive on fd that picks its buffers from the
+// provided buffer ring br.
+func (r *Ring) Recv(fd int, br *BufferRing, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareRecvMultishot(fd, 0, 0, 0)
+	e.Flags |= giouring.SqeBufferSelect
+	e.BufIG = br.group
+	e.UserData = uint64(ud)
+	return nil
+}
+
+// Send queues one send of b on fd. b must stay untouched and referenced
+// until the completion arrives.
+func (r *Ring) Send(fd int, b []byte, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareSend(fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uint32(len(b)), syscall.MSG_NOSIGNAL)
+	e.UserData = uint64(ud)
+	return nil
+}
+
+// Read queues one read of up to len(b) bytes from fd (used for the wake-up
+// eventfd). b must stay referenced until the completion arrives.
+func (r *Ring) Read(fd int, b []byte, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareRead(fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uint32(len(b)), 0)
+	e.UserData = uint64(ud)
+	return nil
+}
+
+// CloseFd queues close(fd).
+func (r *Ring) CloseFd(fd int, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareClose(fd)
+	e.UserData = uint64(ud)
+	return nil
+}
+
+// CancelFd queues the cancellation of every operation in flight on fd.
+func (r *Ring) CancelFd(fd int, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareCancelFd(fd, giouring.AsyncCancelAll)
+	e.UserData = uint64(ud)
+	return nil
+}
+
+// Cancel queues the cancellation of the operation tagged target.
+func (r *Ring) Cancel(target UserData, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareCancel64(uint64(target), 0)
+	e.UserData = uint64(ud)
+	return nil
+}
+
+// Submit hands every queued entry to the kernel and waits for at least one
+// completion, or until timeout has passed (timeout < 0 waits for ever,
+// timeout == 0 does not wait), all in one io_uring_enter. A timeout or an
+// interrupted wait is not an error: the caller simply reaps what is there.
+func (r *Ring) Submit(timeout time.Duration) error {
+	var err error
+	switch {
+	case timeout == 0:
+		_, err = r.r.SubmitAndGetEvents()
+	case timeout < 0:
+		_, err = r.r.SubmitAndWait(1)
+	default:
+		r.ts = syscall.NsecToTimespec(int64(timeout))
+		_, err = r.r.SubmitAndWaitTimeout(1, &r.ts, nil)
+	}
+	switch err {
+	case nil, syscall.ETIME, syscall.EINTR, syscall.EAGAIN:
+		return nil
+	case syscall.EBUSY:
+		// The completion queue overflowed into the kernel's backlog; reaping
+		// makes room, and the next call submits what is left.
+		return nil
+	}
+	return fmt.Errorf("io_uring_enter: %w", err)
+}
+
+// Completion is one reaped completion queue entry.
+type Completion struct {
+	UserData UserData
+	Res      int32
+	Flags    uint32
+}
+
+// More reports whether a multishot operation stays armed after this
+// completion (IORING_CQE_F_MORE).
+func (c *Completion) More() bool { return c.Flags&giouring.CQEFMore != 0 }
+
+// Buffer returns the provided-buffer id this completion consumed, if any.
+func (c *Completion) Buffer() (uint16, bool) {
+	if c.Flags&giouring.CQEFBuffer == 0 {
+		return 0, false
+	}
+	return uint16(c.Flags >> giouring.CQEBufferShift), true
+}
+
+// Reap copies up to len(out) ready completions into out, marks them seen
+// and returns how many it copied.
+func (r *Ring) Reap(out []Completion) int {
+	ready := r.r.CQReady()
+	if ready == 0 && r.r.CQHasOverflow() {
+		_, _ = r.r.GetEvents()
+		ready = r.r.CQReady()
+	}
+	n := min(int(ready), len(out), len(r.ptrs))
+	if n == 0 {
+		return 0
+	}
+	got := int(r.r.PeekBatchCQE(r.ptrs[:n]))
+	for i := 0; i < got; i++ {
+		c := r.ptrs[i]
+		out[i] = Completion{UserData: UserData(c.UserData), Res: c.Res, Flags: c.Flags}
+		r.ptrs[i] = nil
+	}
+	r.r.CQAdvance(uint32(got))
+	return got
+}
