@@ -26,11 +26,9 @@ package reactor
 // Poll, and the owner must see the old Closed before the new Opened.
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"net"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -56,13 +54,6 @@ const (
 	epollReadInterest = unix.EPOLLIN | unix.EPOLLRDHUP
 )
 
-// wakeIncrement is what Wake writes to the eventfd: the 8-byte counter
-// increment 1, in host byte order as eventfd(2) wants it.
-var wakeIncrement = func() (b [8]byte) {
-	binary.NativeEndian.PutUint64(b[:], 1)
-	return b
-}()
-
 type epollLoop struct {
 	base
 	cfg Config
@@ -71,14 +62,9 @@ type epollLoop struct {
 	listenFd int // -1 after StopAccepting
 	addr     net.Addr
 
-	// Wake runs on any goroutine, so the eventfd's number is guarded: after
-	// Close the number may belong to an unrelated file, and writing 8 bytes
-	// into it would be a nasty surprise. Wakers share a read lock; only
-	// Close takes the write lock. Poll runs on the loop goroutine, which is
-	// the only writer, so it reads wakeFd without locking.
-	wakeMu  sync.RWMutex
-	wakeFd  int
-	wakeBuf [8]byte
+	// waker is the eventfd other goroutines write to wake the loop; it is
+	// registered with epoll like any socket.
+	waker *waker
 
 	// ready receives epoll_wait results; allocated once.
 	ready []unix.EpollEvent
@@ -109,7 +95,7 @@ func newEpoll(addr string, cfg Config) (*epollLoop, error) {
 	if cfg.Buffers <= 0 || cfg.BufferSize <= 0 {
 		return nil, fmt.Errorf("epoll: read arena of %d x %d bytes", cfg.Buffers, cfg.BufferSize)
 	}
-	l := &epollLoop{cfg: cfg, epfd: -1, listenFd: -1, wakeFd: -1}
+	l := &epollLoop{cfg: cfg, epfd: -1, listenFd: -1}
 	fail := func(err error) (*epollLoop, error) {
 		l.Close()
 		return nil, err
@@ -120,11 +106,10 @@ func newEpoll(addr string, cfg Config) (*epollLoop, error) {
 		l.epfd = -1
 		return fail(fmt.Errorf("epoll_create1: %w", err))
 	}
-	if l.wakeFd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		l.wakeFd = -1
-		return fail(fmt.Errorf("eventfd: %w", err))
+	if l.waker, err = newWaker(); err != nil {
+		return fail(err)
 	}
-	if err := l.control(unix.EPOLL_CTL_ADD, l.wakeFd, unix.EPOLLIN, epollWakeSlot, 0); err != nil {
+	if err := l.control(unix.EPOLL_CTL_ADD, l.waker.fd, unix.EPOLLIN, epollWakeSlot, 0); err != nil {
 		return fail(fmt.Errorf("epoll_ctl add eventfd: %w", err))
 	}
 	if l.listenFd, l.addr, err = listen(addr, cfg.Backlog); err != nil {
@@ -159,17 +144,9 @@ func formatSize(n int) string {
 	return fmt.Sprintf("%dB", n)
 }
 
-// Wake makes the loop return a Woken event. Safe from any goroutine: it
-// touches nothing but the eventfd.
-func (l *epollLoop) Wake() {
-	l.wakeMu.RLock()
-	if l.wakeFd >= 0 {
-		// EAGAIN would mean the counter is about to overflow, in which case
-		// a wake-up is pending anyway.
-		_, _ = unix.Write(l.wakeFd, wakeIncrement[:])
-	}
-	l.wakeMu.RUnlock()
-}
+// Wake makes the loop return a Woken event. Safe from any goroutine, even
+// racing with Close: it touches nothing but the eventfd (see waker).
+func (l *epollLoop) Wake() { l.waker.wake() }
 
 // Poll carries out queued requests, waits up to timeout for I/O and fills
 // events. See the top of this file for the order of things.
@@ -237,8 +214,10 @@ func waitMillis(timeout time.Duration) int {
 	if timeout < 0 {
 		return -1
 	}
-	ms := (timeout + time.Millisecond - 1) / time.Millisecond
-	return int(min(ms, math.MaxInt32))
+	if timeout >= math.MaxInt32*time.Millisecond {
+		return math.MaxInt32
+	}
+	return int((timeout + time.Millisecond - 1) / time.Millisecond)
 }
 
 // handleReady deals with one ready descriptor. Received events go into
@@ -253,11 +232,10 @@ func (l *epollLoop) handleReady(ev *unix.EpollEvent, events []Event, n int) int 
 		}
 		return n
 	case epollWakeSlot:
-		// Reading resets the eventfd counter: any number of Wake calls since
-		// the last read fold into one Woken event.
-		if r, _ := unix.Read(l.wakeFd, l.wakeBuf[:]); r == len(l.wakeBuf) {
-			l.pending = append(l.pending, Event{Kind: Woken})
-		}
+		// Draining resets the eventfd counter: any number of Wake calls
+		// since the last drain fold into one Woken event.
+		l.waker.drain()
+		l.pending = append(l.pending, Event{Kind: Woken})
 		return n
 	}
 
@@ -372,7 +350,7 @@ func (l *epollLoop) pauseAccepting(err error) {
 	l.acceptRetryAt = now.Add(l.cfg.AcceptRetry)
 	if now.Sub(l.lastAcceptLog) >= time.Second {
 		l.lastAcceptLog = now
-		l.cfg.Logger.Warn("accept failed, out of descriptors; accepting pauses",
+		l.cfg.Logger.Warn("accept failed for lack of descriptors or memory; accepting pauses",
 			"backend", "epoll", "err", err, "pause", l.cfg.AcceptRetry)
 	}
 }
@@ -523,12 +501,10 @@ func (l *epollLoop) Close() error {
 	l.pending = l.pending[:0]
 
 	l.StopAccepting()
-	l.wakeMu.Lock()
-	if l.wakeFd >= 0 {
-		_ = unix.Close(l.wakeFd)
-		l.wakeFd = -1
+	if l.waker != nil {
+		// Wake stays safe after this: writes to a closed os.File just fail.
+		l.waker.close()
 	}
-	l.wakeMu.Unlock()
 	var err error
 	if l.epfd >= 0 {
 		err = unix.Close(l.epfd)

@@ -41,7 +41,7 @@ type uringLoop struct {
 	acceptAfter time.Time // accepting paused until then (descriptor exhaustion)
 	lastFdLog   time.Time
 
-	wakeFd    int
+	waker     *waker
 	wakeBuf   []byte
 	wakeArmed bool
 
@@ -53,7 +53,7 @@ func newUring(addr string, cfg Config) (_ *uringLoop, err error) {
 	// SINGLE_ISSUER ties the ring to the thread that created it; the
 	// goroutine that opens the loop must stay on it and run Poll.
 	runtime.LockOSThread()
-	l := &uringLoop{cfg: cfg, lfd: -1, wakeFd: -1, wakeBuf: make([]byte, 8)}
+	l := &uringLoop{cfg: cfg, lfd: -1, wakeBuf: make([]byte, 8)}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -69,9 +69,8 @@ func newUring(addr string, cfg Config) (_ *uringLoop, err error) {
 	}
 	l.cqes = make([]ring.Completion, 4*cfg.RingEntries)
 	l.used = make([]uint16, 0, cfg.Buffers)
-	l.wakeFd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
+	if l.waker, err = newWaker(); err != nil {
+		return nil, err
 	}
 	l.lfd, l.addr, err = listen(addr, cfg.Backlog)
 	if err != nil {
@@ -91,10 +90,7 @@ func (l *uringLoop) Features() string {
 
 // Wake may be called from any goroutine: it only writes the eventfd the
 // loop keeps a read pending on.
-func (l *uringLoop) Wake() {
-	one := [8]byte{1}
-	_, _ = unix.Write(l.wakeFd, one[:])
-}
+func (l *uringLoop) Wake() { l.waker.wake() }
 
 func (l *uringLoop) StopAccepting() {
 	if l.lfd < 0 {
@@ -129,7 +125,7 @@ func (l *uringLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 		}
 	}
 	if !l.wakeArmed {
-		l.submitErr(l.ring.Read(l.wakeFd, l.wakeBuf, ring.Pack(opWake, 0, 0)))
+		l.submitErr(l.ring.Read(l.waker.fd, l.wakeBuf, ring.Pack(opWake, 0, 0)))
 		l.wakeArmed = true
 	}
 	if l.err != nil {
@@ -397,9 +393,8 @@ func (l *uringLoop) Close() error {
 		unix.Close(l.lfd)
 		l.lfd = -1
 	}
-	if l.wakeFd >= 0 {
-		unix.Close(l.wakeFd)
-		l.wakeFd = -1
+	if l.waker != nil {
+		l.waker.close()
 	}
 	runtime.UnlockOSThread()
 	return nil

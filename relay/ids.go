@@ -3,14 +3,13 @@ package relay
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"sync"
 )
 
 // IDs hands out connection IDs. An ID is never 0, never one that is in use,
 // and drawn from crypto/rand, so that a client cannot guess who connects after
-// it. IDs is safe for concurrent use.
+// it. Like the rest of the relay's state it belongs to the loop goroutine and
+// has no lock.
 type IDs struct {
-	mu    sync.Mutex
 	inUse map[uint32]struct{}
 
 	// Random bytes are read in batches: one getrandom call serves a
@@ -35,8 +34,6 @@ func NewIDs() *IDs {
 // With fewer than a few billion IDs in use the loop almost always runs once;
 // the relay's connection limit keeps the set far smaller than that.
 func (s *IDs) Take() uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for {
 		id := s.draw()
 		if id == 0 {
@@ -53,15 +50,11 @@ func (s *IDs) Take() uint32 {
 // Release returns id to the pool. Releasing an ID that is not in use does
 // nothing.
 func (s *IDs) Release(id uint32) {
-	s.mu.Lock()
 	delete(s.inUse, id)
-	s.mu.Unlock()
 }
 
 // Len returns how many IDs are in use.
 func (s *IDs) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return len(s.inUse)
 }
 

@@ -88,19 +88,22 @@ func (r *Ring) Close() { r.r.QueueExit() }
 // flushing the queue to the kernel.
 var ErrQueueFull = errors.New("io_uring submission queue full")
 
-// sqe returns a free submission entry, submitting what is queued first when
-// the queue is full.
+// sqe returns a zeroed submission entry, submitting what is queued first
+// when the queue is full. Zeroing matters: giouring's prepare helpers leave
+// some fields (op flags among them) as the slot's previous user set them,
+// and the kernel rejects a close whose rw_flags are not zero with EINVAL.
 func (r *Ring) sqe() (*giouring.SubmissionQueueEntry, error) {
-	if e := r.r.GetSQE(); e != nil {
-		return e, nil
+	e := r.r.GetSQE()
+	if e == nil {
+		if _, err := r.submit(); err != nil {
+			return nil, err
+		}
+		if e = r.r.GetSQE(); e == nil {
+			return nil, ErrQueueFull
+		}
 	}
-	if _, err := r.submit(); err != nil {
-		return nil, err
-	}
-	if e := r.r.GetSQE(); e != nil {
-		return e, nil
-	}
-	return nil, ErrQueueFull
+	*e = giouring.SubmissionQueueEntry{}
+	return e, nil
 }
 
 func (r *Ring) submit() (uint, error) {

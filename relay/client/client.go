@@ -1,0 +1,150 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// ErrNULInPayload is returned by Send for a payload holding a 0x00 byte,
+// which the protocol cannot carry: the relay would end the frame there.
+var ErrNULInPayload = errors.New("client: payload contains a NUL byte")
+
+// readBufSize is the read buffer; payloads longer than this still work, they
+// are just assembled in a second buffer.
+const readBufSize = 64 << 10
+
+// Conn is one client connection to a relay.
+type Conn struct {
+	nc   net.Conn
+	id   uint32
+	r    *bufio.Reader
+	long []byte // assembles payloads that overflow r's buffer
+	wbuf []byte // header + payload + NUL of the frame being sent
+}
+
+// Dial connects to the relay at addr and reads the ID the relay assigns. The
+// context bounds both the connect and the wait for the ID.
+func Dial(ctx context.Context, addr string) (*Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, readBufSize)}
+	if err := c.readID(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("read id from %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// readID waits for the 4-byte ID. It reads through the buffered reader so
+// that frames arriving right behind the ID are kept for Recv.
+func (c *Conn) readID(ctx context.Context) error {
+	deadline, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		c.nc.SetReadDeadline(deadline)
+	}
+	// A cancellation without a deadline must also unblock the read: a
+	// deadline in the past does that.
+	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
+	var b [4]byte
+	_, err := io.ReadFull(c.r, b[:])
+	if !stop() {
+		// The context ended first, and its AfterFunc may still be
+		// moving the deadline: give up on this connection.
+		return ctx.Err()
+	}
+	if err != nil {
+		if hasDeadline && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The socket deadline fired a hair before the context
+			// noticed its own.
+			return context.DeadlineExceeded
+		}
+		return err
+	}
+	if err := c.nc.SetReadDeadline(time.Time{}); err != nil {
+		return err
+	}
+	c.id = binary.BigEndian.Uint32(b[:])
+	if c.id == 0 {
+		return errors.New("relay assigned ID 0, which the protocol reserves")
+	}
+	return nil
+}
+
+// ID returns the ID the relay assigned to this connection.
+func (c *Conn) ID() uint32 { return c.id }
+
+// Send writes one frame carrying payload to dest, in a single write.
+func (c *Conn) Send(dest uint32, payload []byte) error {
+	if bytes.IndexByte(payload, 0) >= 0 {
+		return ErrNULInPayload
+	}
+	c.wbuf = binary.BigEndian.AppendUint32(c.wbuf[:0], dest)
+	c.wbuf = append(c.wbuf, payload...)
+	c.wbuf = append(c.wbuf, 0)
+	if _, err := c.nc.Write(c.wbuf); err != nil {
+		return fmt.Errorf("send to %08x: %w", dest, err)
+	}
+	return nil
+}
+
+// Recv returns the next payload sent to this connection, without its
+// terminating NUL. The slice is valid until the next call to Recv. When the
+// relay closes the connection between frames Recv returns io.EOF; in the
+// middle of a frame, io.ErrUnexpectedEOF.
+func (c *Conn) Recv() ([]byte, error) {
+	line, err := c.r.ReadSlice(0)
+	if err == nil {
+		return line[:len(line)-1], nil
+	}
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, eofMidFrame(err, len(line))
+	}
+	// The payload is longer than the read buffer: collect it in pieces.
+	c.long = append(c.long[:0], line...)
+	for {
+		line, err = c.r.ReadSlice(0)
+		c.long = append(c.long, line...)
+		switch {
+		case err == nil:
+			return c.long[:len(c.long)-1], nil
+		case !errors.Is(err, bufio.ErrBufferFull):
+			return nil, eofMidFrame(err, len(c.long))
+		}
+	}
+}
+
+// eofMidFrame turns an EOF that cut a frame short into io.ErrUnexpectedEOF.
+func eofMidFrame(err error, held int) error {
+	if err == io.EOF && held > 0 {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// SetDeadline sets the read and write deadlines, as net.Conn does.
+func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
+
+// SetReadDeadline bounds Recv, as net.Conn does.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// SetWriteDeadline bounds Send, as net.Conn does.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+
+// NetConn returns the underlying connection, for tests that need to write
+// bytes the client would refuse to. Bytes already buffered for Recv are not
+// visible through it.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.nc.Close() }

@@ -1,0 +1,142 @@
+package relay
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// scripted returns a source that yields vals in order and fails the test
+// if asked for more.
+func scripted(t *testing.T, vals ...uint32) func() uint32 {
+	return func() uint32 {
+		if len(vals) == 0 {
+			t.Fatal("the ID source was asked for more values than scripted")
+		}
+		v := vals[0]
+		vals = vals[1:]
+		return v
+	}
+}
+
+func TestIDsNeverZero(t *testing.T) {
+	s := NewIDs()
+	s.next = scripted(t, 0, 0, 0, 42)
+	if id := s.Take(); id != 42 {
+		t.Fatalf("Take = %d, want 42 (the zeros skipped)", id)
+	}
+}
+
+func TestIDsSkipInUse(t *testing.T) {
+	s := NewIDs()
+	s.next = scripted(t, 5, 5, 0, 5, 9, 5)
+	if id := s.Take(); id != 5 {
+		t.Fatalf("first Take = %d, want 5", id)
+	}
+	if id := s.Take(); id != 9 {
+		t.Fatalf("second Take = %d, want 9 (5 is in use)", id)
+	}
+	if s.Len() != 2 {
+		t.Fatalf("Len = %d, want 2", s.Len())
+	}
+	s.Release(5)
+	if id := s.Take(); id != 5 {
+		t.Fatalf("Take after Release(5) = %d, want 5 again", id)
+	}
+	s.Release(1234) // not in use: no effect
+	if s.Len() != 2 {
+		t.Fatalf("Len = %d, want 2", s.Len())
+	}
+}
+
+// churn takes and releases IDs at random, checking after every Take that the
+// new ID is non-zero and not among the live ones.
+func churn(t *testing.T, s *IDs, rng *rand.Rand, ops, maxLive int) {
+	t.Helper()
+	live := make(map[uint32]bool)
+	var order []uint32
+	for range ops {
+		if len(order) > 0 && (len(order) >= maxLive || rng.IntN(2) == 0) {
+			i := rng.IntN(len(order))
+			id := order[i]
+			order[i] = order[len(order)-1]
+			order = order[:len(order)-1]
+			delete(live, id)
+			s.Release(id)
+		} else {
+			id := s.Take()
+			if id == 0 {
+				t.Fatal("Take returned 0")
+			}
+			if live[id] {
+				t.Fatalf("Take returned %#x, which is still in use", id)
+			}
+			live[id] = true
+			order = append(order, id)
+		}
+		if s.Len() != len(live) {
+			t.Fatalf("Len = %d, want %d", s.Len(), len(live))
+		}
+	}
+}
+
+func TestIDsUniqueUnderChurn(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	churn(t, NewIDs(), rng, 100_000, 5000)
+}
+
+func TestIDsUniqueUnderChurnWithCollidingSource(t *testing.T) {
+	// A source with only 300 values, zero among them, makes collisions the
+	// common case, so the rejection loop is exercised on nearly every Take.
+	rng := rand.New(rand.NewPCG(3, 4))
+	s := NewIDs()
+	s.next = func() uint32 { return uint32(rng.IntN(300)) }
+	churn(t, s, rng, 100_000, 250)
+}
+
+func TestIDsLookRandom(t *testing.T) {
+	const n = 10_000
+	s := NewIDs()
+	ids := make([]uint32, n)
+	for i := range ids {
+		// Release at once, so that uniqueness below comes from the source
+		// and not from the in-use check.
+		ids[i] = s.Take()
+		s.Release(ids[i])
+	}
+	var ones [32]int
+	sequential := 0
+	for i, id := range ids {
+		for b := range ones {
+			ones[b] += int(id >> b & 1)
+		}
+		if i > 0 {
+			if id == ids[i-1] {
+				t.Fatalf("IDs %d and %d are both %#x", i-1, i, id)
+			}
+			if id-ids[i-1] == 1 {
+				sequential++
+			}
+		}
+	}
+	// Expected count is about 10000/2^32, i.e. nothing.
+	if sequential > 2 {
+		t.Errorf("%d consecutive ID pairs differ by one: looks like a counter", sequential)
+	}
+	// Each bit should be set about half the time; 40..60 % is more than
+	// 20 standard deviations wide, so a fair source never fails it.
+	for b, c := range ones {
+		if c < n*4/10 || c > n*6/10 {
+			t.Errorf("bit %d set in %d of %d IDs", b, c, n)
+		}
+	}
+}
+
+func TestIDsTakeReleaseAllocatesNothing(t *testing.T) {
+	s := NewIDs()
+	for range 100 {
+		s.Take()
+	}
+	if allocs := testing.AllocsPerRun(10_000, func() { s.Release(s.Take()) }); allocs != 0 {
+		t.Errorf("%v allocations per Take+Release, want 0", allocs)
+	}
+}
