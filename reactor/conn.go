@@ -78,7 +78,7 @@ func (c *Conn) Written() uint64 { return c.written }
 // PauseRead stops delivering Received events for this connection until
 // ResumeRead. Bytes the kernel already handed over may still arrive once.
 func (c *Conn) PauseRead() {
-	if c.flags&flagWantPause == 0 {
+	if c.flags&(flagOpen|flagWantPause) == flagOpen {
 		c.flags |= flagWantPause
 		c.loop.markDirty(c)
 	}
@@ -86,7 +86,7 @@ func (c *Conn) PauseRead() {
 
 // ResumeRead undoes PauseRead.
 func (c *Conn) ResumeRead() {
-	if c.flags&flagWantPause != 0 {
+	if c.flags&(flagOpen|flagWantPause) == flagOpen|flagWantPause {
 		c.flags &^= flagWantPause
 		c.loop.markDirty(c)
 	}
@@ -98,6 +98,9 @@ func (c *Conn) ReadPaused() bool { return c.flags&flagWantPause != 0 }
 // NotifyDrained arms a one-shot Drained event for when Pending falls to mark
 // bytes or fewer. Arming it again moves the mark.
 func (c *Conn) NotifyDrained(mark int) {
+	if c.flags&flagOpen == 0 {
+		return
+	}
 	c.drainMark = mark
 	c.flags |= flagDrainArmed
 	c.loop.markDirty(c)

@@ -93,7 +93,7 @@ type epollLoop struct {
 // cfg must already carry its defaults.
 func newEpoll(addr string, cfg Config) (*epollLoop, error) {
 	if cfg.Buffers <= 0 || cfg.BufferSize <= 0 {
-		return nil, fmt.Errorf("epoll: read arena of %d x %d bytes", cfg.Buffers, cfg.BufferSize)
+		return nil, fmt.Errorf("epoll: read arena of %d x %d bytes: both must be positive", cfg.Buffers, cfg.BufferSize)
 	}
 	l := &epollLoop{cfg: cfg, epfd: -1, listenFd: -1}
 	fail := func(err error) (*epollLoop, error) {
@@ -516,9 +516,9 @@ func (l *epollLoop) Close() error {
 	return nil
 }
 
-// acceptNoAddr is accept4(2) without the peer address. unix.Accept4 decodes the
-// address into a freshly allocated Sockaddr on every call, which the loop
-// has no use for.
+// acceptNoAddr is accept4(2) without the peer address: unix.Accept4
+// decodes the address into a freshly allocated Sockaddr on every call, and
+// the loop has no use for it.
 func acceptNoAddr(listenFd int) (int, error) {
 	fd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(listenFd), 0, 0,
 		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
@@ -528,8 +528,8 @@ func acceptNoAddr(listenFd int) (int, error) {
 	return int(fd), nil
 }
 
-// sendNoSignal is write(2) for sockets with MSG_NOSIGNAL: a peer that reset the
-// connection makes it fail with EPIPE instead of raising SIGPIPE.
+// sendNoSignal is write(2) for sockets with MSG_NOSIGNAL: writing to a peer
+// that reset the connection fails with EPIPE instead of raising SIGPIPE.
 func sendNoSignal(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil

@@ -595,7 +595,7 @@ func TestEpollAcceptPausesOnExhaustion(t *testing.T) {
 	}
 	// The limit bounds descriptor numbers: with it at the lowest free
 	// number, the next accept has nowhere to go.
-	free, err := unix.Dup(0)
+	free, err := unix.Dup(l.epfd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,16 +22,20 @@ func Open(addr string, cfg Config) (Loop, error) {
 	}
 	switch cfg.Backend {
 	case Epoll:
-		return newEpoll(addr, cfg)
+		return openEpoll(addr, cfg)
 	case Uring:
 		if err := ring.Probe().Usable(); err != nil {
 			return nil, fmt.Errorf("%w; run with -backend=epoll", err)
 		}
-		return newUring(addr, cfg)
+		l, err := newUring(addr, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
 	case Auto:
 		if err := ring.Probe().Usable(); err != nil {
 			cfg.Logger.Warn("io_uring unavailable, falling back to epoll", "reason", err.Error())
-			return newEpoll(addr, cfg)
+			return openEpoll(addr, cfg)
 		}
 		l, err := newUring(addr, cfg)
 		if err == nil {
@@ -40,11 +44,21 @@ func Open(addr string, cfg Config) (Loop, error) {
 		var ue *ring.UnavailableError
 		if errors.As(err, &ue) || isSetupFailure(err) {
 			cfg.Logger.Warn("io_uring setup failed, falling back to epoll", "reason", err.Error())
-			return newEpoll(addr, cfg)
+			return openEpoll(addr, cfg)
 		}
 		return nil, err
 	}
 	return nil, fmt.Errorf("backend %q: must be auto, uring or epoll", cfg.Backend)
+}
+
+// openEpoll keeps a failed constructor's nil pointer from becoming a
+// non-nil Loop interface.
+func openEpoll(addr string, cfg Config) (Loop, error) {
+	l, err := newEpoll(addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // isSetupFailure tells io_uring setup errors (worth falling back from)

@@ -1,6 +1,7 @@
 package reactor
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 
@@ -27,7 +28,8 @@ func newWaker() (*waker, error) {
 
 // wake adds one to the eventfd counter. Safe from any goroutine.
 func (w *waker) wake() {
-	one := [8]byte{1}
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
 	_, _ = w.f.Write(one[:])
 }
 
