@@ -121,14 +121,15 @@ func (c *Conn) consumedOut(n int) {
 	c.outOff += n
 	c.written += uint64(n)
 	if c.outOff == len(c.out) {
-		c.out, c.outOff = shrink(c.out), 0
+		c.out, c.outOff = c.out[:0], 0
 	}
 }
 
 // swapForSend moves queued output into flight for a new send and returns it.
-// Only valid when nothing is in flight.
+// Only valid when nothing is in flight. Both buffers keep their capacity
+// while traffic flows; they are trimmed once the connection is drained.
 func (c *Conn) swapForSend() []byte {
-	c.flight, c.out = c.out, shrink(c.flight)
+	c.flight, c.out = c.out, c.flight[:0]
 	c.flightOff = 0
 	return c.flight
 }
@@ -138,16 +139,26 @@ func (c *Conn) swapForSend() []byte {
 func (c *Conn) consumedFlight(n int) []byte {
 	c.flightOff += n
 	c.written += uint64(n)
-	if c.flightOff == len(c.flight) {
-		c.flight, c.flightOff = shrink(c.flight), 0
-		return nil
+	if c.flightOff < len(c.flight) {
+		return c.flight[c.flightOff:]
 	}
-	return c.flight[c.flightOff:]
+	c.flight, c.flightOff = c.flight[:0], 0
+	return nil
 }
 
-// keepCap is the output capacity a drained connection keeps; anything
-// larger is returned to the garbage collector, so a burst to one client
-// does not pin memory for the life of the connection.
+// Trim gives output buffers larger than keepCap back to the garbage
+// collector when nothing is pending. Buffers keep their capacity while
+// traffic flows (regrowing them per burst costs more than the copy);
+// owners call Trim now and then so that a past burst does not pin memory
+// for the life of the connection.
+func (c *Conn) Trim() {
+	if c.Pending() == 0 && c.flags&flagSendArmed == 0 {
+		c.out, c.outOff = shrink(c.out), 0
+		c.flight, c.flightOff = shrink(c.flight), 0
+	}
+}
+
+// keepCap is the output capacity a drained connection keeps.
 const keepCap = 64 << 10
 
 func shrink(b []byte) []byte {
