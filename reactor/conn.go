@@ -1,6 +1,10 @@
 package reactor
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
 
 // Conn is one accepted TCP connection. It is owned by the loop: its methods
 // only record what the owner wants (queue bytes, pause, close) and the
@@ -74,6 +78,22 @@ func (c *Conn) Pending() int {
 // Written is the total number of bytes the kernel accepted for this
 // connection; owners compare successive values to detect a stuck peer.
 func (c *Conn) Written() uint64 { return c.written }
+
+// Unacked is the number of bytes the kernel has taken for this connection
+// but the peer has not acknowledged yet (SIOCOUTQ). Unlike the other
+// methods it makes a system call; it is meant for shutdown, where closing a
+// socket that still has unread input makes the kernel send a reset and
+// discard whatever the peer has not acknowledged.
+func (c *Conn) Unacked() int {
+	if c.flags&(flagOpen|flagClosing) != flagOpen {
+		return 0
+	}
+	n, err := unix.IoctlGetInt(c.fd, unix.SIOCOUTQ)
+	if err != nil {
+		return 0
+	}
+	return n
+}
 
 // PauseRead stops delivering Received events for this connection until
 // ResumeRead. Bytes the kernel already handed over may still arrive once.

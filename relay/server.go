@@ -337,13 +337,21 @@ func (s *Server) beginDrain() {
 	s.log.Info("shutting down: accepting and reading stopped, writing queued output", "timeout", s.cfg.ShutdownTimeout)
 }
 
-// drainDone reports whether every queued byte is out or time is up.
+// drainDone reports whether every queued byte has reached its peer, or
+// time is up. "Reached" means acknowledged, not just handed to the kernel:
+// closing a socket whose input was left unread (reads are paused) makes
+// the kernel reset it and drop what the peer has not acknowledged.
 func (s *Server) drainDone() bool {
 	if !s.now.Before(s.deadline) {
 		return true
 	}
 	for i := range s.peers {
 		if p := &s.peers[i]; p.conn != nil && p.conn.Pending() > 0 {
+			return false
+		}
+	}
+	for i := range s.peers {
+		if p := &s.peers[i]; p.conn != nil && p.conn.Unacked() > 0 {
 			return false
 		}
 	}

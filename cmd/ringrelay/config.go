@@ -105,10 +105,13 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "`format` of log lines: text or json")
 	fs.BoolVar(&c.Probe, "probe", false, "print what this host's io_uring supports and which backend auto would pick, then exit")
 
-	fs.Usage = func() { usage(fs, stderr) }
+	// The flag package calls Usage on every parse error; stay quiet then
+	// (the caller prints the one-line error) and print the help only when
+	// it was asked for.
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return c, err
+			usage(fs, stderr)
 		}
 		return c, err
 	}

@@ -1,0 +1,551 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
+	"github.com/ringrelay/ringrelay/relay/client"
+)
+
+// Child processes started through servertest are reaped by its cleanups
+// (or waited for by the tests), so nothing should be left running here.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// exitWithin bounds every wait on a child so a hung server fails the test
+// instead of hanging it. It is a safety net, not a timing assertion.
+const exitWithin = 10 * time.Second
+
+// errorLine returns the one line of stderr that run writes for a bad
+// invocation ("ringrelay: ..."). The usage text can also land in stderr
+// and it names every flag, so assertions about which flag is at fault
+// must look at this line only.
+func errorLine(t *testing.T, stderr string) string {
+	t.Helper()
+	var found []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "ringrelay: ") {
+			found = append(found, l)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want exactly one %q line in stderr, got %d:\n%s", "ringrelay: ", len(found), stderr)
+	}
+	return found[0]
+}
+
+// namesFlag reports whether line mentions -name as a whole token, so that
+// "-max-frame" does not count as a mention of "-max".
+func namesFlag(line, name string) bool {
+	re := regexp.MustCompile(`(^|[^\w-])-` + regexp.QuoteMeta(name) + `([^\w-]|$)`)
+	return re.MatchString(line)
+}
+
+func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
+	cases := []struct {
+		name  string
+		args  []string
+		flags []string // flags the error line must name
+		value string   // the offending input, which the line must quote back
+	}{
+		{"unknown flag", []string{"-bogus"}, []string{"bogus"}, "-bogus"},
+		{"unknown backend", []string{"-backend=io_uring"}, []string{"backend"}, "io_uring"},
+		{"size not a number", []string{"-max-frame=abc"}, []string{"max-frame"}, "abc"},
+		{"zero max-frame", []string{"-max-frame=0"}, []string{"max-frame"}, "0"},
+		{"buffers not a power of two", []string{"-buffers=1000"}, []string{"buffers"}, "1000"},
+		{"ring-entries too small", []string{"-ring-entries=3"}, []string{"ring-entries"}, "3"},
+		{"unknown policy", []string{"-slow-consumer=maybe"}, []string{"slow-consumer"}, "maybe"},
+		{"negative write-timeout", []string{"-write-timeout=-1s"}, []string{"write-timeout"}, "-1s"},
+		{"unknown log level", []string{"-log-level=verbose"}, []string{"log-level"}, "verbose"},
+		{"unknown log format", []string{"-log-format=xml"}, []string{"log-format"}, "xml"},
+		{"listen without port", []string{"-listen=nonsense"}, []string{"listen"}, "nonsense"},
+		// Valid alone; wrong only against the default -max-frame of 1 MiB.
+		{"queue smaller than a frame", []string{"-max-queue=1KiB"}, []string{"max-queue", "max-frame"}, "1024"},
+		{"stray argument", []string{"-backend=epoll", "stray"}, nil, "stray"},
+	}
+	seen := map[string]string{} // error line -> case that produced it
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, &stdout, &stderr)
+			if code != 2 {
+				t.Fatalf("run(%q) = %d, want 2\nstderr:\n%s", tc.args, code, stderr.String())
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("run(%q) wrote to stdout: %q", tc.args, stdout.String())
+			}
+			line := errorLine(t, stderr.String())
+			for _, f := range tc.flags {
+				if !namesFlag(line, f) {
+					t.Errorf("error line does not name -%s: %q", f, line)
+				}
+			}
+			if !strings.Contains(line, tc.value) {
+				t.Errorf("error line does not quote the bad input %q: %q", tc.value, line)
+			}
+			if !strings.Contains(stderr.String(), "ringrelay -h") {
+				t.Errorf("stderr does not point at -h:\n%s", stderr.String())
+			}
+			if other, dup := seen[line]; dup {
+				t.Errorf("same error line as case %q, so the table tells the cases apart by nothing: %q", other, line)
+			}
+			seen[line] = tc.name
+		})
+	}
+}
+
+// The flags of the table above, set to good values, parse: the failures
+// come from the values, not from the flags or the way they are written.
+func TestGoodValuesParse(t *testing.T) {
+	args := []string{
+		"-listen=127.0.0.1:0", "-backend=epoll", "-buffers=512", "-ring-entries=8",
+		"-buffer-size=4KiB", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
+		"-write-timeout=1s", "-log-level=debug", "-log-format=json",
+	}
+	c, err := parseFlags(args, io.Discard)
+	if err != nil {
+		t.Fatalf("parseFlags(%q): %v", args, err)
+	}
+	want := defaultConfig()
+	want.Listen, want.Backend, want.Buffers, want.RingEntries = "127.0.0.1:0", "epoll", 512, 8
+	want.BufferSize, want.MaxFrame, want.MaxQueue, want.SlowConsumer = 4096, 65536, 131072, "drop"
+	want.WriteTimeout, want.LogLevel, want.LogFormat = time.Second, "debug", "json"
+	if c != want {
+		t.Errorf("parseFlags(%q)\n got %+v\nwant %+v", args, c, want)
+	}
+}
+
+func TestSizeSuffixes(t *testing.T) {
+	cases := []struct {
+		in   string
+		want size
+	}{
+		{"512", 512},
+		{"512B", 512},
+		{"64KiB", 64 << 10},
+		{"3MiB", 3 << 20},
+		{"1GiB", 1 << 30},
+	}
+	for _, tc := range cases {
+		// -max-queue is raised so that no size here trips the
+		// queue-smaller-than-a-frame check.
+		args := []string{"-max-frame=" + tc.in, "-max-queue=2GiB"}
+		c, err := parseFlags(args, io.Discard)
+		if err != nil {
+			t.Errorf("parseFlags(%q): %v", args, err)
+			continue
+		}
+		if c.MaxFrame != tc.want {
+			t.Errorf("-max-frame=%s gave %d bytes, want %d", tc.in, c.MaxFrame, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "KiB", "1.5MiB", "-1", "1kb", "1 TiB"} {
+		if _, err := parseFlags([]string{"-max-frame=" + bad}, io.Discard); err == nil {
+			t.Errorf("-max-frame=%q was accepted", bad)
+		}
+	}
+
+	// End to end: run accepts the suffix (and -probe makes it exit
+	// before serving).
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-max-frame=64KiB", "-probe"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("run -max-frame=64KiB -probe = %d, want 0\nstderr:\n%s", code, stderr.String())
+	}
+}
+
+func TestHelp(t *testing.T) {
+	// Every flag, the group it belongs to, and its default as -h must show
+	// it ("" for flags whose default is off or empty, shown without one).
+	// The numbers are the ones PROTOCOL.md and README.md promise.
+	type entry struct{ group, def string }
+	want := map[string]entry{
+		"listen":           {"Network", "127.0.0.1:8080"},
+		"backend":          {"Network", "auto"},
+		"nodelay":          {"Network", "true"},
+		"max-conns":        {"Network", "100000"},
+		"ring-entries":     {"io_uring tuning", "4096"},
+		"buffers":          {"io_uring tuning", "1024"},
+		"buffer-size":      {"io_uring tuning", "16KiB"},
+		"max-frame":        {"Limits", "1MiB"},
+		"max-queue":        {"Limits", "4MiB"},
+		"slow-consumer":    {"Limits", "backpressure"},
+		"write-timeout":    {"Limits", "30s"},
+		"frame-timeout":    {"Limits", "1m0s"},
+		"shutdown-timeout": {"Limits", "5s"},
+		"metrics-addr":     {"Observability", ""},
+		"pprof-addr":       {"Observability", ""},
+		"log-level":        {"Observability", "info"},
+		"log-format":       {"Observability", "text"},
+		"probe":            {"Other", ""},
+	}
+	titles := []string{"Network", "io_uring tuning", "Limits", "Observability", "Other"}
+
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		t.Run(arg, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{arg}, &stdout, &stderr); code != 0 {
+				t.Fatalf("run(%s) = %d, want 0", arg, code)
+			}
+			text := stdout.String() + stderr.String()
+
+			// Walk the text: a line that starts in column 0 and ends
+			// with ':' opens a group, "  -name ..." is a flag, and the
+			// line after it is the flag's help.
+			var gotTitles []string
+			got := map[string]entry{}
+			lines := strings.Split(text, "\n")
+			group := ""
+			for i, l := range lines {
+				switch {
+				case l != "" && l[0] != ' ' && strings.HasSuffix(l, ":"):
+					group = strings.TrimSuffix(l, ":")
+					for _, title := range titles {
+						if strings.HasPrefix(group, title) {
+							group = title
+						}
+					}
+					gotTitles = append(gotTitles, group)
+				case strings.HasPrefix(l, "  -"):
+					name := strings.Fields(l)[0][1:]
+					if _, dup := got[name]; dup {
+						t.Errorf("-%s listed twice", name)
+					}
+					if i+1 >= len(lines) {
+						t.Fatalf("-%s has no help line", name)
+					}
+					e := entry{group: group}
+					if m := regexp.MustCompile(`\(default (\S+)\)$`).FindStringSubmatch(lines[i+1]); m != nil {
+						e.def = m[1]
+					}
+					got[name] = e
+				}
+			}
+			if !slices.Equal(gotTitles, titles) {
+				t.Errorf("group titles %q, want %q", gotTitles, titles)
+			}
+			for name, w := range want {
+				g, ok := got[name]
+				switch {
+				case !ok:
+					t.Errorf("-%s missing from -h", name)
+				case g != w:
+					t.Errorf("-%s shown as %+v, want %+v", name, g, w)
+				}
+			}
+			for name := range got {
+				if _, ok := want[name]; !ok {
+					t.Errorf("-h lists -%s, which this test does not know: add it to the table", name)
+				}
+			}
+		})
+	}
+}
+
+// uringOracle says, without the code under test, whether this host should
+// run the uring backend: a raw io_uring_setup must succeed and the kernel
+// must be 6.0 or newer (multishot recv with buffer rings). When it should
+// not, why is the errno or the kernel release.
+func uringOracle(t *testing.T) (ok bool, setupErr error, why string) {
+	t.Helper()
+	var params [120]byte // struct io_uring_params, zeroed: default ring
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 8, uintptr(unsafe.Pointer(&params[0])), 0)
+	if errno != 0 {
+		return false, errno, "io_uring_setup: " + errno.Error()
+	}
+	unix.Close(int(fd))
+	release := osRelease(t)
+	major, _ := strconv.Atoi(strings.SplitN(release, ".", 2)[0])
+	if major < 6 {
+		return false, nil, "kernel " + release
+	}
+	return true, nil, ""
+}
+
+func osRelease(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatalf("kernel release: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// probeField returns the value printed after "name:" in -probe output.
+func probeField(t *testing.T, out, name string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `:[ \t]+(.*)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no %q line in -probe output:\n%s", name, out)
+	}
+	return m[1]
+}
+
+func TestProbe(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-probe"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("-probe exited %d, want 0\nstderr:\n%s", code, stderr.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("-probe wrote to stderr: %q", stderr.String())
+	}
+	out := stdout.String()
+	if got, want := probeField(t, out, "kernel"), osRelease(t); got != want {
+		t.Errorf("kernel line says %q, /proc says %q", got, want)
+	}
+	wantDisabled := "(sysctl absent)"
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil {
+		wantDisabled = strings.TrimSpace(string(b))
+	}
+	if got := probeField(t, out, "io_uring_disabled"); got != wantDisabled {
+		t.Errorf("io_uring_disabled line says %q, want %q", got, wantDisabled)
+	}
+
+	ok, setupErr, why := uringOracle(t)
+	setup := probeField(t, out, "io_uring setup")
+	pick := probeField(t, out, "auto would pick")
+	switch {
+	case ok:
+		if setup != "ok" {
+			t.Errorf("io_uring setup line says %q, but a raw io_uring_setup works here", setup)
+		}
+		if pick != "uring" {
+			t.Errorf("auto would pick %q, want uring on this host", pick)
+		}
+	case setupErr != nil:
+		t.Logf("io_uring does not work on this host (%s); checking the epoll verdict", why)
+		if want := "failed: " + setupErr.Error(); setup != want {
+			t.Errorf("io_uring setup line says %q, want %q", setup, want)
+		}
+		if !strings.HasPrefix(pick, "epoll, because ") || !strings.Contains(pick, setupErr.Error()) {
+			t.Errorf("auto would pick %q, want epoll because of %q", pick, setupErr.Error())
+		}
+	default:
+		t.Logf("io_uring sets up but the kernel is too old (%s)", why)
+		if !strings.HasPrefix(pick, "epoll, because ") {
+			t.Errorf("auto would pick %q, want epoll", pick)
+		}
+	}
+}
+
+func TestProbeUnderSeccomp(t *testing.T) {
+	p := servertest.Launch(t, servertest.Options{DenyIOUring: true, NoListen: true, Args: []string{"-probe"}})
+	if code := p.Wait(t, exitWithin); code != 0 {
+		t.Fatalf("-probe under seccomp exited %d, want 0\noutput:\n%s", code, p.Logs())
+	}
+	out := p.Logs()
+	if got := probeField(t, out, "io_uring setup"); got != "failed: operation not permitted" {
+		t.Errorf("io_uring setup line says %q, want the EPERM from the filter", got)
+	}
+	pick := probeField(t, out, "auto would pick")
+	if !strings.HasPrefix(pick, "epoll, because ") {
+		t.Errorf("auto would pick %q, want epoll", pick)
+	}
+	for _, s := range []string{"operation not permitted", "seccomp"} {
+		if !strings.Contains(pick, s) {
+			t.Errorf("the reason for epoll does not say %q: %q", s, pick)
+		}
+	}
+	if strings.Contains(out, "multishot") {
+		t.Errorf("feature lines printed although setup failed:\n%s", out)
+	}
+}
+
+const uringFD = "anon_inode:[io_uring]"
+
+// listeningBackend returns the backend named by the server's "listening"
+// log line, and checks that the line names the address it was given.
+func listeningBackend(t *testing.T, p *servertest.Proc) string {
+	t.Helper()
+	// The port accepts as soon as the loop is open, a moment before the
+	// line is written: wait for the line.
+	re := regexp.MustCompile(`(?m)msg=listening addr=(\S+) backend=(\w+)`)
+	var m []string
+	for deadline := time.Now().Add(exitWithin); ; time.Sleep(10 * time.Millisecond) {
+		if m = re.FindStringSubmatch(p.Logs()); m != nil {
+			break
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("no listening line in the log:\n%s", p.Logs())
+		}
+	}
+	if m[1] != p.Addr {
+		t.Errorf("listening line names %s, server was started on %s", m[1], p.Addr)
+	}
+	return m[2]
+}
+
+// connect dials two clients; their reads and writes give up after
+// exitWithin so a broken relay fails instead of hanging.
+func connect(t *testing.T, addr string) (*client.Conn, *client.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), exitWithin)
+	defer cancel()
+	var cs [2]*client.Conn
+	for i := range cs {
+		c, err := client.Dial(ctx, addr)
+		if err != nil {
+			t.Fatalf("client %d: %v", i+1, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(exitWithin))
+		cs[i] = c
+	}
+	if cs[0].ID() == cs[1].ID() {
+		t.Fatalf("both clients got ID %08x", cs[0].ID())
+	}
+	return cs[0], cs[1]
+}
+
+// relayBothWays checks that c1 reaches c2 and c2 reaches c1.
+func relayBothWays(t *testing.T, c1, c2 *client.Conn) {
+	t.Helper()
+	for _, m := range []struct {
+		from, to *client.Conn
+		msg      string
+	}{
+		{c1, c2, "hello, number 2"},
+		{c2, c1, "hello back, number 1"},
+	} {
+		if err := m.from.Send(m.to.ID(), []byte(m.msg)); err != nil {
+			t.Fatalf("send %q: %v", m.msg, err)
+		}
+		got, err := m.to.Recv()
+		if err != nil {
+			t.Fatalf("receive %q: %v", m.msg, err)
+		}
+		if string(got) != m.msg {
+			t.Fatalf("received %q, want %q", got, m.msg)
+		}
+	}
+}
+
+func TestBackendSelection(t *testing.T) {
+	uringOK, _, why := uringOracle(t)
+	cases := []struct {
+		name       string
+		deny       bool
+		backend    string
+		want       string // backend it must run on
+		fallback   bool   // must log the fallback warning with the reason
+		needsUring bool   // only meaningful where io_uring works
+	}{
+		{"auto under seccomp falls back", true, "auto", "epoll", true, false},
+		{"epoll under seccomp", true, "epoll", "epoll", false, false},
+		{"auto", false, "auto", "uring", false, true},
+		{"uring", false, "uring", "uring", false, true},
+		{"epoll", false, "epoll", "epoll", false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.needsUring && !uringOK {
+				t.Skipf("io_uring is not usable on this host: %s", why)
+			}
+			p := servertest.Start(t, servertest.Options{DenyIOUring: tc.deny, Args: []string{"-backend=" + tc.backend}})
+
+			if got := listeningBackend(t, p); got != tc.want {
+				t.Errorf("runs on %s, want %s\nlog:\n%s", got, tc.want, p.Logs())
+			}
+			fallback := regexp.MustCompile(`(?m)^.*falling back to epoll.*$`).FindString(p.Logs())
+			switch {
+			case tc.fallback && fallback == "":
+				t.Errorf("no fallback line in the log:\n%s", p.Logs())
+			case tc.fallback:
+				for _, s := range []string{"operation not permitted", "seccomp"} {
+					if !strings.Contains(fallback, s) {
+						t.Errorf("fallback line does not say %q: %s", s, fallback)
+					}
+				}
+			case fallback != "":
+				t.Errorf("unexpected fallback line: %s", fallback)
+			}
+
+			fds := p.FDs(t)
+			if !slices.ContainsFunc(fds, func(s string) bool { return strings.HasPrefix(s, "socket:[") }) {
+				t.Fatalf("no socket among the server's descriptors, so the listing is not its own: %q", fds)
+			}
+			if has := slices.Contains(fds, uringFD); has != (tc.want == "uring") {
+				t.Errorf("io_uring descriptor open = %v on %s; descriptors: %q", has, tc.want, fds)
+			}
+
+			c1, c2 := connect(t, p.Addr)
+			relayBothWays(t, c1, c2)
+
+			p.Signal(t, syscall.SIGTERM)
+			if code := p.Wait(t, exitWithin); code != 0 {
+				t.Fatalf("exit code after SIGTERM = %d, want 0\nlog:\n%s", code, p.Logs())
+			}
+			// Shutdown closes every connection: the clients see a clean end.
+			for i, c := range []*client.Conn{c1, c2} {
+				if _, err := c.Recv(); !errors.Is(err, io.EOF) {
+					t.Errorf("client %d after shutdown: %v, want EOF", i+1, err)
+				}
+			}
+		})
+	}
+}
+
+// runChild runs the built ringrelay (under the seccomp launcher when deny)
+// to completion and returns its exit code and its stdout and stderr apart,
+// which servertest's combined log cannot tell.
+func runChild(t *testing.T, deny bool, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	dir := servertest.Binaries(t)
+	argv := append([]string{filepath.Join(dir, "ringrelay")}, args...)
+	if deny {
+		argv = append([]string{filepath.Join(dir, "seccompexec")}, argv...)
+	}
+	var out, errb bytes.Buffer
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", argv[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(exitWithin):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%q still running after %v\nstdout:\n%s\nstderr:\n%s", args, exitWithin, out.String(), errb.String())
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
+}
+
+func TestUringRefusedUnderSeccomp(t *testing.T) {
+	code, stdout, stderr := runChild(t, true, "-listen=127.0.0.1:0", "-backend=uring")
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("stdout not empty: %q", stdout)
+	}
+	for _, s := range []string{"operation not permitted", "-backend=epoll"} {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("stderr does not say %q:\n%s", s, stderr)
+		}
+	}
+	if strings.Contains(stderr, "msg=listening") {
+		t.Errorf("server reported listening although it must refuse to start:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "falling back") {
+		t.Errorf("-backend=uring fell back instead of failing:\n%s", stderr)
+	}
+}
