@@ -51,6 +51,7 @@ const (
 	flagDrainArmed                       // NotifyDrained mark is set
 	flagRecvArmed                        // io_uring: multishot recv in flight
 	flagSendArmed                        // io_uring: send in flight
+	flagCloseSent                        // io_uring: close(2) of fd submitted
 )
 
 // Slot is a small dense index of the connection, stable from Opened to

@@ -234,6 +234,7 @@ func (l *uringLoop) beginClose(c *Conn, err error) {
 
 func (l *uringLoop) finishClose(c *Conn) {
 	l.submitErr(l.ring.CloseFd(c.fd, ring.Pack(opClose, c.slot, c.gen)))
+	c.flags |= flagCloseSent
 	c.inflight++
 }
 
@@ -378,16 +379,21 @@ func (l *uringLoop) Close() error {
 	}
 	l.shut = true
 	if l.ring != nil {
-		l.ring.Close() // cancels everything in flight
+		// Hand queued closes to the kernel first; then tearing the ring down
+		// cancels whatever is still in flight.
+		_ = l.ring.Submit(0)
+		l.ring.Close()
 	}
 	if l.bufs != nil {
 		l.bufs.Close()
 	}
 	for _, c := range l.conns {
-		if c.fd >= 0 && c.flags != 0 {
+		// A descriptor whose close went through the ring may already carry
+		// another file's number: never close it twice.
+		if c.fd >= 0 && c.flags != 0 && c.flags&flagCloseSent == 0 {
 			unix.Close(c.fd)
-			c.fd = -1
 		}
+		c.fd = -1
 	}
 	if l.lfd >= 0 {
 		unix.Close(l.lfd)
