@@ -1,0 +1,142 @@
+package bench
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Point is one load point: a workload and its parameters.
+type Point struct {
+	Name     string `json:"name"`
+	Workload string `json:"workload"`          // pingpong, flood, fanin or idle
+	Pairs    int    `json:"pairs,omitempty"`   // pingpong
+	Window   int    `json:"window,omitempty"`  // pingpong: frames in flight per pair
+	Senders  int    `json:"senders,omitempty"` // fanin
+	Conns    int    `json:"conns,omitempty"`   // idle
+	Size     int    `json:"payload_bytes,omitempty"`
+}
+
+// Workloads lists the workload names Point.Workload accepts.
+var Workloads = []string{"pingpong", "flood", "fanin", "idle"}
+
+// NewPoint fills in a Point for workload, taking defaults for the parameters
+// that are zero, and names it after its parameters.
+func NewPoint(workload string, pairs, window, senders, conns, size int) (Point, error) {
+	p := Point{Workload: workload}
+	switch workload {
+	case "pingpong":
+		p.Pairs, p.Window, p.Size = or(pairs, 1), or(window, 1), or(size, 64)
+		p.Name = fmt.Sprintf("pingpong-p%d-w%d", p.Pairs, p.Window)
+	case "flood":
+		p.Size = or(size, 1024)
+		p.Name = "flood-" + sizeName(p.Size)
+	case "fanin":
+		p.Senders, p.Size = or(senders, 100), or(size, 256)
+		p.Name = fmt.Sprintf("fanin-%dx%s", p.Senders, sizeName(p.Size))
+	case "idle":
+		p.Conns = or(conns, 10000)
+		p.Name = fmt.Sprintf("idle-%d", p.Conns)
+	default:
+		return Point{}, fmt.Errorf("unknown workload %q (want one of %s)", workload, strings.Join(Workloads, ", "))
+	}
+	return p, p.Validate()
+}
+
+func or(v, def int) int {
+	if v != 0 {
+		return v
+	}
+	return def
+}
+
+func sizeName(n int) string {
+	if n >= 1024 && n%1024 == 0 {
+		return fmt.Sprintf("%dk", n/1024)
+	}
+	return fmt.Sprint(n)
+}
+
+// Validate checks the parameters the workload uses.
+func (p Point) Validate() error {
+	positive := func(name string, v int) error {
+		if v <= 0 {
+			return fmt.Errorf("point %s: %s must be positive, got %d", p.Name, name, v)
+		}
+		return nil
+	}
+	var errs []error
+	switch p.Workload {
+	case "pingpong":
+		errs = append(errs, positive("pairs", p.Pairs), positive("window", p.Window))
+	case "fanin":
+		errs = append(errs, positive("senders", p.Senders))
+	case "idle":
+		return positive("conns", p.Conns)
+	case "flood":
+	default:
+		return fmt.Errorf("point %s: unknown workload %q", p.Name, p.Workload)
+	}
+	if p.Size < MinPayload {
+		errs = append(errs, fmt.Errorf("point %s: payload size %d is below the minimum of %d bytes", p.Name, p.Size, MinPayload))
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DefaultPoints are the points `ringbench compare` runs. idle comes first so
+// that it measures a fresh server: a server that already grew buffers for
+// earlier points would reuse that memory and understate the cost of a
+// connection.
+func DefaultPoints() []Point {
+	return []Point{
+		must(NewPoint("idle", 0, 0, 0, 10000, 0)),
+		must(NewPoint("pingpong", 1, 1, 0, 0, 64)),
+		must(NewPoint("pingpong", 50, 16, 0, 0, 64)),
+		must(NewPoint("pingpong", 1000, 4, 0, 0, 64)),
+		must(NewPoint("flood", 0, 0, 0, 0, 1024)),
+		must(NewPoint("flood", 0, 0, 0, 0, 64*1024)),
+		must(NewPoint("fanin", 0, 0, 100, 0, 256)),
+	}
+}
+
+// QuickPoints are the points of `ringbench compare -quick`.
+func QuickPoints() []Point {
+	keep := []string{"pingpong-p1-w1", "pingpong-p50-w16", "flood-1k", "fanin-100x256"}
+	return slices.DeleteFunc(DefaultPoints(), func(p Point) bool { return !slices.Contains(keep, p.Name) })
+}
+
+// SelectPoints keeps the points named in names, in the order of points. A
+// name may be a point name (pingpong-p50-w16) or a workload (pingpong).
+func SelectPoints(points []Point, names []string) ([]Point, error) {
+	if len(names) == 0 {
+		return points, nil
+	}
+	var out []Point
+	for _, n := range names {
+		if !slices.ContainsFunc(points, func(p Point) bool { return p.Name == n || p.Workload == n }) {
+			var all []string
+			for _, p := range points {
+				all = append(all, p.Name)
+			}
+			return nil, fmt.Errorf("no point named %q (have %s)", n, strings.Join(all, ", "))
+		}
+	}
+	for _, p := range points {
+		if slices.Contains(names, p.Name) || slices.Contains(names, p.Workload) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func must(p Point, err error) Point {
+	if err != nil {
+		panic(err)
+	}
+	return p
+}

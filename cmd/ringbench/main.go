@@ -1,0 +1,226 @@
+// Command ringbench measures a ringrelay server.
+//
+//	ringbench compare [flags]   start ringrelay once per backend and compare them
+//	ringbench load [flags]      run one workload against a running server
+//
+// Both print markdown tables on stdout and exit 1 if any point failed its
+// integrity checks. compare also writes JSON and an SVG chart to
+// bench/results/. Run `ringbench compare -h` or `ringbench load -h` for
+// the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ringrelay/ringrelay/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  ringbench compare [flags]   start ringrelay per backend, run every load point, compare
+  ringbench load [flags]      run one workload against a server that is already running
+run "ringbench compare -h" or "ringbench load -h" for the flags
+`
+
+// run returns the exit status: 0 all points passed, 1 a point failed or the
+// run could not finish, 2 bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	progress := bench.NewProgress(os.Stderr)
+	var (
+		report *bench.Report
+		outDir string
+		err    error
+	)
+	switch args[0] {
+	case "compare":
+		var cfg bench.CompareConfig
+		if cfg, outDir, err = parseCompare(args[1:], stderr); err == nil {
+			report, err = bench.Compare(ctx, cfg, progress)
+		}
+	case "load":
+		var cfg bench.LoadConfig
+		if cfg, err = parseLoad(args[1:], stderr); err == nil {
+			report, err = bench.Load(ctx, cfg, progress)
+		}
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "ringbench: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "ringbench %s: %v\n", args[0], err)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ringbench %s: %v\n", args[0], err)
+		return 1
+	}
+	if err := bench.WriteMarkdown(stdout, report); err != nil {
+		fmt.Fprintf(stderr, "ringbench: %v\n", err)
+		return 1
+	}
+	if outDir != "" {
+		paths, err := bench.SaveReport(outDir, report)
+		if err != nil {
+			fmt.Fprintf(stderr, "ringbench: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "results: %s\n", strings.Join(paths, ", "))
+	}
+	if report.Failed() {
+		fmt.Fprintln(stderr, "ringbench: some points FAILED (see Errors in the report)")
+		return 1
+	}
+	return 0
+}
+
+// usageError marks a problem with the command line.
+type usageError struct{ error }
+
+func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string, error) {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		server      = fs.String("server", "", "ringrelay binary (default: bin/ringrelay in the working directory, else ringrelay next to ringbench)")
+		serverFlags multiFlag
+		backends    = fs.String("backends", "uring,epoll", "comma-separated backends, each passed to the server as -backend")
+		points      = fs.String("points", "", "comma-separated point names or workloads to run (default: all; with -quick: the quick set)")
+		runs        = fs.Int("runs", 3, "runs per point and backend; the median is reported")
+		duration    = fs.Duration("duration", 5*time.Second, "measured time per point and backend")
+		warmup      = fs.Duration("warmup", time.Second, "unmeasured traffic before each measurement")
+		quick       = fs.Bool("quick", false, "a short smoke run: 4 points, 1 run, 1s each (explicit flags still win)")
+		out         = fs.String("out", "bench/results", "directory for the JSON results and the SVG chart")
+		pin         = fs.Bool("pin", true, "pin the server and the generator to two different CPUs")
+	)
+	fs.Var(&serverFlags, "server-flag", "extra `flag` for the server, repeatable (e.g. -server-flag=-max-conns=20000)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: ringbench compare [flags]\n\nPoints: %s\n\n", pointNames(bench.DefaultPoints()))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return bench.CompareConfig{}, "", err
+	}
+	if fs.NArg() > 0 {
+		return bench.CompareConfig{}, "", usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	all := bench.DefaultPoints()
+	chosen := all
+	if *quick {
+		chosen = bench.QuickPoints()
+		if !set["runs"] {
+			*runs = 1
+		}
+		if !set["duration"] {
+			*duration = time.Second
+		}
+		if !set["warmup"] {
+			*warmup = 500 * time.Millisecond
+		}
+	}
+	if *points != "" {
+		var err error
+		if chosen, err = bench.SelectPoints(all, splitList(*points)); err != nil {
+			return bench.CompareConfig{}, "", usageError{err}
+		}
+	}
+	path, err := bench.FindServer(*server)
+	if err != nil {
+		return bench.CompareConfig{}, "", err
+	}
+	cfg := bench.CompareConfig{
+		Server: path, ServerFlags: serverFlags, Backends: splitList(*backends), Points: chosen,
+		Runs: *runs, Warmup: *warmup, Duration: *duration, Pin: *pin,
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, "", usageError{err}
+	}
+	return cfg, *out, nil
+}
+
+func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		addr     = fs.String("addr", "", "server address HOST:PORT (required)")
+		workload = fs.String("workload", "", "workload: "+strings.Join(bench.Workloads, ", ")+" (required)")
+		pairs    = fs.Int("pairs", 0, "pingpong: pairs of connections (default 1)")
+		window   = fs.Int("window", 0, "pingpong: frames in flight per pair (default 1)")
+		senders  = fs.Int("senders", 0, "fanin: sending connections (default 100)")
+		conns    = fs.Int("conns", 0, "idle: connections to hold (default 10000)")
+		size     = fs.Int("size", 0, fmt.Sprintf("payload bytes, at least %d (default: pingpong 64, flood 1024, fanin 256)", bench.MinPayload))
+		duration = fs.Duration("duration", 5*time.Second, "measured time")
+		warmup   = fs.Duration("warmup", time.Second, "unmeasured traffic before the measurement")
+		pid      = fs.Int("pid", 0, "server process ID; when set, server CPU and RSS are read from /proc")
+		cpu      = fs.Int("cpu", -1, "pin ringbench to this CPU (-1: do not pin)")
+		profile  = fs.String("cpuprofile", "", "write ringbench's own CPU profile to this `file`, to see where the generator spends its time")
+	)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: ringbench load -addr HOST:PORT -workload NAME [flags]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return bench.LoadConfig{}, err
+	}
+	if fs.NArg() > 0 {
+		return bench.LoadConfig{}, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	p, err := bench.NewPoint(*workload, *pairs, *window, *senders, *conns, *size)
+	if err != nil {
+		return bench.LoadConfig{}, usageError{err}
+	}
+	cfg := bench.LoadConfig{Addr: *addr, Point: p, Warmup: *warmup, Duration: *duration, ServerPID: *pid, CPU: *cpu, CPUProfile: *profile}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+// multiFlag collects every use of a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func pointNames(points []bench.Point) string {
+	var names []string
+	for _, p := range points {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, ", ")
+}
