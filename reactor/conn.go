@@ -21,14 +21,12 @@ type Conn struct {
 	flags connFlags
 	loop  *base
 
-	// Output. Send appends to out. The epoll backend writes out[outOff:]
-	// directly; the io_uring backend swaps out into flight when it starts a
-	// send, so the kernel reads flight while Send keeps appending to out.
-	out       []byte
-	outOff    int
-	flight    []byte
-	flightOff int
-	written   uint64
+	// Output, in chunks (outqueue.go). Send appends; a send covers a prefix
+	// and consumes it when the kernel reports how much it took. On io_uring
+	// the kernel reads chunks while Send keeps appending after them.
+	out     outQueue
+	written uint64
+	vec     *sendVec // io_uring: sendmsg arguments while a multi-chunk send is in flight
 
 	drainMark int
 
@@ -64,17 +62,12 @@ func (c *Conn) Send(b []byte) {
 	if c.flags&(flagOpen|flagWantClose|flagClosing) != flagOpen {
 		return
 	}
-	if len(c.out) == c.outOff && c.outOff > 0 {
-		c.out, c.outOff = c.out[:0], 0
-	}
-	c.out = append(c.out, b...)
+	c.out.push(b, &c.loop.pool)
 	c.loop.markDirty(c)
 }
 
 // Pending is the number of queued output bytes not yet accepted by the kernel.
-func (c *Conn) Pending() int {
-	return len(c.out) - c.outOff + len(c.flight) - c.flightOff
-}
+func (c *Conn) Pending() int { return c.out.n }
 
 // Written is the total number of bytes the kernel accepted for this
 // connection; owners compare successive values to detect a stuck peer.
@@ -136,57 +129,10 @@ func (c *Conn) Close() {
 	}
 }
 
-// consumed records n bytes accepted by the kernel from the epoll-style
-// output buffer.
-func (c *Conn) consumedOut(n int) {
-	c.outOff += n
+// consumed records n bytes accepted by the kernel.
+func (c *Conn) consumed(n int) {
+	c.out.consume(n, &c.loop.pool)
 	c.written += uint64(n)
-	if c.outOff == len(c.out) {
-		c.out, c.outOff = c.out[:0], 0
-	}
-}
-
-// swapForSend moves queued output into flight for a new send and returns it.
-// Only valid when nothing is in flight. Both buffers keep their capacity
-// while traffic flows; they are trimmed once the connection is drained.
-func (c *Conn) swapForSend() []byte {
-	c.flight, c.out = c.out, c.flight[:0]
-	c.flightOff = 0
-	return c.flight
-}
-
-// consumedFlight records n bytes of flight accepted by the kernel and
-// returns what is left of it.
-func (c *Conn) consumedFlight(n int) []byte {
-	c.flightOff += n
-	c.written += uint64(n)
-	if c.flightOff < len(c.flight) {
-		return c.flight[c.flightOff:]
-	}
-	c.flight, c.flightOff = c.flight[:0], 0
-	return nil
-}
-
-// Trim gives output buffers larger than keepCap back to the garbage
-// collector when nothing is pending. Buffers keep their capacity while
-// traffic flows (regrowing them per burst costs more than the copy);
-// owners call Trim now and then so that a past burst does not pin memory
-// for the life of the connection.
-func (c *Conn) Trim() {
-	if c.Pending() == 0 && c.flags&flagSendArmed == 0 {
-		c.out, c.outOff = shrink(c.out), 0
-		c.flight, c.flightOff = shrink(c.flight), 0
-	}
-}
-
-// keepCap is the output capacity a drained connection keeps.
-const keepCap = 64 << 10
-
-func shrink(b []byte) []byte {
-	if cap(b) > keepCap {
-		return nil
-	}
-	return b[:0]
 }
 
 // base is the state both backends share: the slot table, the list of
@@ -199,6 +145,8 @@ type base struct {
 	pending []Event
 	open    int
 	stats   Stats
+	pool    chunkPool           // output chunks
+	segs    [maxSegments][]byte // scratch for outQueue.peek
 }
 
 // newConn takes a free slot for fd and marks it open.
@@ -240,8 +188,7 @@ func (b *base) release(c *Conn) {
 	c.gen = (c.gen + 1) & genMask
 	c.fd = -1
 	c.flags = 0
-	c.out, c.outOff = shrink(c.out), 0
-	c.flight, c.flightOff = shrink(c.flight), 0
+	c.out.reset(&b.pool)
 	c.written = 0
 	c.inflight = 0
 	c.interest = 0

@@ -71,6 +71,9 @@ type epollLoop struct {
 	// ctl is the scratch argument for epoll_ctl, kept here so registering
 	// interest does not allocate.
 	ctl unix.EpollEvent
+	// msg and iov are the scratch arguments of a multi-chunk sendmsg.
+	msg unix.Msghdr
+	iov [maxSegments]unix.Iovec
 
 	// arena is the loop-wide read buffer: Buffers chunks of BufferSize
 	// bytes. A readable connection borrows the next chunk for one read, and
@@ -399,25 +402,53 @@ func (l *epollLoop) applyRequests() {
 	l.dirty = l.dirty[:0]
 }
 
-// writeOut writes c's queued output straight from its buffer. One call is
-// enough: on a non-blocking socket a short write means the socket buffer
-// is full, and settle then registers EPOLLOUT. A failed write closes c.
+// writeOut writes c's queued output straight from its chunks, up to
+// maxSegments of them per system call, until the queue is empty or the
+// socket buffer is full (a short write or EAGAIN; settle then registers
+// EPOLLOUT). A failed write closes c.
 func (l *epollLoop) writeOut(c *Conn) {
-	for {
-		n, err := sendNoSignal(c.fd, c.out[c.outOff:])
+	for c.out.n > 0 {
+		k := c.out.peek(l.segs[:])
+		want := 0
+		for _, s := range l.segs[:k] {
+			want += len(s)
+		}
+		n, err := l.sendSegments(c.fd, l.segs[:k])
+		clear(l.segs[:k])
 		if n > 0 {
-			c.consumedOut(n)
+			c.consumed(n)
 		}
 		switch err {
-		case nil, unix.EAGAIN:
+		case nil:
+			if n < want {
+				return
+			}
+		case unix.EAGAIN:
 			return
 		case unix.EINTR:
-			continue
 		default: // EPIPE, ECONNRESET, ...
 			l.closeConn(c, err)
 			return
 		}
 	}
+}
+
+// sendSegments writes segs in one system call: send(2) for one segment,
+// sendmsg(2) with an iovec per segment otherwise, both with MSG_NOSIGNAL.
+func (l *epollLoop) sendSegments(fd int, segs [][]byte) (int, error) {
+	if len(segs) == 1 {
+		return sendNoSignal(fd, segs[0])
+	}
+	for i, s := range segs {
+		l.iov[i] = unix.Iovec{Base: &s[0], Len: uint64(len(s))}
+	}
+	l.msg = unix.Msghdr{Iov: &l.iov[0], Iovlen: uint64(len(segs))}
+	n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&l.msg)), unix.MSG_NOSIGNAL)
+	clear(l.iov[:len(segs)])
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 // settle brings c's epoll registration in line with its state after any

@@ -184,8 +184,8 @@ func (l *uringLoop) flush() {
 			continue
 		}
 		l.syncRecv(c)
-		if c.flags&flagSendArmed == 0 && len(c.out) > 0 {
-			l.send(c, c.swapForSend())
+		if c.flags&flagSendArmed == 0 && c.out.n > 0 {
+			l.send(c)
 		}
 		l.checkDrained(c)
 	}
@@ -209,10 +209,37 @@ func (l *uringLoop) syncRecv(c *Conn) {
 	}
 }
 
-func (l *uringLoop) send(c *Conn, b []byte) {
-	l.submitErr(l.ring.Send(c.fd, b, ring.Pack(opSend, c.slot, c.gen)))
+// send starts one send of everything queued (up to maxSegments chunks).
+// The chunks stay in the queue, untouched, until the completion says how
+// much the kernel took; Send meanwhile appends after them.
+func (l *uringLoop) send(c *Conn) {
+	ud := ring.Pack(opSend, c.slot, c.gen)
+	if k := c.out.peek(l.segs[:]); k == 1 {
+		l.submitErr(l.ring.Send(c.fd, l.segs[0], ud))
+	} else {
+		if c.vec == nil {
+			c.vec = new(sendVec)
+		}
+		l.submitErr(l.ring.SendMsg(c.fd, c.vec.set(l.segs[:k]), ud))
+	}
+	clear(l.segs[:])
 	c.flags |= flagSendArmed
 	c.inflight++
+}
+
+// sendVec holds a sendmsg's header and iovecs where the kernel can read
+// them until the send completes.
+type sendVec struct {
+	msg syscall.Msghdr
+	iov [maxSegments]syscall.Iovec
+}
+
+func (v *sendVec) set(segs [][]byte) *syscall.Msghdr {
+	for i, s := range segs {
+		v.iov[i] = syscall.Iovec{Base: &s[0], Len: uint64(len(s))}
+	}
+	v.msg = syscall.Msghdr{Iov: &v.iov[0], Iovlen: uint64(len(segs))}
+	return &v.msg
 }
 
 // beginClose reports the connection closed to the owner and starts tearing
@@ -224,7 +251,6 @@ func (l *uringLoop) beginClose(c *Conn, err error) {
 	}
 	c.flags |= flagClosing
 	l.closed(c, err)
-	c.out, c.outOff = shrink(c.out), 0
 	if c.inflight > 0 {
 		l.submitErr(l.ring.CancelFd(c.fd, ring.Pack(opCancel, c.slot, c.gen)))
 		return
@@ -362,10 +388,11 @@ func (l *uringLoop) sent(c *Conn, cqe *ring.Completion) {
 		l.beginClose(c, syscall.Errno(-cqe.Res))
 		return
 	}
-	if rest := c.consumedFlight(int(cqe.Res)); rest != nil {
-		l.send(c, rest) // short send: the rest goes first, order kept
-	} else if len(c.out) > 0 {
-		l.send(c, c.swapForSend())
+	// A short send leaves the rest at the head of the queue, so it goes
+	// first in the next send and order is kept.
+	c.consumed(int(cqe.Res))
+	if c.out.n > 0 {
+		l.send(c)
 	}
 	l.checkDrained(c)
 	if c.flags&flagEOF != 0 && c.Pending() == 0 {

@@ -314,7 +314,6 @@ func (s *Server) tick() {
 		}
 		if p.conn.Pending() == 0 {
 			p.stallSince = time.Time{}
-			p.conn.Trim()
 			continue
 		}
 		if w := p.conn.Written(); w != p.lastWritten || p.stallSince.IsZero() {

@@ -153,6 +153,18 @@ func (r *Ring) Send(fd int, b []byte, ud UserData) error {
 	return nil
 }
 
+// SendMsg queues one sendmsg on fd. msg, its iovecs and the memory they
+// point to must stay untouched and referenced until the completion arrives.
+func (r *Ring) SendMsg(fd int, msg *syscall.Msghdr, ud UserData) error {
+	e, err := r.sqe()
+	if err != nil {
+		return err
+	}
+	e.PrepareSendMsg(fd, msg, syscall.MSG_NOSIGNAL)
+	e.UserData = uint64(ud)
+	return nil
+}
+
 // Read queues one read of up to len(b) bytes from fd (used for the wake-up
 // eventfd). b must stay referenced until the completion arrives.
 func (r *Ring) Read(fd int, b []byte, ud UserData) error {
