@@ -373,7 +373,11 @@ func (l *uringLoop) received(c *Conn, cqe *ring.Completion, ev *Event) bool {
 			l.finishClose(c)
 		}
 	} else if c.flags&flagRecvArmed == 0 {
-		l.syncRecv(c)
+		// Re-arm at the next flush, not now: the owner may pause this
+		// connection while handling this very batch, and a recv submitted
+		// now would start receiving (inline, at submission) before the
+		// cancel that follows it.
+		l.markDirty(c)
 	}
 	return delivered
 }
