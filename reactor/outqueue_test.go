@@ -16,7 +16,7 @@ func TestOutQueueFIFO(t *testing.T) {
 	var want, got []byte
 	segs := make([][]byte, maxSegments)
 	next := byte(1)
-	for round := range 2000 {
+	for round := range 300 {
 		for range rng.IntN(4) {
 			b := make([]byte, rng.IntN(3*chunkSize))
 			for i := range b {
