@@ -95,6 +95,9 @@ type epollLoop struct {
 // newEpoll opens the listener on addr and the epoll instance around it.
 // cfg must already carry its defaults.
 func newEpoll(addr string, cfg Config) (*epollLoop, error) {
+	if cfg.BufferSize == 0 {
+		cfg.BufferSize = epollBufferSize
+	}
 	if cfg.Buffers <= 0 || cfg.BufferSize <= 0 {
 		return nil, fmt.Errorf("epoll: read arena of %d x %d bytes: both must be positive", cfg.Buffers, cfg.BufferSize)
 	}

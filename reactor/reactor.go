@@ -105,8 +105,13 @@ type Config struct {
 	// the completion queue is four times larger.
 	RingEntries uint32
 	// Buffers and BufferSize size the receive buffers: the provided buffer
-	// ring on io_uring, the loop-wide read arena on epoll
-	// (defaults 1024 x 16 KiB). Buffers must be a power of two.
+	// ring on io_uring, the loop-wide read arena on epoll. Buffers must be a
+	// power of two (default 1024). BufferSize 0 picks the backend's default:
+	// 4 KiB on io_uring, where a multishot recv may fill up to 32 buffers of
+	// one connection per wake-up, so smaller buffers keep one busy sender
+	// from taking the whole ring before backpressure can pause it; 16 KiB
+	// on epoll, which reads one buffer per connection per Poll and so wants
+	// larger reads.
 	Buffers    int
 	BufferSize int
 	// NoDelay sets TCP_NODELAY on accepted sockets. DefaultConfig turns it on.
@@ -127,7 +132,6 @@ func DefaultConfig() Config {
 		Backend:     Auto,
 		RingEntries: 4096,
 		Buffers:     1024,
-		BufferSize:  16 << 10,
 		NoDelay:     true,
 		Backlog:     4096,
 		AcceptRetry: 100 * time.Millisecond,
@@ -145,9 +149,6 @@ func (c *Config) fill() {
 	if c.Buffers == 0 {
 		c.Buffers = d.Buffers
 	}
-	if c.BufferSize == 0 {
-		c.BufferSize = d.BufferSize
-	}
 	if c.Backlog == 0 {
 		c.Backlog = d.Backlog
 	}
@@ -158,3 +159,9 @@ func (c *Config) fill() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// Default receive buffer sizes per backend (Config.BufferSize == 0).
+const (
+	uringBufferSize = 4 << 10
+	epollBufferSize = 16 << 10
+)

@@ -59,6 +59,10 @@ func newUring(addr string, cfg Config) (_ *uringLoop, err error) {
 			l.Close()
 		}
 	}()
+	if cfg.BufferSize == 0 {
+		cfg.BufferSize = uringBufferSize
+		l.cfg.BufferSize = uringBufferSize
+	}
 	l.ring, err = ring.New(cfg.RingEntries)
 	if err != nil {
 		return nil, &setupError{err}

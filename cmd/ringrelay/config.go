@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "open connections allowed (`count`); newer ones are accepted and closed at once")
 	fs.IntVar(&c.RingEntries, "ring-entries", c.RingEntries, "io_uring submission queue `entries` (power of two); the completion queue gets 4x")
 	fs.IntVar(&c.Buffers, "buffers", c.Buffers, "`count` of receive buffers shared by all connections (power of two, at most 32768)")
-	fs.Var(&c.BufferSize, "buffer-size", "size of one receive buffer in `bytes` (sizes take KiB, MiB or GiB suffixes)")
+	fs.Var(&c.BufferSize, "buffer-size", "size of one receive buffer in `bytes` (KiB, MiB or GiB suffixes); auto is 4KiB on io_uring, 16KiB on epoll")
 	fs.Var(&c.MaxFrame, "max-frame", "longest payload in `bytes`, not counting the 4-byte header and the NUL; a longer frame closes its sender")
 	fs.Var(&c.MaxQueue, "max-queue", "`bytes` of output queued per destination before -slow-consumer applies")
 	fs.StringVar(&c.SlowConsumer, "slow-consumer", c.SlowConsumer, "`policy` for a destination over -max-queue: backpressure (pause its senders; lossless), drop, or disconnect")
@@ -158,8 +158,8 @@ func (c *Config) Validate() error {
 	if c.Buffers < 1 || c.Buffers > 32768 || c.Buffers&(c.Buffers-1) != 0 {
 		return fmt.Errorf("-buffers %d: must be a power of two between 1 and 32768", c.Buffers)
 	}
-	if c.BufferSize < 64 || c.BufferSize > 16<<20 {
-		return fmt.Errorf("-buffer-size %d: must be between 64 B and 16 MiB", c.BufferSize)
+	if c.BufferSize != 0 && (c.BufferSize < 64 || c.BufferSize > 16<<20) {
+		return fmt.Errorf("-buffer-size %d: must be auto or between 64 B and 16 MiB", c.BufferSize)
 	}
 	if c.MaxQueue < c.MaxFrame+1 {
 		return fmt.Errorf("-max-queue %d is smaller than one frame (-max-frame %d + 1): a full-size frame could never be queued", c.MaxQueue, c.MaxFrame)
@@ -229,6 +229,8 @@ type size int
 func (s *size) String() string {
 	v := int(*s)
 	switch {
+	case v == 0:
+		return "auto"
 	case v >= 1<<20 && v%(1<<20) == 0:
 		return strconv.Itoa(v>>20) + "MiB"
 	case v >= 1<<10 && v%(1<<10) == 0:
@@ -238,6 +240,10 @@ func (s *size) String() string {
 }
 
 func (s *size) Set(v string) error {
+	if v == "auto" {
+		*s = 0
+		return nil
+	}
 	mult := 1
 	num := v
 	for _, u := range []struct {

@@ -181,7 +181,7 @@ func TestHelp(t *testing.T) {
 		"max-conns":        {"Network", "100000"},
 		"ring-entries":     {"io_uring tuning", "4096"},
 		"buffers":          {"io_uring tuning", "1024"},
-		"buffer-size":      {"io_uring tuning", "16KiB"},
+		"buffer-size":      {"io_uring tuning", "auto"},
 		"max-frame":        {"Limits", "1MiB"},
 		"max-queue":        {"Limits", "4MiB"},
 		"slow-consumer":    {"Limits", "backpressure"},
