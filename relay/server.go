@@ -316,7 +316,11 @@ func (s *Server) tick() {
 			p.stallSince = time.Time{}
 			continue
 		}
-		if w := p.conn.Written(); w != p.lastWritten || p.stallSince.IsZero() {
+		// Progress is what the peer acknowledged, not what the kernel took:
+		// the send buffer autotunes to megabytes and only takes more once a
+		// good part of it has drained, so a slow but steady reader can leave
+		// Written unchanged for longer than the timeout.
+		if w := p.conn.Written() - uint64(p.conn.Unacked()); w != p.lastWritten || p.stallSince.IsZero() {
 			p.lastWritten, p.stallSince = w, s.now
 		} else if s.now.Sub(p.stallSince) >= s.cfg.WriteTimeout {
 			s.kick(p, ClosedStuck, "no write progress for write-timeout")

@@ -1,0 +1,822 @@
+package main
+
+// Operations tests: the real binary in a child process (internal/servertest),
+// driven over loopback and watched from outside: signals and exit codes,
+// descriptor exhaustion under a lowered RLIMIT_NOFILE, the /metrics page,
+// resident memory under a flood. Every helper here is prefixed with ops:
+// main_test.go shares the package.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
+)
+
+// opsBackends are the engines the child-process cases run on.
+var opsBackends = []string{"uring", "epoll"}
+
+// opsSkipWithoutUring skips a uring case on a host where io_uring cannot
+// be set up (an old kernel, a seccomp profile that denies it).
+func opsSkipWithoutUring(t *testing.T, backend string) {
+	t.Helper()
+	if backend != "uring" {
+		return
+	}
+	var params [120]byte // struct io_uring_params, zeroed
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 8, uintptr(unsafe.Pointer(&params[0])), 0)
+	if errno != 0 {
+		t.Skipf("io_uring is not usable here: io_uring_setup: %v", errno)
+	}
+	unix.Close(int(fd))
+}
+
+// opsPeer is a raw client that can size its receive buffer before
+// connecting and keeps a half-read payload across a read timeout.
+type opsPeer struct {
+	nc   net.Conn
+	id   uint32
+	r    *bufio.Reader
+	buf  []byte
+	part []byte
+}
+
+// opsConnect opens a connection without waiting for the ID. rcvbuf > 0
+// sets SO_RCVBUF first.
+func opsConnect(t testing.TB, addr string, rcvbuf int) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if rcvbuf > 0 {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// opsReadID waits up to within for the 4-byte ID on nc.
+func opsReadID(nc net.Conn, within time.Duration) (*opsPeer, error) {
+	p := &opsPeer{nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+	var id [4]byte
+	nc.SetReadDeadline(time.Now().Add(within))
+	if _, err := io.ReadFull(p.r, id[:]); err != nil {
+		return nil, err
+	}
+	p.id = binary.BigEndian.Uint32(id[:])
+	if p.id == 0 {
+		return nil, errors.New("relay assigned ID 0")
+	}
+	return p, nil
+}
+
+// opsDial connects and reads the ID.
+func opsDial(t testing.TB, addr string, rcvbuf int) *opsPeer {
+	t.Helper()
+	p, err := opsReadID(opsConnect(t, addr, rcvbuf), 10*time.Second)
+	if err != nil {
+		t.Fatalf("read ID from %s: %v", addr, err)
+	}
+	return p
+}
+
+func (p *opsPeer) send(dest uint32, payload []byte) error {
+	p.buf = binary.BigEndian.AppendUint32(p.buf[:0], dest)
+	p.buf = append(append(p.buf, payload...), 0)
+	_, err := p.nc.Write(p.buf)
+	return err
+}
+
+// recv returns the next payload (valid until the next call) or the error
+// that ended the wait.
+func (p *opsPeer) recv(within time.Duration) ([]byte, error) {
+	p.nc.SetReadDeadline(time.Now().Add(within))
+	for {
+		b, err := p.r.ReadSlice(0)
+		if err == nil && len(p.part) == 0 {
+			return b[:len(b)-1], nil
+		}
+		p.part = append(p.part, b...)
+		switch {
+		case err == nil:
+			whole := p.part[:len(p.part)-1]
+			p.part = p.part[:0]
+			return whole, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(p.part) > 0:
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+}
+
+// Payloads name their sender and place: "s007 q00000042 " and filler that
+// depends on both.
+const opsHeadLen = len("s000 q00000000 ")
+
+func opsPayload(buf []byte, sender, seq, size int) []byte {
+	buf = fmt.Appendf(buf[:0], "s%03d q%08d ", sender, seq)
+	for len(buf) < size {
+		buf = append(buf, byte('a'+(sender+seq+len(buf))%26))
+	}
+	return buf
+}
+
+// opsOrder checks that every sender's frames arrive complete and in order,
+// without gaps.
+type opsOrder struct {
+	next  []int
+	total int
+}
+
+func (o *opsOrder) take(p []byte) error {
+	if len(p) < opsHeadLen || p[0] != 's' || p[5] != 'q' {
+		return fmt.Errorf("malformed payload %.40q", p)
+	}
+	sender, err1 := strconv.Atoi(string(p[1:4]))
+	seq, err2 := strconv.Atoi(string(p[6:14]))
+	if err := errors.Join(err1, err2); err != nil || sender >= len(o.next) {
+		return fmt.Errorf("malformed payload %.40q", p)
+	}
+	for i := opsHeadLen; i < len(p); i++ {
+		if p[i] != byte('a'+(sender+seq+i)%26) {
+			return fmt.Errorf("sender %d frame %d: corrupt at byte %d", sender, seq, i)
+		}
+	}
+	if seq != o.next[sender] {
+		return fmt.Errorf("sender %d: frame %d arrived, expected %d", sender, seq, o.next[sender])
+	}
+	o.next[sender]++
+	o.total++
+	return nil
+}
+
+// drain reads payloads into o until want() of them have arrived; want
+// returns -1 while the total is not known. It fails when nothing arrives
+// for 10s.
+func (p *opsPeer) drain(o *opsOrder, want func() int) error {
+	last := time.Now()
+	for {
+		if w := want(); w >= 0 && o.total >= w {
+			return nil
+		}
+		b, err := p.recv(50 * time.Millisecond)
+		switch {
+		case err == nil:
+			if err := o.take(b); err != nil {
+				return err
+			}
+			last = time.Now()
+		case os.IsTimeout(err) && time.Since(last) < 10*time.Second:
+		default:
+			return fmt.Errorf("after %d frames: %w", o.total, err)
+		}
+	}
+}
+
+// readToEnd reads payloads into o until the stream ends and returns how
+// it ended. It fails when nothing arrives for 10s.
+func (p *opsPeer) readToEnd(o *opsOrder) (end error, err error) {
+	for {
+		b, err := p.recv(10 * time.Second)
+		if os.IsTimeout(err) {
+			return nil, fmt.Errorf("after %d frames: %w", o.total, err)
+		}
+		if err != nil {
+			return err, nil
+		}
+		if err := o.take(b); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// opsFlood has senders write numbered frames to dest until stop is called.
+type opsFlood struct {
+	stop atomic.Bool
+	wg   sync.WaitGroup
+	sent []atomic.Int64
+}
+
+func opsStartFlood(senders []*opsPeer, dest uint32, size int) *opsFlood {
+	f := &opsFlood{sent: make([]atomic.Int64, len(senders))}
+	for i, s := range senders {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			var payload []byte
+			for seq := 0; !f.stop.Load(); seq++ {
+				payload = opsPayload(payload, i, seq, size)
+				if s.send(dest, payload) != nil {
+					return
+				}
+				f.sent[i].Add(1)
+			}
+		}()
+	}
+	return f
+}
+
+// finish stops the senders and waits for them (a sender blocked in Write
+// returns once the relay reads again, or its socket is closed).
+func (f *opsFlood) finish(t testing.TB, within time.Duration) (total int) {
+	t.Helper()
+	f.stop.Store(true)
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(within):
+		t.Fatalf("senders still blocked %v after the flood was stopped", within)
+	}
+	for i := range f.sent {
+		total += int(f.sent[i].Load())
+	}
+	return total
+}
+
+// opsFreeAddr picks a loopback port nobody listens on.
+func opsFreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// opsSample is one line of the Prometheus text format.
+var opsSample = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? ([-+0-9.eE]+|NaN|[+-]Inf)$`)
+
+// opsMetrics is a scraped page: samples keyed by name and labels as
+// written ("ringrelay_frames_dropped_total{reason=\"oversize\"}"), and the
+// TYPE of each family.
+type opsMetrics struct {
+	value map[string]float64
+	typ   map[string]string
+}
+
+// opsScrape fetches and parses http://addr/metrics. It checks the format
+// as it goes: every sample belongs to a family with a TYPE line, no
+// sample appears twice, every value parses.
+func opsScrape(t testing.TB, addr string) opsMetrics {
+	t.Helper()
+	m, err := opsTryScrape(t, addr)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	return m
+}
+
+// opsTryScrape is opsScrape for a page that may not be up yet: the
+// metrics listener opens a moment after the relay's.
+func opsTryScrape(t testing.TB, addr string) (opsMetrics, error) {
+	t.Helper()
+	// No keep-alive: an idle connection's goroutines would outlive the test.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return opsMetrics{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("scrape: Content-Type %q", ct)
+	}
+	m := opsMetrics{value: map[string]float64{}, typ: map[string]string{}}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if f, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			parts := strings.Fields(f)
+			if len(parts) != 2 {
+				t.Fatalf("bad TYPE line %q", line)
+			}
+			m.typ[parts[0]] = parts[1]
+			continue
+		}
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		g := opsSample.FindStringSubmatch(line)
+		if g == nil {
+			t.Fatalf("not a sample line: %q", line)
+		}
+		family := g[1]
+		if _, ok := m.typ[family]; !ok {
+			family = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(family, "_bucket"), "_sum"), "_count")
+		}
+		if _, ok := m.typ[family]; !ok {
+			t.Fatalf("sample %q has no TYPE line before it", line)
+		}
+		v, err := strconv.ParseFloat(g[3], 64)
+		if err != nil {
+			t.Fatalf("sample %q: %v", line, err)
+		}
+		key := g[1] + g[2]
+		if _, dup := m.value[key]; dup {
+			t.Fatalf("sample %s appears twice", key)
+		}
+		m.value[key] = v
+	}
+	if err := sc.Err(); err != nil {
+		return opsMetrics{}, err
+	}
+	return m, nil
+}
+
+// get returns a sample's value, failing the test if it is missing.
+func (m opsMetrics) get(t testing.TB, key string) float64 {
+	t.Helper()
+	v, ok := m.value[key]
+	if !ok {
+		t.Fatalf("no sample %s on the metrics page", key)
+	}
+	return v
+}
+
+// opsWaitMetric scrapes until cond holds for the page.
+func opsWaitMetric(t testing.TB, addr, what string, within time.Duration, cond func(opsMetrics) bool) opsMetrics {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		m, err := opsTryScrape(t, addr)
+		if err == nil && cond(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s (last scrape: %v)", within, what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const (
+	opsRelayed = "ringrelay_frames_relayed_total"
+	opsPauses  = "ringrelay_backpressure_pauses_total"
+)
+
+// opsFillQueue has one sender flood a receiver that does not read until
+// the relay stops taking more: backpressure holds the sender, and what
+// the relay took is queued for the receiver, in the relay or the kernel.
+// At least half of -max-queue is in the relay itself: the sender is
+// released as soon as the queue falls below that.
+func opsFillQueue(t testing.TB, p *servertest.Proc, metricsAddr string) (recv *opsPeer, flood *opsFlood) {
+	t.Helper()
+	recv = opsDial(t, p.Addr, 64<<10)
+	sender := opsDial(t, p.Addr, 0)
+	flood = opsStartFlood([]*opsPeer{sender}, recv.id, 1000)
+	last, since := -1.0, time.Now()
+	opsWaitMetric(t, metricsAddr, "the relay to stop taking frames", 10*time.Second, func(m opsMetrics) bool {
+		if n := m.get(t, opsRelayed); n != last {
+			last, since = n, time.Now()
+		}
+		return m.get(t, opsPauses) > 0 && time.Since(since) > 300*time.Millisecond
+	})
+	return recv, flood
+}
+
+// opsAwaitDrain waits for the log to say the drain began.
+func opsAwaitDrain(t testing.TB, p *servertest.Proc) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Logs(), "shutting down") {
+		if time.Now().After(deadline) || p.Exited() {
+			t.Fatalf("no sign of a drain in the log:\n%s", p.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
+	for _, backend := range opsBackends {
+		t.Run(backend, func(t *testing.T) {
+			opsSkipWithoutUring(t, backend)
+			maddr := opsFreeAddr(t)
+			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-max-queue=1MiB", "-max-frame=64KiB", "-metrics-addr=" + maddr}})
+			recv, flood := opsFillQueue(t, p, maddr)
+
+			p.Signal(t, syscall.SIGTERM)
+			// Once draining, the relay reads no more: its count of relayed
+			// frames is final. The drain cannot end before the receiver
+			// reads, so the page is still up.
+			opsAwaitDrain(t, p)
+			last := -1.0
+			m := opsWaitMetric(t, maddr, "the relayed count to settle", 5*time.Second, func(m opsMetrics) bool {
+				n := m.get(t, opsRelayed)
+				settled := n == last
+				last = n
+				if !settled {
+					time.Sleep(50 * time.Millisecond)
+				}
+				return settled
+			})
+			queued := int(m.get(t, opsRelayed))
+			// Everything the relay took arrives, whole and in order, and
+			// then the stream ends; the server exits 0.
+			o := &opsOrder{next: make([]int, 1)}
+			end, err := recv.readToEnd(o)
+			if err != nil {
+				t.Fatalf("receiver during shutdown: %v\nlog:\n%s", err, p.Logs())
+			}
+			if !errors.Is(end, io.EOF) {
+				t.Errorf("stream ended with %v, want EOF", end)
+			}
+			if o.total != queued {
+				t.Errorf("received %d frames, the relay had taken %d", o.total, queued)
+			}
+			if code := p.Wait(t, 10*time.Second); code != 0 {
+				t.Fatalf("exit code %d, want 0\nlog:\n%s", code, p.Logs())
+			}
+			flood.finish(t, 5*time.Second)
+			if !strings.Contains(p.Logs(), "shut down cleanly") {
+				t.Errorf("no clean shutdown line in the log:\n%s", p.Logs())
+			}
+			t.Logf("%s: %d queued frames (%d bytes) delivered after SIGTERM, then EOF, exit 0", backend, queued, queued*1001)
+		})
+	}
+}
+
+func TestOpsShutdownTimeout(t *testing.T) {
+	maddr := opsFreeAddr(t)
+	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=300ms", "-metrics-addr=" + maddr}})
+	_, flood := opsFillQueue(t, p, maddr)
+	sent := time.Now()
+	p.Signal(t, syscall.SIGTERM)
+	// The receiver never reads: the server gives up on its queue after
+	// -shutdown-timeout. 10s is a liveness bound.
+	if code := p.Wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0\nlog:\n%s", code, p.Logs())
+	}
+	took := time.Since(sent)
+	flood.finish(t, 5*time.Second)
+	if !strings.Contains(p.Logs(), "shut down cleanly") {
+		t.Errorf("no clean shutdown line in the log:\n%s", p.Logs())
+	}
+	// The queue was not simply dropped: the server waited for it.
+	if took < 300*time.Millisecond {
+		t.Errorf("exited %v after SIGTERM, before -shutdown-timeout ran out", took)
+	}
+	t.Logf("exited 0, %v after SIGTERM, with a receiver that never read", took.Round(time.Millisecond))
+}
+
+func TestOpsSecondSignalExitsAtOnce(t *testing.T) {
+	maddr := opsFreeAddr(t)
+	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=60s", "-metrics-addr=" + maddr}})
+	_, flood := opsFillQueue(t, p, maddr)
+	p.Signal(t, syscall.SIGTERM)
+	opsAwaitDrain(t, p)
+	if p.Exited() {
+		t.Fatalf("exited before the second signal\nlog:\n%s", p.Logs())
+	}
+	sent := time.Now()
+	p.Signal(t, syscall.SIGTERM)
+	// The drain would last a minute; 10s is a liveness bound.
+	code := p.Wait(t, 10*time.Second)
+	took := time.Since(sent)
+	flood.finish(t, 5*time.Second)
+	if code == 0 {
+		t.Errorf("exit code 0 after a second signal, want non-zero")
+	}
+	if !strings.Contains(p.Logs(), "second signal") {
+		t.Errorf("no second-signal line in the log:\n%s", p.Logs())
+	}
+	t.Logf("second SIGTERM during a drain: exit code %d, %v after it", code, took.Round(time.Millisecond))
+}
+
+func TestOpsDescriptorExhaustion(t *testing.T) {
+	for _, backend := range opsBackends {
+		t.Run(backend, func(t *testing.T) { opsDescriptorExhaustion(t, backend) })
+	}
+}
+
+// opsWarnTime matches the timestamp of an accept warning in the log.
+var opsWarnTime = regexp.MustCompile(`(?m)^time=(\S+) level=WARN msg="accept failed`)
+
+func opsDescriptorExhaustion(t *testing.T, backend string) {
+	opsSkipWithoutUring(t, backend)
+	args := []string{"-backend=" + backend}
+	var p *servertest.Proc
+	var limit uint64
+	setLimit := func(n uint64) {
+		t.Helper()
+		// Soft and hard alike: Go raises a child's soft limit to its hard
+		// limit at start-up.
+		if err := unix.Prlimit(p.Pid(), unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: n, Max: n}, nil); err != nil {
+			t.Fatalf("prlimit: %v", err)
+		}
+		limit = n
+	}
+	if backend == "uring" {
+		// io_uring reads RLIMIT_NOFILE when an accept is prepared, so a
+		// multishot accept armed before the limit is lowered keeps
+		// accepting past it. Lower it as soon as the process exists,
+		// before its loop is open (verified below: accepts must fail).
+		p = servertest.Launch(t, servertest.Options{Args: args})
+		setLimit(32)
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(p.Logs(), "msg=listening") {
+			if p.Exited() || time.Now().After(deadline) {
+				t.Fatalf("server did not start under a limit of %d descriptors\nlog:\n%s", limit, p.Logs())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	} else {
+		p = servertest.Start(t, servertest.Options{Args: args})
+	}
+	a, b := opsDial(t, p.Addr, 0), opsDial(t, p.Addr, 0)
+	open := len(p.FDs(t))
+	if backend != "uring" {
+		setLimit(uint64(open + 5))
+	}
+
+	// Open connections until one gets no ID: accepts are failing. The
+	// limit bounds descriptor numbers, not their count, so a hole left by
+	// an earlier close may take one more than the arithmetic says.
+	var extra []*opsPeer
+	var waiting []net.Conn
+	var exhaustedAt time.Time
+	for i := 0; len(waiting) < 3; i++ {
+		if i > int(limit) {
+			t.Fatalf("%d connections accepted under a limit of %d descriptors (%d open): the limit does not bind", i, limit, open)
+		}
+		dialed := time.Now()
+		nc := opsConnect(t, p.Addr, 0)
+		if len(waiting) > 0 {
+			waiting = append(waiting, nc) // queued behind the first
+			continue
+		}
+		c, err := opsReadID(nc, 500*time.Millisecond)
+		switch {
+		case err == nil:
+			extra = append(extra, c)
+		case os.IsTimeout(err):
+			exhaustedAt = dialed
+			waiting = append(waiting, nc)
+		default:
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+
+	// Out of descriptors for a while: the open connections keep relaying,
+	// the server does not spin, and it warns at most once a second.
+	cpu0, t0 := p.CPUTime(t), time.Now()
+	for i := 0; time.Since(t0) < 1500*time.Millisecond; i++ {
+		msg := opsPayload(nil, 0, i, 100)
+		if err := a.send(b.id, msg); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.recv(5 * time.Second)
+		if err != nil || string(got) != string(msg) {
+			t.Fatalf("relaying between open connections while out of descriptors: %.40q, %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cpu, spent := p.CPUTime(t)-cpu0, time.Since(t0)
+	logs := p.Logs()
+	var warned []time.Time
+	for _, m := range opsWarnTime.FindAllStringSubmatch(logs, -1) {
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			t.Fatalf("warning timestamp %q: %v", m[1], err)
+		}
+		warned = append(warned, at)
+	}
+	t.Logf("%s: %d connections accepted up to the limit of %d descriptors; out of descriptors for %v: %v of CPU in %v, %d accept warnings",
+		backend, len(extra), limit, time.Since(exhaustedAt).Round(time.Millisecond), cpu, spent.Round(time.Millisecond), len(warned))
+	// A bound on CPU use, not on time: a server retrying accept in a loop
+	// burns a whole core.
+	if cpu > 250*time.Millisecond {
+		t.Errorf("server used %v of CPU in %v out of descriptors: it spins", cpu, spent.Round(time.Millisecond))
+	}
+	if len(warned) == 0 {
+		t.Errorf("no accept warning in the log:\n%s", logs)
+	}
+	// Timestamps have millisecond precision or better; allow 10ms of
+	// rounding between two lines a second apart.
+	for i := 1; i < len(warned); i++ {
+		if gap := warned[i].Sub(warned[i-1]); gap < 990*time.Millisecond {
+			t.Errorf("accept warnings %v apart, want at most one a second\nlog:\n%s", gap, logs)
+		}
+	}
+
+	// Free three descriptors: the waiting connections are accepted and get
+	// their IDs; after them, a newcomer does too.
+	extra = append(extra, a, b)
+	for _, c := range extra[:3] {
+		c.nc.Close()
+	}
+	for i, nc := range waiting {
+		if _, err := opsReadID(nc, 5*time.Second); err != nil {
+			t.Fatalf("waiting connection %d after descriptors were freed: %v\nlog:\n%s", i, err, p.Logs())
+		}
+		nc.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := opsReadID(opsConnect(t, p.Addr, 0), 2*time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new connections get no ID after descriptors were freed: %v", err)
+		}
+	}
+}
+
+func TestOpsMetrics(t *testing.T) {
+	for _, backend := range opsBackends {
+		t.Run(backend, func(t *testing.T) {
+			opsSkipWithoutUring(t, backend)
+			maddr := opsFreeAddr(t)
+			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-metrics-addr=" + maddr}})
+			const (
+				accepted = "ringrelay_connections_accepted_total"
+				open     = "ringrelay_connections_open"
+				bytes    = "ringrelay_bytes_relayed_total"
+				byPeer   = `ringrelay_connections_closed_total{reason="peer"}`
+				unknown  = `ringrelay_frames_dropped_total{reason="unknown_destination"}`
+			)
+			// servertest's readiness probe connected once; wait until it is
+			// accepted and gone (it may end in a reset: it closes with its
+			// ID unread).
+			closed := func(m opsMetrics) (n float64) {
+				for key, v := range m.value {
+					if strings.HasPrefix(key, "ringrelay_connections_closed_total{") {
+						n += v
+					}
+				}
+				return n
+			}
+			m0 := opsWaitMetric(t, maddr, "the readiness probe accepted and closed", 5*time.Second, func(m opsMetrics) bool {
+				return m.get(t, accepted) >= 1 && m.get(t, open) == 0 && closed(m) == m.get(t, accepted)
+			})
+			if v := m0.get(t, `ringrelay_backend_info{backend="`+backend+`"}`); v != 1 {
+				t.Errorf("backend info is %v, want 1", v)
+			}
+			for key, typ := range map[string]string{accepted: "counter", open: "gauge", opsRelayed: "counter", bytes: "counter",
+				"ringrelay_connections_closed_total": "counter", "ringrelay_frames_dropped_total": "counter",
+				"ringrelay_loop_completions_per_wait": "histogram"} {
+				if m0.typ[key] != typ {
+					t.Errorf("%s has TYPE %q, want %s", key, m0.typ[key], typ)
+				}
+			}
+
+			a, b, c := opsDial(t, p.Addr, 0), opsDial(t, p.Addr, 0), opsDial(t, p.Addr, 0)
+			sizes := []int{opsHeadLen, 100, 1000, 10000, 65536}
+			wantBytes := 0
+			for i, n := range sizes {
+				if err := a.send(b.id, opsPayload(nil, 0, i, n)); err != nil {
+					t.Fatal(err)
+				}
+				wantBytes += n + 1
+			}
+			o := &opsOrder{next: make([]int, 1)}
+			if err := b.drain(o, func() int { return len(sizes) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.send(a.id^b.id^c.id^0x5a5a5a5a|1, []byte("nobody")); err != nil {
+				t.Fatal(err)
+			}
+			c.nc.Close()
+
+			delta := func(m opsMetrics, key string) float64 { return m.get(t, key) - m0.get(t, key) }
+			m1 := opsWaitMetric(t, maddr, "the counters to catch up", 5*time.Second, func(m opsMetrics) bool {
+				return delta(m, unknown) >= 1 && delta(m, byPeer) >= 1
+			})
+			for _, w := range []struct {
+				key  string
+				want float64
+			}{
+				{accepted, 3},
+				{opsRelayed, float64(len(sizes))},
+				{bytes, float64(wantBytes)},
+				{unknown, 1},
+				{byPeer, 1},
+			} {
+				if got := delta(m1, w.key); got != w.want {
+					t.Errorf("%s moved by %v, want %v", w.key, got, w.want)
+				}
+			}
+			if v := m1.get(t, open); v != 2 {
+				t.Errorf("%s is %v, want 2", open, v)
+			}
+			// The histogram is cumulative and its count is its +Inf bucket.
+			var prev float64
+			for _, le := range []string{"1", "2", "4", "8", "16", "32", "64", "128", "256", "512", "+Inf"} {
+				v := m1.get(t, `ringrelay_loop_completions_per_wait_bucket{le="`+le+`"}`)
+				if v < prev {
+					t.Errorf("bucket le=%s is %v, below the one before (%v)", le, v, prev)
+				}
+				prev = v
+			}
+			if n := m1.get(t, "ringrelay_loop_completions_per_wait_count"); n != prev {
+				t.Errorf("histogram count %v, +Inf bucket %v", n, prev)
+			}
+		})
+	}
+}
+
+func TestOpsRSSUnderFlood(t *testing.T) {
+	for _, backend := range opsBackends {
+		t.Run(backend, func(t *testing.T) { opsRSSUnderFlood(t, backend) })
+	}
+}
+
+func opsRSSUnderFlood(t *testing.T, backend string) {
+	opsSkipWithoutUring(t, backend)
+	const (
+		senders  = 50
+		maxQueue = 1 << 20
+		flood    = 2 * time.Second
+	)
+	p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-slow-consumer=backpressure", "-max-queue=1MiB", "-max-frame=64KiB"}})
+	recv := opsDial(t, p.Addr, 0)
+	ss := make([]*opsPeer, senders)
+	for i := range ss {
+		ss[i] = opsDial(t, p.Addr, 0)
+	}
+	baseline := p.RSS(t)
+
+	f := opsStartFlood(ss, recv.id, 1000)
+	var peak int64
+	for start := time.Now(); time.Since(start) < flood; time.Sleep(20 * time.Millisecond) {
+		peak = max(peak, p.RSS(t))
+	}
+	// The bound. Above the baseline, the server's memory under this flood
+	// is:
+	//  - the receive buffers, -buffers x -buffer-size (1024 x auto: 4 KiB
+	//    on io_uring, 16 KiB on epoll), resident as they are first written;
+	//  - the receiver's queue: -max-queue, plus what the relay had already
+	//    read from each sender when it paused it (one buffer on epoll; on
+	//    io_uring one multishot batch of up to 33 buffers, see limReadBatch
+	//    in relay/limits_test.go), plus one partly filled 16 KiB chunk.
+	//    Output sits in chunks; chunks freed beyond the loop's pool are
+	//    garbage until the collector runs, and GOGC=100 lets garbage grow
+	//    as large as the live heap: twice the queue;
+	//  - the loop's pool of free output chunks, at most 8 MiB;
+	//  - 8 MiB for the runtime: stacks, collector metadata, allocator
+	//    slack, the 52 connections' bookkeeping.
+	const buffers, chunk = 1024, 16 << 10
+	bufferSize, batch := 16<<10, 16<<10
+	if backend == "uring" {
+		bufferSize = 4 << 10
+		batch = 33 * bufferSize
+	}
+	queue := maxQueue + senders*batch + chunk
+	bound := baseline + buffers*int64(bufferSize) + 2*int64(queue) + 8<<20 + 8<<20
+	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+	t.Logf("%s: RSS %s at rest, peak %s during %v of flood (+%s); bound %s", backend,
+		mib(baseline), mib(peak), flood, mib(peak-baseline), mib(bound))
+	if peak > bound {
+		t.Errorf("RSS reached %s under a flood to a stalled receiver, over the bound of %s", mib(peak), mib(bound))
+	}
+
+	// Resume reading: nothing lost, every sender in order.
+	o := &opsOrder{next: make([]int, senders)}
+	var want atomic.Int64
+	want.Store(-1)
+	readErr := make(chan error, 1)
+	go func() { readErr <- recv.drain(o, func() int { return int(want.Load()) }) }()
+	want.Store(int64(f.finish(t, 20*time.Second)))
+	if err := <-readErr; err != nil {
+		t.Fatalf("receiver: %v", err)
+	}
+	for i := range o.next {
+		if int64(o.next[i]) != f.sent[i].Load() {
+			t.Errorf("sender %d wrote %d frames, %d arrived", i, f.sent[i].Load(), o.next[i])
+		}
+	}
+	if b, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+		t.Errorf("after all %d frames: got %.40q, %v; want nothing more", o.total, b, err)
+	}
+	t.Logf("%s: %d frames delivered after the flood, none lost", backend, o.total)
+}

@@ -1,0 +1,960 @@
+package relay_test
+
+// The limits of PROTOCOL.md ("Limits and bad input") over real loopback
+// sockets, on both backends. Each case checks a number it measured: frames
+// counted and sequence-checked at the receiver, bytes the senders got past
+// Write, the relay's own counters. The limits are set small so that each
+// case fills them in well under a second.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ringrelay/ringrelay/reactor"
+	"github.com/ringrelay/ringrelay/relay"
+	"golang.org/x/sys/unix"
+)
+
+// limPeer is a raw client. Unlike client.Conn it can size its socket
+// buffers before connecting, so that the bytes the kernel holds for it are
+// known, and it keeps a half-read payload across a read timeout.
+type limPeer struct {
+	nc   net.Conn
+	id   uint32
+	r    *bufio.Reader
+	buf  []byte // frame being written
+	part []byte // start of a payload whose read was cut short
+}
+
+// limBufs are socket buffer sizes to ask for before connecting; 0 keeps
+// the kernel's default and its autotuning. Linux doubles the request (the
+// extra half is its bookkeeping allowance) and stops autotuning the socket.
+type limBufs struct{ snd, rcv int }
+
+// limDial connects to addr and reads the ID the relay assigns.
+func limDial(t testing.TB, addr string, bufs limBufs) *limPeer {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if bufs.snd > 0 {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, bufs.snd))
+			}
+			if bufs.rcv > 0 {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, bufs.rcv))
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	p := &limPeer{nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+	var id [4]byte
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(p.r, id[:]); err != nil {
+		t.Fatalf("read ID from %s: %v", addr, err)
+	}
+	p.id = binary.BigEndian.Uint32(id[:])
+	if p.id == 0 {
+		t.Fatalf("relay assigned ID 0")
+	}
+	return p
+}
+
+// send writes one frame to dest in one write.
+func (p *limPeer) send(dest uint32, payload []byte) error {
+	p.buf = binary.BigEndian.AppendUint32(p.buf[:0], dest)
+	p.buf = append(append(p.buf, payload...), 0)
+	_, err := p.nc.Write(p.buf)
+	return err
+}
+
+// recv returns the next payload (valid until the next recv) or the error
+// that ended the wait. A timeout keeps the bytes of a half-read payload
+// for the next call.
+func (p *limPeer) recv(within time.Duration) ([]byte, error) {
+	p.nc.SetReadDeadline(time.Now().Add(within))
+	for {
+		b, err := p.r.ReadSlice(0)
+		if err == nil && len(p.part) == 0 {
+			return b[:len(b)-1], nil
+		}
+		p.part = append(p.part, b...)
+		switch {
+		case err == nil:
+			whole := p.part[:len(p.part)-1]
+			p.part = p.part[:0]
+			return whole, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF && len(p.part) > 0:
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+}
+
+// drain hands payloads to take until want() of them have arrived. want
+// returns -1 while the total is not known yet. It fails when nothing
+// arrives for within.
+func (p *limPeer) drain(within time.Duration, want func() int64, take func([]byte) error) (got int64, err error) {
+	last := time.Now()
+	for {
+		if w := want(); w >= 0 && got >= w {
+			return got, nil
+		}
+		b, err := p.recv(50 * time.Millisecond)
+		switch {
+		case err == nil:
+			got++
+			if err := take(b); err != nil {
+				return got, err
+			}
+			last = time.Now()
+		case os.IsTimeout(err) && time.Since(last) < within:
+		default:
+			return got, fmt.Errorf("after %d frames: %w", got, err)
+		}
+	}
+}
+
+// readToEnd reads until the relay ends the stream and returns how it
+// ended and the payloads seen on the way. A relay that closes a slow
+// destination discards what it had queued, and the kernel may already
+// hold the first part of a frame: the stream can end mid-frame.
+func (p *limPeer) readToEnd(within time.Duration, take func([]byte) error) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		b, err := p.recv(time.Until(deadline))
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+				return nil
+			}
+			return err
+		}
+		if take != nil {
+			if err := take(b); err != nil {
+				return err
+			}
+		}
+	}
+	return fmt.Errorf("connection still open after %v", within)
+}
+
+func (p *limPeer) port() int { return p.nc.LocalAddr().(*net.TCPAddr).Port }
+
+// sockBufs returns the buffer sizes the kernel gave this socket.
+func (p *limPeer) sockBufs(t testing.TB) (snd, rcv int) {
+	t.Helper()
+	rc, err := p.nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e1, e2 error
+	rc.Control(func(fd uintptr) {
+		snd, e1 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+		rcv, e2 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	if err := errors.Join(e1, e2); err != nil {
+		t.Fatalf("getsockopt: %v", err)
+	}
+	return snd, rcv
+}
+
+// limRelayBufs finds the relay's end of each client's connection among
+// this process's descriptors (the relay runs in-process) and returns its
+// kernel buffer sizes {snd, rcv}, keyed by the client's port. It only
+// reads: getsockname, getpeername, getsockopt. The relay's sockets
+// autotune, so this is the size now, not a constant.
+func limRelayBufs(t testing.TB, relayAddr string, clients []*limPeer) map[int][2]int {
+	t.Helper()
+	_, portStr, _ := net.SplitHostPort(relayAddr)
+	relayPort, _ := strconv.Atoi(portStr)
+	want := make(map[int]bool, len(clients))
+	for _, c := range clients {
+		want[c.port()] = true
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int][2]int, len(clients))
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if link, _ := os.Readlink("/proc/self/fd/" + e.Name()); !strings.HasPrefix(link, "socket:") {
+			continue
+		}
+		local, err1 := unix.Getsockname(fd)
+		peer, err2 := unix.Getpeername(fd)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		l4, ok1 := local.(*unix.SockaddrInet4)
+		p4, ok2 := peer.(*unix.SockaddrInet4)
+		if !ok1 || !ok2 || l4.Port != relayPort || !want[p4.Port] {
+			continue
+		}
+		snd, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+		rcv, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+		if err1 == nil && err2 == nil {
+			out[p4.Port] = [2]int{snd, rcv}
+		}
+	}
+	if len(out) != len(clients) {
+		t.Fatalf("found the relay's end of %d of %d connections", len(out), len(clients))
+	}
+	return out
+}
+
+// Payloads say who sent them and where they stand in that sender's
+// stream: "s007 q00000042 " and then filler that depends on both, so a
+// frame cut or spliced anywhere fails to parse.
+const limHeadLen = len("s000 q00000000 ")
+
+func limPayload(buf []byte, sender, seq, size int) []byte {
+	buf = fmt.Appendf(buf[:0], "s%03d q%08d ", sender, seq)
+	for len(buf) < size {
+		buf = append(buf, byte('a'+(sender+seq+len(buf))%26))
+	}
+	return buf
+}
+
+func limParse(p []byte) (sender, seq int, err error) {
+	if len(p) < limHeadLen || p[0] != 's' || p[4] != ' ' || p[5] != 'q' || p[14] != ' ' {
+		return 0, 0, fmt.Errorf("malformed payload %q", trim(p))
+	}
+	sender, err1 := strconv.Atoi(string(p[1:4]))
+	seq, err2 := strconv.Atoi(string(p[6:14]))
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("malformed payload %q: %v", trim(p), err)
+	}
+	for i := limHeadLen; i < len(p); i++ {
+		if want := byte('a' + (sender+seq+i)%26); p[i] != want {
+			return 0, 0, fmt.Errorf("sender %d frame %d: byte %d is %q, want %q", sender, seq, i, p[i], want)
+		}
+	}
+	return sender, seq, nil
+}
+
+// limFixed is a frame size function: every payload is n bytes.
+func limFixed(n int) func(int) int { return func(int) int { return n } }
+
+// limMixed varies payload sizes from 16 bytes to about 1 KiB, so frames
+// straddle the relay's reads at every offset.
+func limMixed(seq int) int { return limHeadLen + 1 + (seq*7919)%1009 }
+
+// limFlood is a set of senders, each writing numbered frames to one
+// destination in its own goroutine.
+type limFlood struct {
+	stop    atomic.Bool
+	wg      sync.WaitGroup
+	offered atomic.Int64   // wire bytes handed to Write, counted before the call
+	sent    []atomic.Int64 // frames whose Write returned, per sender
+	errs    chan error
+}
+
+// limStartFlood starts the senders. Sender i writes frames numbered from 0
+// with payloads of size(seq) bytes, until stopped or, when limit > 0,
+// until it has written limit frames. A write error ends that sender and
+// is reported by finish unless the flood was stopped first.
+func limStartFlood(senders []*limPeer, dest uint32, limit int, size func(seq int) int) *limFlood {
+	f := &limFlood{sent: make([]atomic.Int64, len(senders)), errs: make(chan error, len(senders))}
+	for i, s := range senders {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			var payload []byte
+			for seq := 0; !f.stop.Load() && (limit == 0 || seq < limit); seq++ {
+				payload = limPayload(payload, i, seq, size(seq))
+				f.offered.Add(int64(len(payload) + 5))
+				if err := s.send(dest, payload); err != nil {
+					if !f.stop.Load() {
+						f.errs <- fmt.Errorf("sender %d, frame %d: %w", i, seq, err)
+					}
+					return
+				}
+				f.sent[i].Add(1)
+			}
+		}()
+	}
+	return f
+}
+
+// finish stops the senders and waits for them, and returns how many
+// frames they wrote in all. A sender blocked in Write returns once the
+// relay takes its frame, so finish needs the destination to be reading.
+func (f *limFlood) finish(t testing.TB, within time.Duration) (total int64) {
+	t.Helper()
+	f.stop.Store(true)
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(within):
+		t.Fatalf("senders still blocked %v after the flood was stopped", within)
+	}
+	select {
+	case err := <-f.errs:
+		t.Fatalf("flood: %v", err)
+	default:
+	}
+	for i := range f.sent {
+		total += f.sent[i].Load()
+	}
+	return total
+}
+
+// waitPlateau waits until no sender has got a byte past Write for quiet,
+// and returns the bytes offered by then. Held senders reach such a
+// plateau; unthrottled ones never do.
+func (f *limFlood) waitPlateau(t testing.TB, quiet, within time.Duration) int64 {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	last, since := f.offered.Load(), time.Now()
+	for {
+		time.Sleep(10 * time.Millisecond)
+		now := f.offered.Load()
+		switch {
+		case now != last:
+			last, since = now, time.Now()
+		case time.Since(since) >= quiet:
+			return now
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("senders still getting bytes through after %v (%d offered): they are not being held", within, now)
+		}
+	}
+}
+
+// limOrder checks that each sender's frames arrive in order.
+type limOrder struct {
+	next  []int // lowest sequence number still acceptable, per sender
+	got   []int // frames received, per sender
+	total int
+	gaps  int // frames skipped; legal only where the policy drops
+	first int // first frame received from sender 0, -1 before any
+	run   int // frames of sender 0 received before its first gap
+}
+
+func newLimOrder(senders int) *limOrder {
+	return &limOrder{next: make([]int, senders), got: make([]int, senders), first: -1}
+}
+
+// take checks one payload; with lossless set a gap is an error.
+func (o *limOrder) take(p []byte, lossless bool) error {
+	sender, seq, err := limParse(p)
+	if err != nil {
+		return err
+	}
+	if sender >= len(o.next) {
+		return fmt.Errorf("payload from unknown sender %d", sender)
+	}
+	switch {
+	case seq < o.next[sender]:
+		return fmt.Errorf("sender %d: frame %d arrived after frame %d (reordered or repeated)", sender, seq, o.next[sender]-1)
+	case seq > o.next[sender] && lossless:
+		return fmt.Errorf("sender %d: frame %d arrived but frames %d..%d are missing", sender, seq, o.next[sender], seq-1)
+	}
+	if sender == 0 {
+		if o.first < 0 {
+			o.first = seq
+		}
+		if o.gaps == 0 && seq == o.next[0] {
+			o.run++
+		}
+	}
+	o.gaps += seq - o.next[sender]
+	o.next[sender] = seq + 1
+	o.got[sender]++
+	o.total++
+	return nil
+}
+
+// limPingPong keeps an unrelated pair exchanging messages until stop is
+// closed. The result reports the round trips made and the slowest one.
+func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (result func() (int, time.Duration, error)) {
+	a, b := ts.dial(t), ts.dial(t)
+	var (
+		n     int
+		worst time.Duration
+		err   error
+		done  = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			msg := fmt.Appendf(nil, "ping %d", i)
+			start := time.Now()
+			a.SetReadDeadline(start.Add(10 * time.Second))
+			b.SetReadDeadline(start.Add(10 * time.Second))
+			if err = a.Send(b.ID(), msg); err != nil {
+				return
+			}
+			var got []byte
+			if got, err = b.Recv(); err != nil {
+				return
+			}
+			if err = b.Send(a.ID(), got); err != nil {
+				return
+			}
+			if got, err = a.Recv(); err != nil {
+				return
+			}
+			if string(got) != string(msg) {
+				err = fmt.Errorf("round trip %d came back as %q", i, got)
+				return
+			}
+			worst = max(worst, time.Since(start))
+			n++
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return func() (int, time.Duration, error) {
+		<-done
+		return n, worst, err
+	}
+}
+
+// limBufferSize is the receive buffer size a loop configured with lc
+// uses: BufferSize, or when that is 0 the backend's default, which
+// reactor.Config documents as 4 KiB on io_uring and 16 KiB on epoll.
+func limBufferSize(backend reactor.Backend, lc *reactor.Config) int {
+	switch {
+	case lc.BufferSize != 0:
+		return lc.BufferSize
+	case backend == reactor.Uring:
+		return 4 << 10
+	}
+	return 16 << 10
+}
+
+// limReadBatch is how many bytes the relay may already hold from a sender
+// when it pauses it: what the backend read before the pause reached the
+// kernel. epoll reads once per connection per Poll, one buffer. io_uring's
+// multishot recv fills up to 32 more buffers of the same connection in the
+// wake-up that delivered the frame over the limit (the kernel's
+// MULTISHOT_MAX_RETRY); the loop re-arms an ended recv only at its next
+// flush, where the pause is already known, so there is no second batch.
+func limReadBatch(backend reactor.Backend, bufferSize int) int {
+	if backend == reactor.Uring {
+		return 33 * bufferSize
+	}
+	return bufferSize
+}
+
+func TestLimitBackpressure(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) { testBackpressure(t, backend) })
+	}
+}
+
+func testBackpressure(t *testing.T, backend reactor.Backend) {
+	const (
+		maxQueue = 256 << 10
+		senders  = 50
+		payload  = 1000 // bytes; 1005 on the wire, 1001 queued for the receiver
+		minStall = 1500 * time.Millisecond
+	)
+	var bufferSize int
+	ts := startServer(t, backend, func(rc *relay.Config, lc *reactor.Config) {
+		rc.MaxQueue = maxQueue
+		bufferSize = limBufferSize(backend, lc)
+	})
+	recv := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
+	ss := make([]*limPeer, senders)
+	for i := range ss {
+		ss[i] = limDial(t, ts.addr, limBufs{snd: 32 << 10})
+	}
+
+	stopPing := make(chan struct{})
+	pings := limPingPong(t, ts, stopPing)
+	start := time.Now()
+	flood := limStartFlood(ss, recv.id, 0, limFixed(payload))
+
+	// Held senders stop getting bytes through. Unthrottled ones (about
+	// 20 MB/s in all, measured under -race on two cores) never stand still
+	// for 300ms: this is what tells them apart, more sharply than the byte
+	// bound below.
+	atPlateau := flood.waitPlateau(t, 300*time.Millisecond, 10*time.Second)
+	plateauAfter := time.Since(start)
+	time.Sleep(minStall - time.Since(start))
+	offered := flood.offered.Load()
+	close(stopPing)
+	rounds, worst, err := pings()
+	if err != nil {
+		t.Fatalf("unrelated pair during the flood: %v", err)
+	}
+
+	// The bound on what the senders got past Write while the receiver read
+	// nothing. Every such byte sits in one of these places:
+	//  - the sender's socket send buffer or the relay's receive buffer for
+	//    it: their sizes as the kernel reports them now (the relay's grow by
+	//    autotuning). A size counts the kernel's overhead too, so it
+	//    over-states the payload it can hold, but the kernel checks it
+	//    before queueing a segment, not after: allow one loopback segment
+	//    (64 KiB) over each;
+	//  - the receiver's queue in the relay: MaxQueue, plus one read batch
+	//    per sender (limReadBatch), the bytes the relay had already taken
+	//    from a sender when it paused it;
+	//  - the relay's send buffer towards the receiver, and the receiver's
+	//    receive buffer;
+	//  - the frame each sender was writing, counted before Write returned.
+	// Queue bytes have no 4-byte header, wire bytes do: scale by 1005/1001.
+	relayBufs := limRelayBufs(t, ts.addr, append([]*limPeer{recv}, ss...))
+	const segment = 64 << 10
+	kernel := 0
+	for _, s := range ss {
+		snd, _ := s.sockBufs(t)
+		kernel += snd + relayBufs[s.port()][1] + 2*segment
+	}
+	_, recvRcv := recv.sockBufs(t)
+	kernel += relayBufs[recv.port()][0] + recvRcv + 2*segment
+	queue := maxQueue + senders*limReadBatch(backend, bufferSize)
+	bound := int64(kernel) + int64(queue)*(payload+5)/(payload+1) + senders*(payload+5)
+	t.Logf("%s: senders got %d bytes past Write (%d at the plateau, %v after the flood began); bound %d = kernel buffers %d + queue allowance %d; unrelated pair: %d round trips, slowest %v",
+		backend, offered, atPlateau, plateauAfter.Round(time.Millisecond), bound, kernel, queue, rounds, worst.Round(time.Millisecond))
+	if offered > bound {
+		t.Errorf("senders got %d bytes through to a receiver that reads nothing, over the bound of %d", offered, bound)
+	}
+	// A liveness bound, generous on purpose: the pair must keep moving
+	// while the flood is on, not wait behind the stalled receiver. The
+	// flood's first few hundred milliseconds cost the relay (and this
+	// process, on two cores) real CPU before every sender is held.
+	if rounds < 10 || worst > 2*time.Second {
+		t.Errorf("unrelated pair: %d round trips, slowest %v; want at least 10, each within 2s", rounds, worst)
+	}
+	if ts.srv.Metrics().BackpressurePauses.Load() == 0 {
+		t.Errorf("no backpressure pause counted")
+	}
+
+	// Now read: every frame arrives, each sender's in order.
+	order := newLimOrder(senders)
+	var want atomic.Int64
+	want.Store(-1)
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := recv.drain(10*time.Second, want.Load, func(p []byte) error { return order.take(p, true) })
+		readErr <- err
+	}()
+	total := flood.finish(t, 20*time.Second)
+	want.Store(total)
+	if err := <-readErr; err != nil {
+		t.Fatalf("receiver: %v", err)
+	}
+	if p, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+		t.Fatalf("after all %d frames: got %q, %v; want nothing more", total, trim(p), err)
+	}
+	for i, n := range order.got {
+		if int64(n) != flood.sent[i].Load() {
+			t.Errorf("sender %d: wrote %d frames, %d arrived", i, flood.sent[i].Load(), n)
+		}
+	}
+	t.Logf("%s: %d frames delivered, none lost; %d backpressure pauses", backend, total, ts.srv.Metrics().BackpressurePauses.Load())
+}
+
+func TestLimitDropPolicy(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			const (
+				maxQueue = 256 << 10
+				frames   = 10000
+				payload  = 1000
+			)
+			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
+				rc.MaxQueue = maxQueue
+				rc.SlowConsumer = relay.Drop
+			})
+			recv := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
+			sender := limDial(t, ts.addr, limBufs{})
+
+			// 10 MB to a receiver that reads nothing: far more than its
+			// queue and kernel buffers hold. The relay must keep reading the
+			// sender, so every write goes through.
+			var batch []byte
+			var p []byte
+			sender.nc.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			for seq := range frames {
+				p = limPayload(p, 0, seq, payload)
+				batch = binary.BigEndian.AppendUint32(batch, recv.id)
+				batch = append(append(batch, p...), 0)
+				if len(batch) >= 16<<10 || seq == frames-1 {
+					if _, err := sender.nc.Write(batch); err != nil {
+						t.Fatalf("sender held at frame %d: %v", seq, err)
+					}
+					batch = batch[:0]
+				}
+			}
+			m := ts.srv.Metrics()
+			waitFor(t, "every frame relayed or dropped", 10*time.Second, func() bool {
+				return m.FramesRelayed.Load()+m.Dropped[relay.DropSlowConsumer].Load() == frames
+			})
+			relayed, dropped := m.FramesRelayed.Load(), m.Dropped[relay.DropSlowConsumer].Load()
+			if dropped == 0 {
+				t.Fatalf("no frame dropped although %d bytes went to a receiver that reads nothing", frames*(payload+1))
+			}
+			if n := m.BackpressurePauses.Load(); n != 0 {
+				t.Errorf("the sender was paused %d times under the drop policy", n)
+			}
+
+			order := newLimOrder(1)
+			got, err := recv.drain(5*time.Second, func() int64 { return int64(relayed) }, func(p []byte) error { return order.take(p, false) })
+			if err != nil {
+				t.Fatalf("receiver: %v", err)
+			}
+			if p, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+				t.Fatalf("after the %d relayed frames: got %q, %v; want nothing more", got, trim(p), err)
+			}
+			// What arrives is the start of the stream, whole, until the queue
+			// filled, then whatever squeezed in as the kernel took bytes,
+			// still in order (take checked that).
+			if order.first != 0 || order.run < maxQueue/(payload+1) {
+				t.Errorf("first frame %d, then %d in a row; want 0 and at least a queue's worth (%d)", order.first, order.run, maxQueue/(payload+1))
+			}
+			// Every frame that did not arrive was counted, and no other.
+			if missing := order.gaps + (frames - order.next[0]); uint64(missing) != dropped {
+				t.Errorf("%d frames missing at the receiver, %d counted as dropped", missing, dropped)
+			}
+			t.Logf("%s: %d frames sent, %d delivered in order (%d before the first gap), %d dropped and counted", backend, frames, got, order.run, dropped)
+		})
+	}
+}
+
+func TestLimitDisconnectPolicy(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			const maxQueue = 256 << 10
+			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
+				rc.MaxQueue = maxQueue
+				rc.SlowConsumer = relay.Disconnect
+			})
+			slow := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
+			other := limDial(t, ts.addr, limBufs{})
+			sender := limDial(t, ts.addr, limBufs{})
+
+			flood := limStartFlood([]*limPeer{sender}, slow.id, 0, limFixed(1000))
+			m := ts.srv.Metrics()
+			waitFor(t, "the slow destination closed", 10*time.Second, func() bool { return m.Closed[relay.ClosedSlow].Load() > 0 })
+			flood.finish(t, 10*time.Second)
+
+			// The slow destination gets a whole, in-order start of the stream
+			// and then the end of it.
+			order := newLimOrder(1)
+			if err := slow.readToEnd(10*time.Second, func(p []byte) error { return order.take(p, true) }); err != nil {
+				t.Fatalf("slow destination: %v", err)
+			}
+			// The sender is untouched: it goes on with another destination.
+			for seq := range 100 {
+				if err := sender.send(other.id, limPayload(nil, 1, seq, limMixed(seq))); err != nil {
+					t.Fatalf("sender after the disconnect: %v", err)
+				}
+			}
+			order2 := newLimOrder(2)
+			if _, err := other.drain(5*time.Second, func() int64 { return 100 }, func(p []byte) error { return order2.take(p, true) }); err != nil {
+				t.Fatalf("other destination: %v", err)
+			}
+			if n := m.Closed[relay.ClosedSlow].Load(); n != 1 {
+				t.Errorf("%d connections closed as slow, want 1", n)
+			}
+			t.Logf("%s: slow destination read %d frames, then its end; sender and other destination unaffected", backend, order.total)
+		})
+	}
+}
+
+func TestLimitFanIn(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			const (
+				senders = 100
+				frames  = 300 // per sender
+			)
+			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
+				rc.MaxQueue = 256 << 10
+			})
+			recv := limDial(t, ts.addr, limBufs{})
+			ss := make([]*limPeer, senders)
+			for i := range ss {
+				ss[i] = limDial(t, ts.addr, limBufs{})
+			}
+			order := newLimOrder(senders)
+			flood := limStartFlood(ss, recv.id, frames, limMixed)
+			got, err := recv.drain(10*time.Second, func() int64 { return senders * frames }, func(p []byte) error { return order.take(p, true) })
+			if err != nil {
+				t.Fatalf("receiver: %v", err)
+			}
+			flood.finish(t, 5*time.Second)
+			if p, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+				t.Fatalf("after %d frames: got %q, %v; want nothing more", got, trim(p), err)
+			}
+			if n := ts.srv.Metrics().FramesRelayed.Load(); n != senders*frames {
+				t.Errorf("relay counted %d frames, want %d", n, senders*frames)
+			}
+			t.Logf("%s: %d frames from %d senders, none lost, each sender in order; %d backpressure pauses",
+				backend, got, senders, ts.srv.Metrics().BackpressurePauses.Load())
+		})
+	}
+}
+
+func TestLimitWriteTimeout(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			const (
+				writeTimeout = 300 * time.Millisecond
+				watch        = 5 * writeTimeout
+				chunk        = 64 << 10 // what the slow reader takes each time
+				pace         = 50 * time.Millisecond
+			)
+			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
+				rc.MaxQueue = 256 << 10
+				rc.WriteTimeout = writeTimeout
+			})
+			stuck := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
+			// Default buffers for the slow reader: a receive buffer of one
+			// loopback segment (64 KiB) makes TCP itself stall for its 200ms
+			// persist timer, which is not what this case is about.
+			slow := limDial(t, ts.addr, limBufs{})
+			s1 := limDial(t, ts.addr, limBufs{})
+			s2 := limDial(t, ts.addr, limBufs{})
+			start := time.Now()
+			toStuck := limStartFlood([]*limPeer{s1}, stuck.id, 0, limFixed(1000))
+			toSlow := limStartFlood([]*limPeer{s2}, slow.id, 0, limFixed(1000))
+
+			// The slow reader takes 64 KiB every 50ms, about 1.3 MB/s: far
+			// behind the flood, but it never stands still for more than a
+			// sixth of the timeout. Once told to catch up it reads as fast
+			// as it can until it has every frame (want, once known). It
+			// never pauses in between: a reader that stops is stuck.
+			order := newLimOrder(1)
+			var catchUp atomic.Bool
+			var want atomic.Int64
+			want.Store(-1)
+			slowErr := make(chan error, 1)
+			go func() {
+				fail := func(err error) {
+					slowErr <- fmt.Errorf("after %d frames (%v into the flood): %w", order.total, time.Since(start).Round(time.Millisecond), err)
+				}
+				for !catchUp.Load() {
+					time.Sleep(pace)
+					for n := 0; n < chunk; {
+						p, err := slow.recv(5 * time.Second)
+						if err != nil {
+							fail(err)
+							return
+						}
+						n += len(p) + 1
+						if err := order.take(p, true); err != nil {
+							fail(err)
+							return
+						}
+					}
+				}
+				before := int64(order.total)
+				if _, err := slow.drain(5*time.Second, func() int64 {
+					if w := want.Load(); w >= 0 {
+						return w - before
+					}
+					return -1
+				}, func(p []byte) error { return order.take(p, true) }); err != nil {
+					fail(err)
+					return
+				}
+				slowErr <- nil
+			}()
+
+			m := ts.srv.Metrics()
+			waitFor(t, "a write-timeout close", 5*time.Second, func() bool { return m.Closed[relay.ClosedStuck].Load() > 0 })
+			time.Sleep(watch - time.Since(start))
+			if n := m.Closed[relay.ClosedStuck].Load(); n != 1 {
+				// Find out whether it was the slow reader: its stream ends
+				// once it has read what its kernel buffer still held.
+				catchUp.Store(true)
+				err := <-slowErr
+				t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (64 KiB every %v): %v", n, pace, err)
+			}
+			// Only now touch the stuck receiver: its reads reach the end.
+			if err := stuck.readToEnd(5*time.Second, nil); err != nil {
+				t.Fatalf("stuck receiver: %v", err)
+			}
+			toStuck.finish(t, 5*time.Second)
+
+			// The slow reader is still connected: it gets the rest, in order.
+			catchUp.Store(true)
+			want.Store(toSlow.finish(t, 10*time.Second))
+			if err := <-slowErr; err != nil {
+				t.Fatalf("slow but steady reader: %v; write-timeout closes counted: %d", err, m.Closed[relay.ClosedStuck].Load())
+			}
+			if n := m.Closed[relay.ClosedStuck].Load(); n != 1 {
+				t.Fatalf("%d connections closed for write timeout, want only the stuck one", n)
+			}
+			t.Logf("%s: stuck receiver closed; slow reader read for %v without being closed, %d frames in all, in order", backend, watch, order.total)
+		})
+	}
+}
+
+func TestLimitMaxFrame(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			const maxFrame = 1024
+			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
+				rc.MaxFrame = maxFrame
+			})
+			a, b := limDial(t, ts.addr, limBufs{}), limDial(t, ts.addr, limBufs{})
+			bad := limDial(t, ts.addr, limBufs{})
+
+			// A payload of exactly max-frame bytes is fine.
+			if err := a.send(b.id, limPayload(nil, 0, 0, maxFrame)); err != nil {
+				t.Fatal(err)
+			}
+			order := newLimOrder(1)
+			if _, err := b.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error {
+				if len(p) != maxFrame {
+					return fmt.Errorf("got %d bytes, want %d", len(p), maxFrame)
+				}
+				return order.take(p, true)
+			}); err != nil {
+				t.Fatal(err)
+			}
+
+			// One byte more, still no NUL: the sender is closed.
+			over := append(binary.BigEndian.AppendUint32(nil, b.id), limPayload(nil, 1, 0, maxFrame+1)...)
+			if _, err := bad.nc.Write(over); err != nil {
+				t.Fatal(err)
+			}
+			if err := bad.readToEnd(5*time.Second, nil); err != nil {
+				t.Fatalf("oversize sender: %v", err)
+			}
+			m := ts.srv.Metrics()
+			waitFor(t, "the oversize frame counted", 5*time.Second, func() bool {
+				return m.Dropped[relay.DropOversize].Load() == 1 && m.Closed[relay.ClosedOversize].Load() == 1
+			})
+
+			// Nothing of it reached b, and a and b carry on.
+			if err := a.send(b.id, limPayload(nil, 0, 1, 100)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return order.take(p, true) }); err != nil {
+				t.Fatalf("after the oversize frame: %v", err)
+			}
+			if err := b.send(a.id, limPayload(nil, 0, 0, 100)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+				t.Fatalf("b to a after the oversize frame: %v", err)
+			}
+			if n := m.Closed[relay.ClosedOversize].Load(); n != 1 {
+				t.Errorf("%d connections closed as oversize, want 1", n)
+			}
+		})
+	}
+}
+
+func TestLimitFrameTimeout(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			const frameTimeout = 300 * time.Millisecond
+			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
+				rc.FrameTimeout = frameTimeout
+			})
+			a := limDial(t, ts.addr, limBufs{})
+			idle := limDial(t, ts.addr, limBufs{})
+			partial := limDial(t, ts.addr, limBufs{})
+			m := ts.srv.Metrics()
+
+			// A header and part of a payload, then nothing.
+			start := time.Now()
+			half := append(binary.BigEndian.AppendUint32(nil, a.id), "never finished"...)
+			if _, err := partial.nc.Write(half); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(frameTimeout / 3)
+			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
+				t.Fatalf("a partial frame was cut off before frame-timeout")
+			}
+			if err := partial.readToEnd(5*time.Second, nil); err != nil {
+				t.Fatalf("connection holding a partial frame: %v", err)
+			}
+			if held := time.Since(start); held < frameTimeout {
+				t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
+			}
+			waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return m.Closed[relay.ClosedIncomplete].Load() == 1 })
+
+			// The idle connection held no partial frame for three timeouts:
+			// still open, and it still receives. Nothing partial reached a.
+			time.Sleep(3*frameTimeout - time.Since(start))
+			if err := a.send(idle.id, limPayload(nil, 0, 0, 64)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := idle.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+				t.Fatalf("idle connection: %v", err)
+			}
+			if p, err := a.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+				t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
+			}
+			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 1 {
+				t.Errorf("%d connections closed for an incomplete frame, want 1", n)
+			}
+		})
+	}
+}
+
+func TestLimitMaxConns(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
+				rc.MaxConns = 3
+			})
+			c1, c2 := limDial(t, ts.addr, limBufs{}), limDial(t, ts.addr, limBufs{})
+			limDial(t, ts.addr, limBufs{})
+
+			// The fourth is accepted and closed before any ID is sent.
+			nc, err := net.Dial("tcp", ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, err := io.ReadAll(nc)
+			if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+				t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
+			}
+			m := ts.srv.Metrics()
+			waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return m.Closed[relay.ClosedOverLimit].Load() == 1 })
+
+			// One leaves; a newcomer gets an ID and can talk.
+			c1.nc.Close()
+			waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.stats.Open.Load() == 2 })
+			c4 := limDial(t, ts.addr, limBufs{})
+			if err := c4.send(c2.id, limPayload(nil, 0, 0, 64)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c2.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+				t.Fatalf("newcomer to c2: %v", err)
+			}
+			if n := m.Closed[relay.ClosedOverLimit].Load(); n != 1 {
+				t.Errorf("%d connections refused, want 1", n)
+			}
+		})
+	}
+}
