@@ -141,6 +141,7 @@ func (c *Conn) consumed(n int) {
 type base struct {
 	conns   []*Conn
 	free    []int32
+	held    []int32 // released this Poll; free from the next one
 	dirty   []*Conn
 	pending []Event
 	open    int
@@ -182,8 +183,9 @@ func (b *base) lookup(slot int32, gen uint32) *Conn {
 // genMask bounds generations to what the io_uring user_data codec carries.
 const genMask = 1<<24 - 1
 
-// release returns a fully torn-down connection's slot to the free list.
-// Its generation moves on, so late completions for the old socket miss.
+// release retires a fully torn-down connection's slot; it becomes free at
+// the next Poll (see reuseSlots). Its generation moves on, so late
+// completions or readiness reports for the old socket miss.
 func (b *base) release(c *Conn) {
 	c.gen = (c.gen + 1) & genMask
 	c.fd = -1
@@ -192,7 +194,17 @@ func (b *base) release(c *Conn) {
 	c.written = 0
 	c.inflight = 0
 	c.interest = 0
-	b.free = append(b.free, c.slot)
+	b.held = append(b.held, c.slot)
+}
+
+// reuseSlots makes the slots released during the previous Poll available
+// again. It runs at the start of Poll, after the owner has handled that
+// Poll's events: a slot freed and reused within one Poll would hand the
+// same *Conn to a new connection while the owner, not having seen the
+// Closed event yet, still routes the old connection's traffic to it.
+func (b *base) reuseSlots() {
+	b.free = append(b.free, b.held...)
+	b.held = b.held[:0]
 }
 
 // closed reports the connection gone to the owner, once.

@@ -161,6 +161,7 @@ func (l *epollLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 		return 0, ErrLoopClosed
 	}
 	l.arenaNext = 0
+	l.reuseSlots()
 	l.applyRequests()
 	if l.acceptPaused {
 		l.resumeAcceptingIfDue(time.Now())
@@ -303,6 +304,7 @@ func (l *epollLoop) readOnce(c *Conn, events []Event, n int) int {
 	case err == nil: // r == 0: the peer closed its sending side
 		c.flags |= flagEOF
 		l.settle(c)
+		l.markDirty(c)
 	case err == unix.EAGAIN || err == unix.EINTR:
 		// Nothing after all, or interrupted; still ready if there is data.
 	default:
@@ -376,7 +378,8 @@ func (l *epollLoop) resumeAcceptingIfDue(now time.Time) {
 // applyRequests carries out what the owner asked for through Conn methods
 // since the last Poll.
 func (l *epollLoop) applyRequests() {
-	for _, c := range l.dirty {
+	for i := 0; i < len(l.dirty); i++ {
+		c := l.dirty[i]
 		c.flags &^= flagDirty
 		if c.flags&flagOpen == 0 {
 			continue // closed before the owner heard of it; nothing to do
@@ -393,6 +396,10 @@ func (l *epollLoop) applyRequests() {
 			if c.gen != gen {
 				continue
 			}
+		}
+		if c.flags&flagEOF != 0 && c.Pending() == 0 {
+			l.closeConn(c, nil) // the peer is done and so are we
+			continue
 		}
 		if c.flags&flagWantPause != 0 {
 			c.flags |= flagReadPaused
@@ -460,8 +467,9 @@ func (l *epollLoop) sendSegments(fd int, segs [][]byte) (int, error) {
 func (l *epollLoop) settle(c *Conn) {
 	l.checkDrained(c)
 	if c.flags&flagEOF != 0 && c.Pending() == 0 {
-		l.closeConn(c, nil)
-		return
+		// Close at the next Poll, not now: the owner has yet to handle this
+		// batch, which may queue more output for c (even from c itself).
+		l.markDirty(c)
 	}
 	var want uint32
 	if c.flags&(flagReadPaused|flagEOF) == 0 {

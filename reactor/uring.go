@@ -118,6 +118,7 @@ func (l *uringLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 	l.used = l.used[:0]
 	l.bufs.Publish()
 
+	l.reuseSlots()
 	l.flush()
 	now := time.Now()
 	if !l.acceptArmed && l.lfd >= 0 {
@@ -177,7 +178,8 @@ func (l *uringLoop) submitErr(err error) {
 
 // flush turns the owners' requests into submissions.
 func (l *uringLoop) flush() {
-	for i, c := range l.dirty {
+	for i := 0; i < len(l.dirty); i++ {
+		c := l.dirty[i]
 		l.dirty[i] = nil
 		c.flags &^= flagDirty
 		if c.flags&(flagOpen|flagClosing) != flagOpen {
@@ -190,6 +192,12 @@ func (l *uringLoop) flush() {
 		l.syncRecv(c)
 		if c.flags&flagSendArmed == 0 && c.out.n > 0 {
 			l.send(c)
+		}
+		if c.flags&(flagEOF|flagSendArmed) == flagEOF {
+			// The peer finished sending, everything queued for it is out,
+			// and the owner has handled every event before this Poll.
+			l.beginClose(c, nil)
+			continue
 		}
 		l.checkDrained(c)
 	}
@@ -360,10 +368,10 @@ func (l *uringLoop) received(c *Conn, cqe *ring.Completion, ev *Event) bool {
 			delivered = true
 		}
 	case cqe.Res == 0:
+		// Close at the next flush rather than now: the owner has yet to
+		// handle this batch, whose frames may be for this very connection.
 		c.flags |= flagEOF
-		if c.Pending() == 0 {
-			l.beginClose(c, nil)
-		}
+		l.markDirty(c)
 	case cqe.Res == -int32(syscall.ENOBUFS):
 		// Every buffer is lent out; the owner returns them at the next
 		// Poll. Re-arm rather than drop the connection.
@@ -403,8 +411,8 @@ func (l *uringLoop) sent(c *Conn, cqe *ring.Completion) {
 		l.send(c)
 	}
 	l.checkDrained(c)
-	if c.flags&flagEOF != 0 && c.Pending() == 0 {
-		l.beginClose(c, nil)
+	if c.flags&flagEOF != 0 {
+		l.markDirty(c) // flush closes it once nothing is pending
 	}
 }
 
