@@ -8,45 +8,64 @@ package reactor
 // to the loop's pool the moment its last byte is sent, so an idle
 // connection holds no output memory at all.
 
-// chunkSize is the size of one output chunk.
-const chunkSize = 16 << 10
+// chunkSize is the size of one output chunk. A queue that starts empty
+// with a write of at most smallChunkSize bytes (a 4-byte ID, a chat-sized
+// frame) starts with a small chunk instead: ten thousand connections that
+// are each sent their ID in the same batch then borrow 5 MiB, not 160.
+const (
+	chunkSize      = 16 << 10
+	smallChunkSize = 512
+)
 
 // maxSegments bounds the chunks handed to the kernel in one send
 // (sendmsg iovecs): 128 x 16 KiB = 2 MiB per system call.
 const maxSegments = 128
 
-// poolKeep is how many free chunks the pool keeps for reuse (8 MiB);
-// beyond that, freed chunks are left to the garbage collector.
+// poolKeep is how many free chunks of each size the pool keeps for reuse
+// (8 MiB of large ones, 256 KiB of small ones); beyond that, freed chunks
+// are left to the garbage collector.
 const poolKeep = 512
 
 type chunk struct {
-	buf  []byte // chunkSize bytes
+	buf  []byte // chunkSize or smallChunkSize bytes
 	r, w int    // sent up to r, filled up to w
 	next *chunk
 }
 
 // chunkPool recycles chunks within one loop. Not safe for concurrent use.
 type chunkPool struct {
-	free  *chunk
+	large, small freeList
+}
+
+type freeList struct {
+	head  *chunk
 	count int
 }
 
-func (p *chunkPool) get() *chunk {
-	if c := p.free; c != nil {
-		p.free, c.next = c.next, nil
-		p.count--
+func (p *chunkPool) get(size int) *chunk {
+	l := &p.large
+	if size == smallChunkSize {
+		l = &p.small
+	}
+	if c := l.head; c != nil {
+		l.head, c.next = c.next, nil
+		l.count--
 		return c
 	}
-	return &chunk{buf: make([]byte, chunkSize)}
+	return &chunk{buf: make([]byte, size)}
 }
 
 func (p *chunkPool) put(c *chunk) {
-	if p.count >= poolKeep {
+	l := &p.large
+	if len(c.buf) == smallChunkSize {
+		l = &p.small
+	}
+	if l.count >= poolKeep {
 		return
 	}
 	c.r, c.w = 0, 0
-	c.next, p.free = p.free, c
-	p.count++
+	c.next, l.head = l.head, c
+	l.count++
 }
 
 // outQueue is a FIFO of bytes in chunks.
@@ -61,7 +80,11 @@ func (q *outQueue) push(b []byte, p *chunkPool) {
 	for len(b) > 0 {
 		t := q.tail
 		if t == nil || t.w == len(t.buf) {
-			c := p.get()
+			size := chunkSize
+			if t == nil && len(b) <= smallChunkSize {
+				size = smallChunkSize
+			}
+			c := p.get(size)
 			if t == nil {
 				q.head = c
 			} else {

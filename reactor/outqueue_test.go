@@ -64,7 +64,7 @@ func TestOutQueueFIFO(t *testing.T) {
 	if q.head != nil || q.tail != nil {
 		t.Fatalf("drained queue still holds chunks")
 	}
-	if pool.count == 0 {
+	if pool.large.count+pool.small.count == 0 {
 		t.Fatalf("no chunk returned to the pool")
 	}
 }
@@ -74,13 +74,47 @@ func TestOutQueueReset(t *testing.T) {
 	var q outQueue
 	q.push(make([]byte, 5*chunkSize/2), &pool)
 	q.reset(&pool)
-	if q.n != 0 || q.head != nil || pool.count != 3 {
-		t.Fatalf("after reset: n %d head %v pool %d", q.n, q.head != nil, pool.count)
+	if q.n != 0 || q.head != nil || pool.large.count != 3 {
+		t.Fatalf("after reset: n %d head %v pool %d", q.n, q.head != nil, pool.large.count)
 	}
 	for range poolKeep + 10 {
 		pool.put(&chunk{buf: make([]byte, chunkSize)})
 	}
-	if pool.count != poolKeep {
-		t.Fatalf("pool keeps %d chunks, want at most %d", pool.count, poolKeep)
+	if pool.large.count != poolKeep {
+		t.Fatalf("pool keeps %d chunks, want at most %d", pool.large.count, poolKeep)
+	}
+}
+
+// TestOutQueueSmallFirst checks that a small write to an empty queue takes a
+// small chunk, that the queue grows into large chunks after it, and that
+// each size goes back to its own free list.
+func TestOutQueueSmallFirst(t *testing.T) {
+	var pool chunkPool
+	var q outQueue
+	q.push([]byte("abcd"), &pool)
+	if len(q.head.buf) != smallChunkSize {
+		t.Fatalf("first chunk for 4 bytes is %d bytes, want %d", len(q.head.buf), smallChunkSize)
+	}
+	big := bytes.Repeat([]byte("x"), smallChunkSize)
+	q.push(big, &pool)
+	if q.head.next == nil || len(q.head.next.buf) != chunkSize {
+		t.Fatalf("queue did not continue in a large chunk")
+	}
+	segs := make([][]byte, maxSegments)
+	k := q.peek(segs)
+	var got []byte
+	for _, s := range segs[:k] {
+		got = append(got, s...)
+	}
+	if want := append([]byte("abcd"), big...); !bytes.Equal(got, want) {
+		t.Fatalf("queued bytes differ")
+	}
+	q.consume(q.n, &pool)
+	if pool.small.count != 1 || pool.large.count != 1 {
+		t.Fatalf("free lists: small %d large %d, want 1 and 1", pool.small.count, pool.large.count)
+	}
+	q.push(make([]byte, smallChunkSize+1), &pool)
+	if len(q.head.buf) != chunkSize {
+		t.Fatalf("a write larger than a small chunk started in a %d-byte chunk", len(q.head.buf))
 	}
 }

@@ -30,6 +30,8 @@ type Server struct {
 	draining bool
 	deadline time.Time
 	now      time.Time // time of the current batch
+	start    time.Time // when Run began; clock counts from here
+	clock    instant   // now, as an instant
 	lastTick time.Time
 }
 
@@ -40,7 +42,7 @@ type peer struct {
 	serial uint64
 	parser Parser
 
-	partialSince time.Time // when the current incomplete frame began
+	partialSince instant // when the current incomplete frame began; 0: none
 
 	// Backpressure bookkeeping.
 	blocked int      // destinations this peer (as a sender) waits on
@@ -48,8 +50,15 @@ type peer struct {
 
 	// Write-progress watch.
 	lastWritten uint64
-	stallSince  time.Time
+	stallSince  instant // since when no progress was seen; 0: not stalled
 }
+
+// instant is a point in time as nanoseconds since Run began, plus one, so
+// that 0 can mean "not set". Peers keep instants rather than time.Time
+// (8 bytes instead of 24) because every open connection carries two.
+type instant int64
+
+func (s *Server) since(i instant) time.Duration { return time.Duration(s.clock - i) }
 
 type waiter struct {
 	slot   int
@@ -89,6 +98,7 @@ func (s *Server) Shutdown() {
 // closes the loop before returning.
 func (s *Server) Run() error {
 	defer s.loop.Close()
+	s.start = time.Now()
 	events := make([]reactor.Event, 1024)
 	for {
 		n, err := s.loop.Poll(events, s.timeout())
@@ -96,6 +106,7 @@ func (s *Server) Run() error {
 			return err
 		}
 		s.now = time.Now()
+		s.clock = instant(s.now.Sub(s.start)) + 1
 		for i := range events[:n] {
 			ev := &events[i]
 			switch ev.Kind {
@@ -191,12 +202,12 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 			return
 		}
 		if ok {
-			p.partialSince = time.Time{}
+			p.partialSince = 0
 			s.route(p, dest, frame)
 		}
 	}
-	if p.parser.Partial() && p.partialSince.IsZero() {
-		p.partialSince = s.now
+	if p.parser.Partial() && p.partialSince == 0 {
+		p.partialSince = s.clock
 	}
 }
 
@@ -308,21 +319,21 @@ func (s *Server) tick() {
 		if p.conn == nil || p.id == 0 {
 			continue
 		}
-		if !p.partialSince.IsZero() && s.now.Sub(p.partialSince) >= s.cfg.FrameTimeout {
+		if p.partialSince != 0 && s.since(p.partialSince) >= s.cfg.FrameTimeout {
 			s.kick(p, ClosedIncomplete, "frame incomplete for frame-timeout")
 			continue
 		}
 		if p.conn.Pending() == 0 {
-			p.stallSince = time.Time{}
+			p.stallSince = 0
 			continue
 		}
 		// Progress is what the peer acknowledged, not what the kernel took:
 		// the send buffer autotunes to megabytes and only takes more once a
 		// good part of it has drained, so a slow but steady reader can leave
 		// Written unchanged for longer than the timeout.
-		if w := p.conn.Written() - uint64(p.conn.Unacked()); w != p.lastWritten || p.stallSince.IsZero() {
-			p.lastWritten, p.stallSince = w, s.now
-		} else if s.now.Sub(p.stallSince) >= s.cfg.WriteTimeout {
+		if w := p.conn.Written() - uint64(p.conn.Unacked()); w != p.lastWritten || p.stallSince == 0 {
+			p.lastWritten, p.stallSince = w, s.clock
+		} else if s.since(p.stallSince) >= s.cfg.WriteTimeout {
 			s.kick(p, ClosedStuck, "no write progress for write-timeout")
 		}
 	}
