@@ -11,6 +11,6 @@
 //
 // Memory: a connection holds its peer record, a parser accumulation buffer
 // only while a frame spans reads (at most MaxFrame+5 bytes), and up to
-// MaxQueue bytes of queued output (a little more under backpressure: the
-// frames of the read batch that crossed the limit).
+// MaxQueue bytes of queued output plus what its senders had already read
+// when backpressure paused them (see the README's memory formula).
 package relay
