@@ -7,10 +7,10 @@ package relay_test
 // case fills them in well under a second.
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"io"
 	"net"
 	"os"
@@ -27,98 +27,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// limPeer is a raw client. Unlike client.Conn it can size its socket
-// buffers before connecting, so that the bytes the kernel holds for it are
-// known, and it keeps a half-read payload across a read timeout.
-type limPeer struct {
-	nc   net.Conn
-	id   uint32
-	r    *bufio.Reader
-	buf  []byte // frame being written
-	part []byte // start of a payload whose read was cut short
-}
-
-// limBufs are socket buffer sizes to ask for before connecting; 0 keeps
-// the kernel's default and its autotuning. Linux doubles the request (the
-// extra half is its bookkeeping allowance) and stops autotuning the socket.
-type limBufs struct{ snd, rcv int }
-
-// limDial connects to addr and reads the ID the relay assigns.
-func limDial(t testing.TB, addr string, bufs limBufs) *limPeer {
-	t.Helper()
-	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if bufs.snd > 0 {
-				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, bufs.snd))
-			}
-			if bufs.rcv > 0 {
-				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, bufs.rcv))
-			}
-		})
-		return errors.Join(err, serr)
-	}}
-	nc, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	p := &limPeer{nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
-	var id [4]byte
-	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(p.r, id[:]); err != nil {
-		t.Fatalf("read ID from %s: %v", addr, err)
-	}
-	p.id = binary.BigEndian.Uint32(id[:])
-	if p.id == 0 {
-		t.Fatalf("relay assigned ID 0")
-	}
-	return p
-}
-
-// send writes one frame to dest in one write.
-func (p *limPeer) send(dest uint32, payload []byte) error {
-	p.buf = binary.BigEndian.AppendUint32(p.buf[:0], dest)
-	p.buf = append(append(p.buf, payload...), 0)
-	_, err := p.nc.Write(p.buf)
-	return err
-}
-
-// recv returns the next payload (valid until the next recv) or the error
-// that ended the wait. A timeout keeps the bytes of a half-read payload
-// for the next call.
-func (p *limPeer) recv(within time.Duration) ([]byte, error) {
-	p.nc.SetReadDeadline(time.Now().Add(within))
-	for {
-		b, err := p.r.ReadSlice(0)
-		if err == nil && len(p.part) == 0 {
-			return b[:len(b)-1], nil
-		}
-		p.part = append(p.part, b...)
-		switch {
-		case err == nil:
-			whole := p.part[:len(p.part)-1]
-			p.part = p.part[:0]
-			return whole, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case err == io.EOF && len(p.part) > 0:
-			return nil, io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-}
-
 // drain hands payloads to take until want() of them have arrived. want
 // returns -1 while the total is not known yet. It fails when nothing
 // arrives for within.
-func (p *limPeer) drain(within time.Duration, want func() int64, take func([]byte) error) (got int64, err error) {
+func limDrain(p *rawpeer.Peer, within time.Duration, want func() int64, take func([]byte) error) (got int64, err error) {
 	last := time.Now()
 	for {
 		if w := want(); w >= 0 && got >= w {
 			return got, nil
 		}
-		b, err := p.recv(50 * time.Millisecond)
+		b, err := p.Recv(50 * time.Millisecond)
 		switch {
 		case err == nil:
 			got++
@@ -137,10 +55,10 @@ func (p *limPeer) drain(within time.Duration, want func() int64, take func([]byt
 // ended and the payloads seen on the way. A relay that closes a slow
 // destination discards what it had queued, and the kernel may already
 // hold the first part of a frame: the stream can end mid-frame.
-func (p *limPeer) readToEnd(within time.Duration, take func([]byte) error) error {
+func limReadToEnd(p *rawpeer.Peer, within time.Duration, take func([]byte) error) error {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		b, err := p.recv(time.Until(deadline))
+		b, err := p.Recv(time.Until(deadline))
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 				return nil
@@ -156,12 +74,12 @@ func (p *limPeer) readToEnd(within time.Duration, take func([]byte) error) error
 	return fmt.Errorf("connection still open after %v", within)
 }
 
-func (p *limPeer) port() int { return p.nc.LocalAddr().(*net.TCPAddr).Port }
+func limPort(p *rawpeer.Peer) int { return p.NC.LocalAddr().(*net.TCPAddr).Port }
 
 // sockBufs returns the buffer sizes the kernel gave this socket.
-func (p *limPeer) sockBufs(t testing.TB) (snd, rcv int) {
+func limSockBufs(p *rawpeer.Peer, t testing.TB) (snd, rcv int) {
 	t.Helper()
-	rc, err := p.nc.(*net.TCPConn).SyscallConn()
+	rc, err := p.NC.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,13 +99,13 @@ func (p *limPeer) sockBufs(t testing.TB) (snd, rcv int) {
 // kernel buffer sizes {snd, rcv}, keyed by the client's port. It only
 // reads: getsockname, getpeername, getsockopt. The relay's sockets
 // autotune, so this is the size now, not a constant.
-func limRelayBufs(t testing.TB, relayAddr string, clients []*limPeer) map[int][2]int {
+func limRelayBufs(t testing.TB, relayAddr string, clients []*rawpeer.Peer) map[int][2]int {
 	t.Helper()
 	_, portStr, _ := net.SplitHostPort(relayAddr)
 	relayPort, _ := strconv.Atoi(portStr)
 	want := make(map[int]bool, len(clients))
 	for _, c := range clients {
-		want[c.port()] = true
+		want[limPort(c)] = true
 	}
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -275,7 +193,7 @@ type limFlood struct {
 // with payloads of size(seq) bytes, until stopped or, when limit > 0,
 // until it has written limit frames. A write error ends that sender and
 // is reported by finish unless the flood was stopped first.
-func limStartFlood(senders []*limPeer, dest uint32, limit int, size func(seq int) int) *limFlood {
+func limStartFlood(senders []*rawpeer.Peer, dest uint32, limit int, size func(seq int) int) *limFlood {
 	f := &limFlood{sent: make([]atomic.Int64, len(senders)), errs: make(chan error, len(senders))}
 	for i, s := range senders {
 		f.wg.Add(1)
@@ -285,7 +203,7 @@ func limStartFlood(senders []*limPeer, dest uint32, limit int, size func(seq int
 			for seq := 0; !f.stop.Load() && (limit == 0 || seq < limit); seq++ {
 				payload = limPayload(payload, i, seq, size(seq))
 				f.offered.Add(int64(len(payload) + 5))
-				if err := s.send(dest, payload); err != nil {
+				if err := s.Send(dest, payload); err != nil {
 					if !f.stop.Load() {
 						f.errs <- fmt.Errorf("sender %d, frame %d: %w", i, seq, err)
 					}
@@ -483,16 +401,16 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 		rc.MaxQueue = maxQueue
 		bufferSize = limBufferSize(backend, lc)
 	})
-	recv := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
-	ss := make([]*limPeer, senders)
+	recv := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
+	ss := make([]*rawpeer.Peer, senders)
 	for i := range ss {
-		ss[i] = limDial(t, ts.addr, limBufs{snd: 32 << 10})
+		ss[i] = rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Snd: 32 << 10})
 	}
 
 	stopPing := make(chan struct{})
 	pings := limPingPong(t, ts, stopPing)
 	start := time.Now()
-	flood := limStartFlood(ss, recv.id, 0, limFixed(payload))
+	flood := limStartFlood(ss, recv.ID, 0, limFixed(payload))
 
 	// Held senders stop getting bytes through. Unthrottled ones (about
 	// 20 MB/s in all, measured under -race on two cores) never stand still
@@ -523,15 +441,15 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 	//    receive buffer;
 	//  - the frame each sender was writing, counted before Write returned.
 	// Queue bytes have no 4-byte header, wire bytes do: scale by 1005/1001.
-	relayBufs := limRelayBufs(t, ts.addr, append([]*limPeer{recv}, ss...))
+	relayBufs := limRelayBufs(t, ts.addr, append([]*rawpeer.Peer{recv}, ss...))
 	const segment = 64 << 10
 	kernel := 0
 	for _, s := range ss {
-		snd, _ := s.sockBufs(t)
-		kernel += snd + relayBufs[s.port()][1] + 2*segment
+		snd, _ := limSockBufs(s, t)
+		kernel += snd + relayBufs[limPort(s)][1] + 2*segment
 	}
-	_, recvRcv := recv.sockBufs(t)
-	kernel += relayBufs[recv.port()][0] + recvRcv + 2*segment
+	_, recvRcv := limSockBufs(recv, t)
+	kernel += relayBufs[limPort(recv)][0] + recvRcv + 2*segment
 	queue := maxQueue + senders*limReadBatch(backend, bufferSize)
 	bound := int64(kernel) + int64(queue)*(payload+5)/(payload+1) + senders*(payload+5)
 	t.Logf("%s: senders got %d bytes past Write (%d at the plateau, %v after the flood began); bound %d = kernel buffers %d + queue allowance %d; unrelated pair: %d round trips, slowest %v",
@@ -556,7 +474,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 	want.Store(-1)
 	readErr := make(chan error, 1)
 	go func() {
-		_, err := recv.drain(10*time.Second, want.Load, func(p []byte) error { return order.take(p, true) })
+		_, err := limDrain(recv, 10*time.Second, want.Load, func(p []byte) error { return order.take(p, true) })
 		readErr <- err
 	}()
 	total := flood.finish(t, 20*time.Second)
@@ -564,7 +482,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 	if err := <-readErr; err != nil {
 		t.Fatalf("receiver: %v", err)
 	}
-	if p, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+	if p, err := recv.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 		t.Fatalf("after all %d frames: got %q, %v; want nothing more", total, trim(p), err)
 	}
 	for i, n := range order.got {
@@ -587,21 +505,21 @@ func TestLimitDropPolicy(t *testing.T) {
 				rc.MaxQueue = maxQueue
 				rc.SlowConsumer = relay.Drop
 			})
-			recv := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
-			sender := limDial(t, ts.addr, limBufs{})
+			recv := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
+			sender := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
 			// 10 MB to a receiver that reads nothing: far more than its
 			// queue and kernel buffers hold. The relay must keep reading the
 			// sender, so every write goes through.
 			var batch []byte
 			var p []byte
-			sender.nc.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			sender.NC.SetWriteDeadline(time.Now().Add(20 * time.Second))
 			for seq := range frames {
 				p = limPayload(p, 0, seq, payload)
-				batch = binary.BigEndian.AppendUint32(batch, recv.id)
+				batch = binary.BigEndian.AppendUint32(batch, recv.ID)
 				batch = append(append(batch, p...), 0)
 				if len(batch) >= 16<<10 || seq == frames-1 {
-					if _, err := sender.nc.Write(batch); err != nil {
+					if _, err := sender.NC.Write(batch); err != nil {
 						t.Fatalf("sender held at frame %d: %v", seq, err)
 					}
 					batch = batch[:0]
@@ -620,11 +538,11 @@ func TestLimitDropPolicy(t *testing.T) {
 			}
 
 			order := newLimOrder(1)
-			got, err := recv.drain(5*time.Second, func() int64 { return int64(relayed) }, func(p []byte) error { return order.take(p, false) })
+			got, err := limDrain(recv, 5*time.Second, func() int64 { return int64(relayed) }, func(p []byte) error { return order.take(p, false) })
 			if err != nil {
 				t.Fatalf("receiver: %v", err)
 			}
-			if p, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+			if p, err := recv.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 				t.Fatalf("after the %d relayed frames: got %q, %v; want nothing more", got, trim(p), err)
 			}
 			// What arrives is the start of the stream, whole, until the queue
@@ -650,11 +568,11 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 				rc.MaxQueue = maxQueue
 				rc.SlowConsumer = relay.Disconnect
 			})
-			slow := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
-			other := limDial(t, ts.addr, limBufs{})
-			sender := limDial(t, ts.addr, limBufs{})
+			slow := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
+			other := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			sender := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
-			flood := limStartFlood([]*limPeer{sender}, slow.id, 0, limFixed(1000))
+			flood := limStartFlood([]*rawpeer.Peer{sender}, slow.ID, 0, limFixed(1000))
 			m := ts.srv.Metrics()
 			waitFor(t, "the slow destination closed", 10*time.Second, func() bool { return m.Closed[relay.ClosedSlow].Load() > 0 })
 			flood.finish(t, 10*time.Second)
@@ -662,17 +580,17 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 			// The slow destination gets a whole, in-order start of the stream
 			// and then the end of it.
 			order := newLimOrder(1)
-			if err := slow.readToEnd(10*time.Second, func(p []byte) error { return order.take(p, true) }); err != nil {
+			if err := limReadToEnd(slow, 10*time.Second, func(p []byte) error { return order.take(p, true) }); err != nil {
 				t.Fatalf("slow destination: %v", err)
 			}
 			// The sender is untouched: it goes on with another destination.
 			for seq := range 100 {
-				if err := sender.send(other.id, limPayload(nil, 1, seq, limMixed(seq))); err != nil {
+				if err := sender.Send(other.ID, limPayload(nil, 1, seq, limMixed(seq))); err != nil {
 					t.Fatalf("sender after the disconnect: %v", err)
 				}
 			}
 			order2 := newLimOrder(2)
-			if _, err := other.drain(5*time.Second, func() int64 { return 100 }, func(p []byte) error { return order2.take(p, true) }); err != nil {
+			if _, err := limDrain(other, 5*time.Second, func() int64 { return 100 }, func(p []byte) error { return order2.take(p, true) }); err != nil {
 				t.Fatalf("other destination: %v", err)
 			}
 			if n := m.Closed[relay.ClosedSlow].Load(); n != 1 {
@@ -693,19 +611,19 @@ func TestLimitFanIn(t *testing.T) {
 			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
 				rc.MaxQueue = 256 << 10
 			})
-			recv := limDial(t, ts.addr, limBufs{})
-			ss := make([]*limPeer, senders)
+			recv := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			ss := make([]*rawpeer.Peer, senders)
 			for i := range ss {
-				ss[i] = limDial(t, ts.addr, limBufs{})
+				ss[i] = rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 			}
 			order := newLimOrder(senders)
-			flood := limStartFlood(ss, recv.id, frames, limMixed)
-			got, err := recv.drain(10*time.Second, func() int64 { return senders * frames }, func(p []byte) error { return order.take(p, true) })
+			flood := limStartFlood(ss, recv.ID, frames, limMixed)
+			got, err := limDrain(recv, 10*time.Second, func() int64 { return senders * frames }, func(p []byte) error { return order.take(p, true) })
 			if err != nil {
 				t.Fatalf("receiver: %v", err)
 			}
 			flood.finish(t, 5*time.Second)
-			if p, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+			if p, err := recv.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 				t.Fatalf("after %d frames: got %q, %v; want nothing more", got, trim(p), err)
 			}
 			if n := ts.srv.Metrics().FramesRelayed.Load(); n != senders*frames {
@@ -730,16 +648,16 @@ func TestLimitWriteTimeout(t *testing.T) {
 				rc.MaxQueue = 256 << 10
 				rc.WriteTimeout = writeTimeout
 			})
-			stuck := limDial(t, ts.addr, limBufs{rcv: 64 << 10})
+			stuck := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
 			// Default buffers for the slow reader: a receive buffer of one
 			// loopback segment (64 KiB) makes TCP itself stall for its 200ms
 			// persist timer, which is not what this case is about.
-			slow := limDial(t, ts.addr, limBufs{})
-			s1 := limDial(t, ts.addr, limBufs{})
-			s2 := limDial(t, ts.addr, limBufs{})
+			slow := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			s1 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			s2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 			start := time.Now()
-			toStuck := limStartFlood([]*limPeer{s1}, stuck.id, 0, limFixed(1000))
-			toSlow := limStartFlood([]*limPeer{s2}, slow.id, 0, limFixed(1000))
+			toStuck := limStartFlood([]*rawpeer.Peer{s1}, stuck.ID, 0, limFixed(1000))
+			toSlow := limStartFlood([]*rawpeer.Peer{s2}, slow.ID, 0, limFixed(1000))
 
 			// The slow reader takes 64 KiB every 50ms, about 1.3 MB/s: far
 			// behind the flood, but it never stands still for more than a
@@ -758,7 +676,7 @@ func TestLimitWriteTimeout(t *testing.T) {
 				for !catchUp.Load() {
 					time.Sleep(pace)
 					for n := 0; n < chunk; {
-						p, err := slow.recv(5 * time.Second)
+						p, err := slow.Recv(5 * time.Second)
 						if err != nil {
 							fail(err)
 							return
@@ -771,7 +689,7 @@ func TestLimitWriteTimeout(t *testing.T) {
 					}
 				}
 				before := int64(order.total)
-				if _, err := slow.drain(5*time.Second, func() int64 {
+				if _, err := limDrain(slow, 5*time.Second, func() int64 {
 					if w := want.Load(); w >= 0 {
 						return w - before
 					}
@@ -794,7 +712,7 @@ func TestLimitWriteTimeout(t *testing.T) {
 				t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (64 KiB every %v): %v", n, pace, err)
 			}
 			// Only now touch the stuck receiver: its reads reach the end.
-			if err := stuck.readToEnd(5*time.Second, nil); err != nil {
+			if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
 				t.Fatalf("stuck receiver: %v", err)
 			}
 			toStuck.finish(t, 5*time.Second)
@@ -820,15 +738,15 @@ func TestLimitMaxFrame(t *testing.T) {
 			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
 				rc.MaxFrame = maxFrame
 			})
-			a, b := limDial(t, ts.addr, limBufs{}), limDial(t, ts.addr, limBufs{})
-			bad := limDial(t, ts.addr, limBufs{})
+			a, b := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			bad := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
 			// A payload of exactly max-frame bytes is fine.
-			if err := a.send(b.id, limPayload(nil, 0, 0, maxFrame)); err != nil {
+			if err := a.Send(b.ID, limPayload(nil, 0, 0, maxFrame)); err != nil {
 				t.Fatal(err)
 			}
 			order := newLimOrder(1)
-			if _, err := b.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error {
+			if _, err := limDrain(b, 5*time.Second, func() int64 { return 1 }, func(p []byte) error {
 				if len(p) != maxFrame {
 					return fmt.Errorf("got %d bytes, want %d", len(p), maxFrame)
 				}
@@ -838,11 +756,11 @@ func TestLimitMaxFrame(t *testing.T) {
 			}
 
 			// One byte more, still no NUL: the sender is closed.
-			over := append(binary.BigEndian.AppendUint32(nil, b.id), limPayload(nil, 1, 0, maxFrame+1)...)
-			if _, err := bad.nc.Write(over); err != nil {
+			over := append(binary.BigEndian.AppendUint32(nil, b.ID), limPayload(nil, 1, 0, maxFrame+1)...)
+			if _, err := bad.NC.Write(over); err != nil {
 				t.Fatal(err)
 			}
-			if err := bad.readToEnd(5*time.Second, nil); err != nil {
+			if err := limReadToEnd(bad, 5*time.Second, nil); err != nil {
 				t.Fatalf("oversize sender: %v", err)
 			}
 			m := ts.srv.Metrics()
@@ -851,16 +769,16 @@ func TestLimitMaxFrame(t *testing.T) {
 			})
 
 			// Nothing of it reached b, and a and b carry on.
-			if err := a.send(b.id, limPayload(nil, 0, 1, 100)); err != nil {
+			if err := a.Send(b.ID, limPayload(nil, 0, 1, 100)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := b.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return order.take(p, true) }); err != nil {
+			if _, err := limDrain(b, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return order.take(p, true) }); err != nil {
 				t.Fatalf("after the oversize frame: %v", err)
 			}
-			if err := b.send(a.id, limPayload(nil, 0, 0, 100)); err != nil {
+			if err := b.Send(a.ID, limPayload(nil, 0, 0, 100)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := a.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+			if _, err := limDrain(a, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
 				t.Fatalf("b to a after the oversize frame: %v", err)
 			}
 			if n := m.Closed[relay.ClosedOversize].Load(); n != 1 {
@@ -877,22 +795,22 @@ func TestLimitFrameTimeout(t *testing.T) {
 			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
 				rc.FrameTimeout = frameTimeout
 			})
-			a := limDial(t, ts.addr, limBufs{})
-			idle := limDial(t, ts.addr, limBufs{})
-			partial := limDial(t, ts.addr, limBufs{})
+			a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			idle := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			partial := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 			m := ts.srv.Metrics()
 
 			// A header and part of a payload, then nothing.
 			start := time.Now()
-			half := append(binary.BigEndian.AppendUint32(nil, a.id), "never finished"...)
-			if _, err := partial.nc.Write(half); err != nil {
+			half := append(binary.BigEndian.AppendUint32(nil, a.ID), "never finished"...)
+			if _, err := partial.NC.Write(half); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(frameTimeout / 3)
 			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
 				t.Fatalf("a partial frame was cut off before frame-timeout")
 			}
-			if err := partial.readToEnd(5*time.Second, nil); err != nil {
+			if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
 				t.Fatalf("connection holding a partial frame: %v", err)
 			}
 			if held := time.Since(start); held < frameTimeout {
@@ -903,13 +821,13 @@ func TestLimitFrameTimeout(t *testing.T) {
 			// The idle connection held no partial frame for three timeouts:
 			// still open, and it still receives. Nothing partial reached a.
 			time.Sleep(3*frameTimeout - time.Since(start))
-			if err := a.send(idle.id, limPayload(nil, 0, 0, 64)); err != nil {
+			if err := a.Send(idle.ID, limPayload(nil, 0, 0, 64)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := idle.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+			if _, err := limDrain(idle, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
 				t.Fatalf("idle connection: %v", err)
 			}
-			if p, err := a.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+			if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 				t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
 			}
 			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 1 {
@@ -925,8 +843,8 @@ func TestLimitMaxConns(t *testing.T) {
 			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
 				rc.MaxConns = 3
 			})
-			c1, c2 := limDial(t, ts.addr, limBufs{}), limDial(t, ts.addr, limBufs{})
-			limDial(t, ts.addr, limBufs{})
+			c1, c2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
 			// The fourth is accepted and closed before any ID is sent.
 			nc, err := net.Dial("tcp", ts.addr)
@@ -943,13 +861,13 @@ func TestLimitMaxConns(t *testing.T) {
 			waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return m.Closed[relay.ClosedOverLimit].Load() == 1 })
 
 			// One leaves; a newcomer gets an ID and can talk.
-			c1.nc.Close()
+			c1.NC.Close()
 			waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.stats.Open.Load() == 2 })
-			c4 := limDial(t, ts.addr, limBufs{})
-			if err := c4.send(c2.id, limPayload(nil, 0, 0, 64)); err != nil {
+			c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c2.drain(5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+			if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
 				t.Fatalf("newcomer to c2: %v", err)
 			}
 			if n := m.Closed[relay.ClosedOverLimit].Load(); n != 1 {

@@ -8,9 +8,9 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"io"
 	"net"
 	"net/http"
@@ -46,93 +46,6 @@ func opsSkipWithoutUring(t *testing.T, backend string) {
 		t.Skipf("io_uring is not usable here: io_uring_setup: %v", errno)
 	}
 	unix.Close(int(fd))
-}
-
-// opsPeer is a raw client that can size its receive buffer before
-// connecting and keeps a half-read payload across a read timeout.
-type opsPeer struct {
-	nc   net.Conn
-	id   uint32
-	r    *bufio.Reader
-	buf  []byte
-	part []byte
-}
-
-// opsConnect opens a connection without waiting for the ID. rcvbuf > 0
-// sets SO_RCVBUF first.
-func opsConnect(t testing.TB, addr string, rcvbuf int) net.Conn {
-	t.Helper()
-	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if rcvbuf > 0 {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
-			}
-		})
-		return errors.Join(err, serr)
-	}}
-	nc, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return nc
-}
-
-// opsReadID waits up to within for the 4-byte ID on nc.
-func opsReadID(nc net.Conn, within time.Duration) (*opsPeer, error) {
-	p := &opsPeer{nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
-	var id [4]byte
-	nc.SetReadDeadline(time.Now().Add(within))
-	if _, err := io.ReadFull(p.r, id[:]); err != nil {
-		return nil, err
-	}
-	p.id = binary.BigEndian.Uint32(id[:])
-	if p.id == 0 {
-		return nil, errors.New("relay assigned ID 0")
-	}
-	return p, nil
-}
-
-// opsDial connects and reads the ID.
-func opsDial(t testing.TB, addr string, rcvbuf int) *opsPeer {
-	t.Helper()
-	p, err := opsReadID(opsConnect(t, addr, rcvbuf), 10*time.Second)
-	if err != nil {
-		t.Fatalf("read ID from %s: %v", addr, err)
-	}
-	return p
-}
-
-func (p *opsPeer) send(dest uint32, payload []byte) error {
-	p.buf = binary.BigEndian.AppendUint32(p.buf[:0], dest)
-	p.buf = append(append(p.buf, payload...), 0)
-	_, err := p.nc.Write(p.buf)
-	return err
-}
-
-// recv returns the next payload (valid until the next call) or the error
-// that ended the wait.
-func (p *opsPeer) recv(within time.Duration) ([]byte, error) {
-	p.nc.SetReadDeadline(time.Now().Add(within))
-	for {
-		b, err := p.r.ReadSlice(0)
-		if err == nil && len(p.part) == 0 {
-			return b[:len(b)-1], nil
-		}
-		p.part = append(p.part, b...)
-		switch {
-		case err == nil:
-			whole := p.part[:len(p.part)-1]
-			p.part = p.part[:0]
-			return whole, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case err == io.EOF && len(p.part) > 0:
-			return nil, io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
 }
 
 // Payloads name their sender and place: "s007 q00000042 " and filler that
@@ -179,13 +92,13 @@ func (o *opsOrder) take(p []byte) error {
 // drain reads payloads into o until want() of them have arrived; want
 // returns -1 while the total is not known. It fails when nothing arrives
 // for 10s.
-func (p *opsPeer) drain(o *opsOrder, want func() int) error {
+func opsDrain(p *rawpeer.Peer, o *opsOrder, want func() int) error {
 	last := time.Now()
 	for {
 		if w := want(); w >= 0 && o.total >= w {
 			return nil
 		}
-		b, err := p.recv(50 * time.Millisecond)
+		b, err := p.Recv(50 * time.Millisecond)
 		switch {
 		case err == nil:
 			if err := o.take(b); err != nil {
@@ -201,9 +114,9 @@ func (p *opsPeer) drain(o *opsOrder, want func() int) error {
 
 // readToEnd reads payloads into o until the stream ends and returns how
 // it ended. It fails when nothing arrives for 10s.
-func (p *opsPeer) readToEnd(o *opsOrder) (end error, err error) {
+func opsReadToEnd(p *rawpeer.Peer, o *opsOrder) (end error, err error) {
 	for {
-		b, err := p.recv(10 * time.Second)
+		b, err := p.Recv(10 * time.Second)
 		if os.IsTimeout(err) {
 			return nil, fmt.Errorf("after %d frames: %w", o.total, err)
 		}
@@ -223,7 +136,7 @@ type opsFlood struct {
 	sent []atomic.Int64
 }
 
-func opsStartFlood(senders []*opsPeer, dest uint32, size int) *opsFlood {
+func opsStartFlood(senders []*rawpeer.Peer, dest uint32, size int) *opsFlood {
 	f := &opsFlood{sent: make([]atomic.Int64, len(senders))}
 	for i, s := range senders {
 		f.wg.Add(1)
@@ -232,7 +145,7 @@ func opsStartFlood(senders []*opsPeer, dest uint32, size int) *opsFlood {
 			var payload []byte
 			for seq := 0; !f.stop.Load(); seq++ {
 				payload = opsPayload(payload, i, seq, size)
-				if s.send(dest, payload) != nil {
+				if s.Send(dest, payload) != nil {
 					return
 				}
 				f.sent[i].Add(1)
@@ -389,11 +302,11 @@ const (
 // the relay took is queued for the receiver, in the relay or the kernel.
 // At least half of -max-queue is in the relay itself: the sender is
 // released as soon as the queue falls below that.
-func opsFillQueue(t testing.TB, p *servertest.Proc, metricsAddr string) (recv *opsPeer, flood *opsFlood) {
+func opsFillQueue(t testing.TB, p *servertest.Proc, metricsAddr string) (recv *rawpeer.Peer, flood *opsFlood) {
 	t.Helper()
-	recv = opsDial(t, p.Addr, 64<<10)
-	sender := opsDial(t, p.Addr, 0)
-	flood = opsStartFlood([]*opsPeer{sender}, recv.id, 1000)
+	recv = rawpeer.Dial(t, p.Addr, rawpeer.Bufs{Rcv: 64 << 10})
+	sender := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+	flood = opsStartFlood([]*rawpeer.Peer{sender}, recv.ID, 1000)
 	last, since := -1.0, time.Now()
 	opsWaitMetric(t, metricsAddr, "the relay to stop taking frames", 10*time.Second, func(m opsMetrics) bool {
 		if n := m.get(t, opsRelayed); n != last {
@@ -443,7 +356,7 @@ func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
 			// Everything the relay took arrives, whole and in order, and
 			// then the stream ends; the server exits 0.
 			o := &opsOrder{next: make([]int, 1)}
-			end, err := recv.readToEnd(o)
+			end, err := opsReadToEnd(recv, o)
 			if err != nil {
 				t.Fatalf("receiver during shutdown: %v\nlog:\n%s", err, p.Logs())
 			}
@@ -552,7 +465,7 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 	} else {
 		p = servertest.Start(t, servertest.Options{Args: args})
 	}
-	a, b := opsDial(t, p.Addr, 0), opsDial(t, p.Addr, 0)
+	a, b := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{}), rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
 	open := len(p.FDs(t))
 	if backend != "uring" {
 		setLimit(uint64(open + 5))
@@ -561,7 +474,7 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 	// Open connections until one gets no ID: accepts are failing. The
 	// limit bounds descriptor numbers, not their count, so a hole left by
 	// an earlier close may take one more than the arithmetic says.
-	var extra []*opsPeer
+	var extra []*rawpeer.Peer
 	var waiting []net.Conn
 	var exhaustedAt time.Time
 	for i := 0; len(waiting) < 3; i++ {
@@ -569,12 +482,12 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 			t.Fatalf("%d connections accepted under a limit of %d descriptors (%d open): the limit does not bind", i, limit, open)
 		}
 		dialed := time.Now()
-		nc := opsConnect(t, p.Addr, 0)
+		nc := rawpeer.Connect(t, p.Addr, rawpeer.Bufs{})
 		if len(waiting) > 0 {
 			waiting = append(waiting, nc) // queued behind the first
 			continue
 		}
-		c, err := opsReadID(nc, 500*time.Millisecond)
+		c, err := rawpeer.ReadID(nc, 500*time.Millisecond)
 		switch {
 		case err == nil:
 			extra = append(extra, c)
@@ -591,10 +504,10 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 	cpu0, t0 := p.CPUTime(t), time.Now()
 	for i := 0; time.Since(t0) < 1500*time.Millisecond; i++ {
 		msg := opsPayload(nil, 0, i, 100)
-		if err := a.send(b.id, msg); err != nil {
+		if err := a.Send(b.ID, msg); err != nil {
 			t.Fatal(err)
 		}
-		got, err := b.recv(5 * time.Second)
+		got, err := b.Recv(5 * time.Second)
 		if err != nil || string(got) != string(msg) {
 			t.Fatalf("relaying between open connections while out of descriptors: %.40q, %v", got, err)
 		}
@@ -632,17 +545,17 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 	// their IDs; after them, a newcomer does too.
 	extra = append(extra, a, b)
 	for _, c := range extra[:3] {
-		c.nc.Close()
+		c.NC.Close()
 	}
 	for i, nc := range waiting {
-		if _, err := opsReadID(nc, 5*time.Second); err != nil {
+		if _, err := rawpeer.ReadID(nc, 5*time.Second); err != nil {
 			t.Fatalf("waiting connection %d after descriptors were freed: %v\nlog:\n%s", i, err, p.Logs())
 		}
 		nc.Close()
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err := opsReadID(opsConnect(t, p.Addr, 0), 2*time.Second)
+		_, err := rawpeer.ReadID(rawpeer.Connect(t, p.Addr, rawpeer.Bufs{}), 2*time.Second)
 		if err == nil {
 			break
 		}
@@ -690,23 +603,23 @@ func TestOpsMetrics(t *testing.T) {
 				}
 			}
 
-			a, b, c := opsDial(t, p.Addr, 0), opsDial(t, p.Addr, 0), opsDial(t, p.Addr, 0)
+			a, b, c := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{}), rawpeer.Dial(t, p.Addr, rawpeer.Bufs{}), rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
 			sizes := []int{opsHeadLen, 100, 1000, 10000, 65536}
 			wantBytes := 0
 			for i, n := range sizes {
-				if err := a.send(b.id, opsPayload(nil, 0, i, n)); err != nil {
+				if err := a.Send(b.ID, opsPayload(nil, 0, i, n)); err != nil {
 					t.Fatal(err)
 				}
 				wantBytes += n + 1
 			}
 			o := &opsOrder{next: make([]int, 1)}
-			if err := b.drain(o, func() int { return len(sizes) }); err != nil {
+			if err := opsDrain(b, o, func() int { return len(sizes) }); err != nil {
 				t.Fatal(err)
 			}
-			if err := a.send(a.id^b.id^c.id^0x5a5a5a5a|1, []byte("nobody")); err != nil {
+			if err := a.Send(a.ID^b.ID^c.ID^0x5a5a5a5a|1, []byte("nobody")); err != nil {
 				t.Fatal(err)
 			}
-			c.nc.Close()
+			c.NC.Close()
 
 			delta := func(m opsMetrics, key string) float64 { return m.get(t, key) - m0.get(t, key) }
 			m1 := opsWaitMetric(t, maddr, "the counters to catch up", 5*time.Second, func(m opsMetrics) bool {
@@ -759,14 +672,14 @@ func opsRSSUnderFlood(t *testing.T, backend string) {
 		flood    = 2 * time.Second
 	)
 	p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-slow-consumer=backpressure", "-max-queue=1MiB", "-max-frame=64KiB"}})
-	recv := opsDial(t, p.Addr, 0)
-	ss := make([]*opsPeer, senders)
+	recv := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+	ss := make([]*rawpeer.Peer, senders)
 	for i := range ss {
-		ss[i] = opsDial(t, p.Addr, 0)
+		ss[i] = rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
 	}
 	baseline := p.RSS(t)
 
-	f := opsStartFlood(ss, recv.id, 1000)
+	f := opsStartFlood(ss, recv.ID, 1000)
 	var peak int64
 	for start := time.Now(); time.Since(start) < flood; time.Sleep(20 * time.Millisecond) {
 		peak = max(peak, p.RSS(t))
@@ -805,7 +718,7 @@ func opsRSSUnderFlood(t *testing.T, backend string) {
 	var want atomic.Int64
 	want.Store(-1)
 	readErr := make(chan error, 1)
-	go func() { readErr <- recv.drain(o, func() int { return int(want.Load()) }) }()
+	go func() { readErr <- opsDrain(recv, o, func() int { return int(want.Load()) }) }()
 	want.Store(int64(f.finish(t, 20*time.Second)))
 	if err := <-readErr; err != nil {
 		t.Fatalf("receiver: %v", err)
@@ -815,7 +728,7 @@ func opsRSSUnderFlood(t *testing.T, backend string) {
 			t.Errorf("sender %d wrote %d frames, %d arrived", i, f.sent[i].Load(), o.next[i])
 		}
 	}
-	if b, err := recv.recv(100 * time.Millisecond); !os.IsTimeout(err) {
+	if b, err := recv.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 		t.Errorf("after all %d frames: got %.40q, %v; want nothing more", o.total, b, err)
 	}
 	t.Logf("%s: %d frames delivered after the flood, none lost", backend, o.total)
