@@ -70,14 +70,17 @@ func (c *Conn) Send(b []byte) {
 func (c *Conn) Pending() int { return c.out.n }
 
 // Written is the total number of bytes the kernel accepted for this
-// connection; owners compare successive values to detect a stuck peer.
+// connection.
 func (c *Conn) Written() uint64 { return c.written }
 
 // Unacked is the number of bytes the kernel has taken for this connection
 // but the peer has not acknowledged yet (SIOCOUTQ). Unlike the other
-// methods it makes a system call; it is meant for shutdown, where closing a
-// socket that still has unread input makes the kernel send a reset and
-// discard whatever the peer has not acknowledged.
+// methods it makes a system call, so owners ask it only of connections
+// with output pending, or at shutdown. Written minus Unacked is what the
+// peer really received: the measure of a stuck reader, since the kernel's
+// send buffer can hide a stall for seconds. At shutdown it says when
+// closing is safe: closing a socket whose input was left unread makes the
+// kernel reset it and drop whatever the peer has not acknowledged.
 func (c *Conn) Unacked() int {
 	if c.flags&(flagOpen|flagClosing) != flagOpen {
 		return 0

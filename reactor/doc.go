@@ -29,7 +29,16 @@
 //
 // When the peer closes its sending side (EOF) the connection stops
 // producing Received events, its queued output is still written, and it is
-// closed (Closed with a nil error) once that output is gone.
+// closed (Closed with a nil error) at the start of the first Poll that finds
+// nothing pending: never in the middle of a batch whose events the owner
+// has not handled yet, since they may queue more output for it.
+//
+// A slot freed by a close is reused only from the next Poll on, so the
+// owner always sees a connection's Closed before the same *Conn comes back
+// in an Opened.
+//
+// Output is queued in chunks from a loop-wide pool (outqueue.go): memory
+// follows what is queued, and an idle connection holds none.
 //
 // Only Wake and Stats may be used from other goroutines. Wake makes the
 // loop return a Woken event; it is how signals and shutdown reach the loop
