@@ -54,6 +54,14 @@ func Binaries(t testing.TB) string {
 	return buildDir
 }
 
+// Cleanup removes the binaries Binaries built. Call it from TestMain after
+// the tests ran.
+func Cleanup() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
 // Options say how to start the server.
 type Options struct {
 	Args []string // flags besides -listen (which Start picks)
