@@ -26,7 +26,7 @@ type Conn struct {
 	// the kernel reads chunks while Send keeps appending after them.
 	out     outQueue
 	written uint64
-	vec     *sendVec // io_uring: sendmsg arguments while a multi-chunk send is in flight
+	vec     *sendVec // io_uring: sendmsg arguments, lent while a multi-chunk send is in flight
 
 	drainMark int
 

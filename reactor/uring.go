@@ -33,7 +33,8 @@ type uringLoop struct {
 	ring *ring.Ring
 	bufs *ring.BufferRing
 	cqes []ring.Completion
-	used []uint16 // buffers handed out in Received events, recycled next Poll
+	used []uint16   // buffers handed out in Received events, recycled next Poll
+	vecs []*sendVec // free sendmsg vectors
 
 	lfd         int // listener; -1 once StopAccepting ran
 	addr        net.Addr
@@ -229,14 +230,24 @@ func (l *uringLoop) send(c *Conn) {
 	if k := c.out.peek(l.segs[:]); k == 1 {
 		l.submitErr(l.ring.Send(c.fd, l.segs[0], ud))
 	} else {
-		if c.vec == nil {
-			c.vec = new(sendVec)
-		}
+		c.vec = l.takeVec()
 		l.submitErr(l.ring.SendMsg(c.fd, c.vec.set(l.segs[:k]), ud))
 	}
 	clear(l.segs[:])
 	c.flags |= flagSendArmed
 	c.inflight++
+}
+
+// takeVec returns a sendVec from the loop's free list. A vector (2 KiB) is
+// lent to a connection only while its multi-chunk send is in flight, so
+// memory for them follows the sends in flight, not the connections.
+func (l *uringLoop) takeVec() *sendVec {
+	if n := len(l.vecs); n > 0 {
+		v := l.vecs[n-1]
+		l.vecs = l.vecs[:n-1]
+		return v
+	}
+	return new(sendVec)
 }
 
 // sendVec holds a sendmsg's header and iovecs where the kernel can read
@@ -397,6 +408,11 @@ func (l *uringLoop) received(c *Conn, cqe *ring.Completion, ev *Event) bool {
 func (l *uringLoop) sent(c *Conn, cqe *ring.Completion) {
 	c.flags &^= flagSendArmed
 	c.inflight--
+	if v := c.vec; v != nil {
+		*v = sendVec{} // drop the chunk pointers
+		l.vecs = append(l.vecs, v)
+		c.vec = nil
+	}
 	if c.flags&flagClosing != 0 {
 		return
 	}
