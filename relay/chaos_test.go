@@ -257,6 +257,7 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 	if n := runtime.NumGoroutine(); n > grBase {
 		t.Errorf("%s: %d goroutines after the run, %d before", ch.tag, n, grBase)
 	}
+	t.Logf("%s: final descriptors %d (baseline %d), goroutines %d (baseline %d)", ch.tag, openFDs(t), fdBase, runtime.NumGoroutine(), grBase)
 	ch.checkMetrics(before, chaosMetrics(ts.srv.Metrics()), rep)
 	return rep
 }
