@@ -81,10 +81,7 @@ func (w *pingpong) initiate(m *meter, a, b *peer) {
 		out, rtts = out[:0], rtts[:0]
 		bytes := 0
 		for f, ok := a.in.Next(); ok; f, ok = a.in.Next() {
-			sender, s, derr := w.codec.Decode(f)
-			if derr == nil {
-				derr = order.Check(sender, s)
-			}
+			s, derr := w.verify(order, f)
 			if derr != nil {
 				m.fail("%s: %v", what, derr)
 				return
@@ -103,6 +100,16 @@ func (w *pingpong) initiate(m *meter, a, b *peer) {
 	}
 }
 
+// verify checks one payload's integrity and its place in its sender's
+// sequence, and returns its sequence number.
+func (w *pingpong) verify(order *Order, f []byte) (seq uint64, err error) {
+	sender, seq, err := w.codec.Decode(f)
+	if err == nil {
+		err = order.Check(sender, seq)
+	}
+	return seq, err
+}
+
 // echo is B's loop: every frame it gets goes back to A as it is, all the
 // frames of one read in one write.
 func (w *pingpong) echo(m *meter, b, a *peer) {
@@ -114,11 +121,7 @@ func (w *pingpong) echo(m *meter, b, a *peer) {
 		out = out[:0]
 		n, bytes := 0, 0
 		for f, ok := b.in.Next(); ok; f, ok = b.in.Next() {
-			sender, s, derr := w.codec.Decode(f)
-			if derr == nil {
-				derr = order.Check(sender, s)
-			}
-			if derr != nil {
+			if _, derr := w.verify(order, f); derr != nil {
 				m.fail("%s: %v", what, derr)
 				return
 			}

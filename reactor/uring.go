@@ -121,9 +121,8 @@ func (l *uringLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 
 	l.reuseSlots()
 	l.flush()
-	now := time.Now()
 	if !l.acceptArmed && l.lfd >= 0 {
-		if now.Before(l.acceptAfter) {
+		if now := time.Now(); now.Before(l.acceptAfter) {
 			timeout = shorter(timeout, l.acceptAfter.Sub(now))
 		} else {
 			l.submitErr(l.ring.Accept(l.lfd, ring.Pack(opAccept, 0, 0)))

@@ -1,5 +1,5 @@
 // Package relay is ringrelay's protocol, written sans-I/O: the frame parser,
-// the ID allocator, the routing table, the limits and the slow-consumer
+// the routing table (which also hands out IDs), the limits and the slow-consumer
 // policy. It has no sockets of its own: Server is fed events by a
 // reactor.Loop and answers through reactor.Conn methods, so the same logic
 // runs on io_uring and on epoll, and the parser and allocator are tested

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/reactor"
+	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
 )
 
@@ -144,6 +145,17 @@ var e2eCases = []struct {
 		}
 		if got := recv(t, b, 5*time.Second); string(got) != "still here" {
 			t.Fatalf("got %q", got)
+		}
+		// Counted once, and the sender's connection was left alone.
+		m := ts.srv.Metrics()
+		waitFor(t, "the drop to be counted", 5*time.Second, func() bool { return m.Dropped[relay.DropUnknownDest].Load() == 1 })
+		if n := m.FramesRelayed.Load(); n != 1 {
+			t.Fatalf("frames relayed = %d, want 1", n)
+		}
+		for _, r := range relay.CloseReasons() {
+			if n := m.Closed[r].Load(); n != 0 {
+				t.Fatalf("%d connections closed (%s) after a frame to an unknown ID", n, r)
+			}
 		}
 	}},
 	{"self-send", func(t *testing.T, ts *testServer) {

@@ -18,10 +18,9 @@ type Server struct {
 	cfg    Config
 	loop   reactor.Loop
 	log    *slog.Logger
-	peers  []peer                   // indexed by Conn.Slot
-	routes map[uint32]*reactor.Conn // ID -> connection
-	ids    *IDs
-	serial uint64 // peer serial numbers, so waiters survive slot reuse
+	peers  []peer  // indexed by Conn.Slot
+	routes *Routes // ID -> connection; also hands out IDs
+	serial uint64  // peer serial numbers, so waiters survive slot reuse
 
 	metrics *Metrics
 	counts  counts
@@ -77,8 +76,7 @@ func NewServer(loop reactor.Loop, cfg Config, m *Metrics) *Server {
 		cfg:     cfg,
 		loop:    loop,
 		log:     cfg.Logger,
-		routes:  make(map[uint32]*reactor.Conn),
-		ids:     NewIDs(),
+		routes:  NewRoutes(),
 		metrics: m,
 	}
 }
@@ -146,7 +144,7 @@ func (s *Server) timeout() time.Duration {
 	if s.draining {
 		return 10 * time.Millisecond
 	}
-	if len(s.routes) == 0 {
+	if s.routes.Len() == 0 {
 		return -1
 	}
 	return s.tickEvery()
@@ -175,14 +173,13 @@ func (s *Server) opened(c *reactor.Conn) {
 		s.counts.closed[ClosedShutdown]++
 		c.Close()
 		return
-	case len(s.routes) >= s.cfg.MaxConns:
+	case s.routes.Len() >= s.cfg.MaxConns:
 		s.counts.closed[ClosedOverLimit]++
 		s.log.Debug("connection over max-conns closed", "max_conns", s.cfg.MaxConns)
 		c.Close()
 		return
 	}
-	p.id = s.ids.Take()
-	s.routes[p.id] = c
+	p.id = s.routes.Add(c)
 	var hello [4]byte
 	binary.BigEndian.PutUint32(hello[:], p.id)
 	c.Send(hello[:])
@@ -213,7 +210,7 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 
 // route forwards one complete frame (payload and NUL) to dest.
 func (s *Server) route(src *peer, dest uint32, frame []byte) {
-	dc, ok := s.routes[dest]
+	dc, ok := s.routes.Lookup(dest)
 	if !ok {
 		s.counts.dropped[DropUnknownDest]++
 		return
@@ -289,8 +286,7 @@ func (s *Server) forget(p *peer) {
 	if p.id == 0 {
 		return
 	}
-	delete(s.routes, p.id)
-	s.ids.Release(p.id)
+	s.routes.Remove(p.id)
 	p.id = 0
 	s.release(p)
 }

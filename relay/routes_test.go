@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"github.com/ringrelay/ringrelay/reactor"
 	"math/rand/v2"
 	"testing"
 )
@@ -18,31 +19,31 @@ func scripted(t *testing.T, vals ...uint32) func() uint32 {
 	}
 }
 
-func TestIDsNeverZero(t *testing.T) {
-	s := NewIDs()
+func TestRoutesIDsNeverZero(t *testing.T) {
+	s := NewRoutes()
 	s.next = scripted(t, 0, 0, 0, 42)
-	if id := s.Take(); id != 42 {
+	if id := s.Add(nil); id != 42 {
 		t.Fatalf("Take = %d, want 42 (the zeros skipped)", id)
 	}
 }
 
-func TestIDsSkipInUse(t *testing.T) {
-	s := NewIDs()
+func TestRoutesIDsSkipInUse(t *testing.T) {
+	s := NewRoutes()
 	s.next = scripted(t, 5, 5, 0, 5, 9, 5)
-	if id := s.Take(); id != 5 {
+	if id := s.Add(nil); id != 5 {
 		t.Fatalf("first Take = %d, want 5", id)
 	}
-	if id := s.Take(); id != 9 {
+	if id := s.Add(nil); id != 9 {
 		t.Fatalf("second Take = %d, want 9 (5 is in use)", id)
 	}
 	if s.Len() != 2 {
 		t.Fatalf("Len = %d, want 2", s.Len())
 	}
-	s.Release(5)
-	if id := s.Take(); id != 5 {
+	s.Remove(5)
+	if id := s.Add(nil); id != 5 {
 		t.Fatalf("Take after Release(5) = %d, want 5 again", id)
 	}
-	s.Release(1234) // not in use: no effect
+	s.Remove(1234) // not in use: no effect
 	if s.Len() != 2 {
 		t.Fatalf("Len = %d, want 2", s.Len())
 	}
@@ -50,7 +51,7 @@ func TestIDsSkipInUse(t *testing.T) {
 
 // churn takes and releases IDs at random, checking after every Take that the
 // new ID is non-zero and not among the live ones.
-func churn(t *testing.T, s *IDs, rng *rand.Rand, ops, maxLive int) {
+func churn(t *testing.T, s *Routes, rng *rand.Rand, ops, maxLive int) {
 	t.Helper()
 	live := make(map[uint32]bool)
 	var order []uint32
@@ -61,9 +62,9 @@ func churn(t *testing.T, s *IDs, rng *rand.Rand, ops, maxLive int) {
 			order[i] = order[len(order)-1]
 			order = order[:len(order)-1]
 			delete(live, id)
-			s.Release(id)
+			s.Remove(id)
 		} else {
-			id := s.Take()
+			id := s.Add(nil)
 			if id == 0 {
 				t.Fatal("Take returned 0")
 			}
@@ -79,29 +80,29 @@ func churn(t *testing.T, s *IDs, rng *rand.Rand, ops, maxLive int) {
 	}
 }
 
-func TestIDsUniqueUnderChurn(t *testing.T) {
+func TestRoutesIDsUniqueUnderChurn(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	churn(t, NewIDs(), rng, 100_000, 5000)
+	churn(t, NewRoutes(), rng, 100_000, 5000)
 }
 
-func TestIDsUniqueUnderChurnWithCollidingSource(t *testing.T) {
+func TestRoutesIDsUniqueUnderChurnWithCollidingSource(t *testing.T) {
 	// A source with only 300 values, zero among them, makes collisions the
 	// common case, so the rejection loop is exercised on nearly every Take.
 	rng := rand.New(rand.NewPCG(3, 4))
-	s := NewIDs()
+	s := NewRoutes()
 	s.next = func() uint32 { return uint32(rng.IntN(300)) }
 	churn(t, s, rng, 100_000, 250)
 }
 
-func TestIDsLookRandom(t *testing.T) {
+func TestRoutesIDsLookRandom(t *testing.T) {
 	const n = 10_000
-	s := NewIDs()
+	s := NewRoutes()
 	ids := make([]uint32, n)
 	for i := range ids {
 		// Release at once, so that uniqueness below comes from the source
 		// and not from the in-use check.
-		ids[i] = s.Take()
-		s.Release(ids[i])
+		ids[i] = s.Add(nil)
+		s.Remove(ids[i])
 	}
 	var ones [32]int
 	sequential := 0
@@ -131,12 +132,33 @@ func TestIDsLookRandom(t *testing.T) {
 	}
 }
 
-func TestIDsTakeReleaseAllocatesNothing(t *testing.T) {
-	s := NewIDs()
+func TestRoutesIDsTakeReleaseAllocatesNothing(t *testing.T) {
+	s := NewRoutes()
 	for range 100 {
-		s.Take()
+		s.Add(nil)
 	}
-	if allocs := testing.AllocsPerRun(10_000, func() { s.Release(s.Take()) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(10_000, func() { s.Remove(s.Add(nil)) }); allocs != 0 {
 		t.Errorf("%v allocations per Take+Release, want 0", allocs)
+	}
+}
+
+// TestRoutesLookup checks the table routes each ID to the connection it was
+// given to, and forgets it on Remove.
+func TestRoutesLookup(t *testing.T) {
+	s := NewRoutes()
+	a, b := new(reactor.Conn), new(reactor.Conn)
+	ida, idb := s.Add(a), s.Add(b)
+	if got, ok := s.Lookup(ida); !ok || got != a {
+		t.Fatalf("Lookup(%08x) = %p, %v; want %p", ida, got, ok, a)
+	}
+	if got, ok := s.Lookup(idb); !ok || got != b {
+		t.Fatalf("Lookup(%08x) = %p, %v; want %p", idb, got, ok, b)
+	}
+	s.Remove(ida)
+	if _, ok := s.Lookup(ida); ok {
+		t.Fatalf("Lookup(%08x) still found after Remove", ida)
+	}
+	if got, ok := s.Lookup(idb); !ok || got != b || s.Len() != 1 {
+		t.Fatalf("Remove(%08x) disturbed %08x or Len (%d)", ida, idb, s.Len())
 	}
 }
