@@ -7,32 +7,34 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
 // CompareConfig is what `ringbench compare` runs.
 type CompareConfig struct {
-	Server      string   // ringrelay binary
-	ServerFlags []string // passed through to every server
-	Backends    []string
-	Points      []Point
-	Runs        int
-	Warmup      time.Duration
-	Duration    time.Duration
-	Pin         bool // pin the server and the generator to separate CPUs
+	// Columns are the servers compared, in report order; ratios are
+	// against the first.
+	Columns  []Contender
+	Points   []Point
+	Runs     int
+	Warmup   time.Duration
+	Duration time.Duration
+	Pin      bool // pin the server and the generator to separate CPUs
 }
 
 // Validate checks the configuration before anything starts.
 func (c CompareConfig) Validate() error {
 	var errs []error
-	if c.Server == "" {
-		errs = append(errs, errors.New("no server binary"))
+	if len(c.Columns) == 0 {
+		errs = append(errs, errors.New("no server to run (no backend and no opponent)"))
 	}
-	if len(c.Backends) == 0 {
-		errs = append(errs, errors.New("no backend to run"))
-	}
-	for i, b := range c.Backends {
-		if b == "" || slices.Contains(c.Backends[:i], b) {
-			errs = append(errs, fmt.Errorf("backend %q is empty or listed twice", b))
+	for i, col := range c.Columns {
+		if col.Name == "" || slices.ContainsFunc(c.Columns[:i], func(o Contender) bool { return o.Name == col.Name }) {
+			errs = append(errs, fmt.Errorf("column %q is unnamed or named twice", col.Name))
+		}
+		if len(col.Argv) == 0 || col.Argv[0] == "" {
+			errs = append(errs, fmt.Errorf("column %q has no command", col.Name))
 		}
 	}
 	if len(c.Points) == 0 {
@@ -50,11 +52,10 @@ func (c CompareConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Compare runs every point against every backend, runs times. Each run
-// starts one server per backend; within a run each point goes to the
-// backends in turn (uring, epoll, uring, epoll, ...) so that drift on a
-// shared machine hits both alike. The report holds every run and the
-// medians.
+// Compare runs every point against every column, runs times. Each run
+// starts one server per column; within a run each point goes to the
+// columns in turn (A, B, C, A, B, C, ...) so that drift on a shared machine
+// hits all alike. The report holds every run and the medians.
 func Compare(ctx context.Context, cfg CompareConfig, progress *Progress) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -64,36 +65,41 @@ func Compare(ctx context.Context, cfg CompareConfig, progress *Progress) (*Repor
 		Started: time.Now(),
 		Command: os.Args,
 		Settings: Settings{
-			Server: cfg.Server, ServerFlags: cfg.ServerFlags, Backends: cfg.Backends,
 			Runs: cfg.Runs, Warmup: cfg.Warmup.String(), Duration: cfg.Duration.String(),
-			ServerCPU: -1, StartLines: map[string]string{},
+			ServerCPU: -1, StartLines: map[string]string{}, Commands: map[string]string{},
 		},
+	}
+	for _, col := range cfg.Columns {
+		r.Settings.Backends = append(r.Settings.Backends, col.Name)
+		r.Settings.Commands[col.Name] = col.CommandLine()
 	}
 	if cfg.Pin {
 		r.Settings.ServerCPU, r.Settings.GeneratorCPUs = pinPlan(progress)
 	}
-	if limit, err := raiseFileLimit(); err != nil {
+	if limit, err := servertest.RaiseFileLimit(); err != nil {
 		progress.Log("warning: %v", err)
 	} else if need := maxConns(cfg.Points) + 100; limit < uint64(need) {
 		progress.Log("warning: RLIMIT_NOFILE is %d, the idle point needs about %d", limit, need)
 	}
 
-	c := &comparison{cfg: cfg, progress: progress, serverCPU: r.Settings.ServerCPU,
-		steps: cfg.Runs * len(cfg.Points) * len(cfg.Backends)}
+	c := &comparison{cfg: cfg, progress: progress, steps: cfg.Runs * len(cfg.Points) * len(cfg.Columns)}
+	if r.Settings.ServerCPU >= 0 {
+		c.serverCPUs = []int{r.Settings.ServerCPU}
+	}
 	c.runs = make([][][]Figures, len(cfg.Points))
 	for i := range c.runs {
-		c.runs[i] = make([][]Figures, len(cfg.Backends))
+		c.runs[i] = make([][]Figures, len(cfg.Columns))
 	}
 	for run := range cfg.Runs {
-		servers, err := startServers(ctx, cfg, c.serverCPU, progress)
+		servers, err := c.startAll(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("run %d: %w", run+1, err)
 		}
-		for bi, s := range servers {
-			r.Settings.StartLines[cfg.Backends[bi]] = s.StartLine()
+		for _, s := range servers {
+			r.Settings.StartLines[s.Name] = s.StartLine()
 		}
 		err = c.run(ctx, run, servers)
-		stopServers(servers, progress)
+		c.stopAll(servers)
 		if err != nil {
 			return nil, err
 		}
@@ -102,9 +108,9 @@ func Compare(ctx context.Context, cfg CompareConfig, progress *Progress) (*Repor
 
 	for pi, p := range cfg.Points {
 		pr := PointResult{Point: p}
-		for bi, backend := range cfg.Backends {
+		for ci, col := range cfg.Columns {
 			pr.Backends = append(pr.Backends, BackendResult{
-				Backend: backend, Median: MedianFigures(c.runs[pi][bi]), Runs: c.runs[pi][bi],
+				Backend: col.Name, Median: MedianFigures(c.runs[pi][ci]), Runs: c.runs[pi][ci],
 			})
 		}
 		r.Points = append(r.Points, pr)
@@ -117,29 +123,29 @@ func Compare(ctx context.Context, cfg CompareConfig, progress *Progress) (*Repor
 type comparison struct {
 	cfg         CompareConfig
 	progress    *Progress
-	serverCPU   int
-	runs        [][][]Figures // [point][backend][run]
+	serverCPUs  []int         // empty: not pinned
+	runs        [][][]Figures // [point][column][run]
 	step, steps int
 }
 
-// run measures every point on every backend once, against servers (one per
-// backend, in cfg.Backends order). A server that died is restarted first.
+// run measures every point on every column once, against servers (one per
+// column, in cfg.Columns order). A server that died is restarted first.
 func (c *comparison) run(ctx context.Context, run int, servers []*Server) error {
 	for pi, p := range c.cfg.Points {
-		for bi, backend := range c.cfg.Backends {
+		for ci, col := range c.cfg.Columns {
 			c.step++
-			if !servers[bi].Alive() {
-				c.progress.Log("%s server exited; restarting it. Its output:\n%s", backend, servers[bi].Output())
-				s, err := startServer(ctx, c.cfg, backend, c.serverCPU)
+			if !servers[ci].Alive() {
+				c.progress.Log("%s server exited; restarting it. Its output:\n%s", col.Name, servers[ci].Logs())
+				s, err := StartServer(ctx, col, c.serverCPUs)
 				if err != nil {
 					return err
 				}
-				servers[bi] = s
+				servers[ci] = s
 			}
-			s := servers[bi]
-			label := fmt.Sprintf("[%d/%d] run %d/%d  %-18s %-6s", c.step, c.steps, run+1, c.cfg.Runs, p.Name, backend)
+			s := servers[ci]
+			label := fmt.Sprintf("[%d/%d] run %d/%d  %-18s %-6s", c.step, c.steps, run+1, c.cfg.Runs, p.Name, col.Name)
 			fig := Measure(ctx, s.Addr, p, Options{
-				Warmup: c.cfg.Warmup, Duration: c.cfg.Duration, ServerPID: s.PID(),
+				Warmup: c.cfg.Warmup, Duration: c.cfg.Duration, ServerPID: s.Pid(),
 				Progress: func(elapsed time.Duration, fps float64) {
 					c.progress.Show("%s %5.1fs  %s frames/s", label, elapsed.Seconds(), count(fps))
 				},
@@ -148,12 +154,12 @@ func (c *comparison) run(ctx context.Context, run int, servers []*Server) error 
 				fig.Errors++
 				fig.ErrorSamples = append(fig.ErrorSamples, "the server exited during this point")
 			}
-			c.runs[pi][bi] = append(c.runs[pi][bi], fig)
+			c.runs[pi][ci] = append(c.runs[pi][ci], fig)
 			verdict := "ok"
 			if fig.Failed() {
 				verdict = fmt.Sprintf("FAILED: %d error(s), first: %s", fig.Errors, fig.ErrorSamples[0])
 			}
-			c.progress.Log("%s %s frames/s  %s", label, count(fig.FramesPerSec), verdict)
+			c.progress.Log("%s %s frames/s  gen CPU %.0f%%  %s", label, count(fig.FramesPerSec), fig.GeneratorCPU, verdict)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -166,12 +172,12 @@ func (c *comparison) run(ctx context.Context, run int, servers []*Server) error 
 // generator all the others (one, on a two-core machine). With fewer than two
 // it pins nothing and says so.
 func pinPlan(progress *Progress) (server int, gen []int) {
-	cpus, err := allowedCPUs()
+	cpus, err := servertest.AllowedCPUs()
 	if err != nil || len(cpus) < 2 {
 		progress.Log("warning: fewer than two CPUs available (%v, %v): server and generator share CPUs, numbers are less comparable", cpus, err)
 		return -1, nil
 	}
-	if err := pinSelf(cpus[1:]...); err != nil {
+	if err := servertest.PinSelf(cpus[1:]...); err != nil {
 		progress.Log("warning: %v: not pinning", err)
 		return -1, nil
 	}
@@ -186,28 +192,24 @@ func maxConns(points []Point) int {
 	return n
 }
 
-func startServer(ctx context.Context, cfg CompareConfig, backend string, cpu int) (*Server, error) {
-	return StartServer(ctx, ServerConfig{Path: cfg.Server, Backend: backend, Flags: cfg.ServerFlags, CPU: cpu})
-}
-
-func startServers(ctx context.Context, cfg CompareConfig, cpu int, progress *Progress) ([]*Server, error) {
+func (c *comparison) startAll(ctx context.Context) ([]*Server, error) {
 	var servers []*Server
-	for _, b := range cfg.Backends {
-		s, err := startServer(ctx, cfg, b, cpu)
+	for _, col := range c.cfg.Columns {
+		s, err := StartServer(ctx, col, c.serverCPUs)
 		if err != nil {
-			stopServers(servers, progress)
+			c.stopAll(servers)
 			return nil, err
 		}
-		progress.Log("started %s server, pid %d, on %s: %s", b, s.PID(), s.Addr, s.StartLine())
+		c.progress.Log("started %s, pid %d, on %s: %s", col.Name, s.Pid(), s.Addr, s.StartLine())
 		servers = append(servers, s)
 	}
 	return servers, nil
 }
 
-func stopServers(servers []*Server, progress *Progress) {
+func (c *comparison) stopAll(servers []*Server) {
 	for _, s := range servers {
 		if err := s.Stop(); err != nil {
-			progress.Log("warning: %s server (pid %d) stop: %v", s.Backend, s.PID(), err)
+			c.progress.Log("warning: %s server (pid %d) stop: %v", s.Name, s.Pid(), err)
 		}
 	}
 }

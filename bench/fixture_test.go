@@ -27,7 +27,11 @@ func fixedReport() *Report {
 	return &Report{
 		Machine: Machine{CPUModel: "Test CPU <3GHz>", Cores: 2, Kernel: "Linux 6.18.0 x86_64", Go: "go1.26"},
 		Started: time.Date(2025, 11, 25, 20, 40, 3, 0, time.UTC),
-		Settings: Settings{Server: "bin/ringrelay", Backends: []string{"uring", "epoll"}, Runs: 1,
+		Settings: Settings{Backends: []string{"uring", "epoll"}, Runs: 1,
+			Commands: map[string]string{
+				"uring": "bin/ringrelay -listen {addr} -backend uring",
+				"epoll": "bin/ringrelay -listen {addr} -backend epoll",
+			},
 			Warmup: "500ms", Duration: "5s", ServerCPU: 0, GeneratorCPUs: []int{1}},
 		Points: []PointResult{
 			{Point: id, Backends: []BackendResult{one("uring", idU), one("epoll", idE)}},
@@ -35,4 +39,22 @@ func fixedReport() *Report {
 			{Point: fl, Backends: []BackendResult{one("uring", fig(254954.6, 261.1, 3.92, 32<<20, 24)), one("epoll", flE)}},
 		},
 	}
+}
+
+// withOpponent adds a third column, an opponent called c, to fixedReport.
+func withOpponent(r *Report) *Report {
+	r.Settings.Backends = append(r.Settings.Backends, "c")
+	r.Settings.Commands["c"] = "/tmp/ref/c-uring-relay {addr}"
+	figs := []Figures{
+		{Seconds: 5, Conns: 1000, ServerMeasured: true, ServerRSS: 40 << 20, RSSPerConn: 4096},
+		{Seconds: 5, Conns: 100, Frames: 5e6, FramesPerSec: 1e6, MBPerSec: 64, ServerMeasured: true,
+			ServerCPUPerFrameUs: 0.6, ServerRSS: 8 << 20, GeneratorCPU: 60, GeneratorThreads: 1,
+			RTT: &Latency{P50: 900, P99: 4500, P999: 6000, Max: 7000, Count: 100}},
+		{Seconds: 5, Conns: 2, Frames: 2e6, FramesPerSec: 4e5, MBPerSec: 400, ServerMeasured: true,
+			ServerCPUPerFrameUs: 2, ServerRSS: 9 << 20, GeneratorCPU: 50, GeneratorThreads: 1},
+	}
+	for i := range r.Points {
+		r.Points[i].Backends = append(r.Points[i].Backends, BackendResult{Backend: "c", Median: figs[i], Runs: figs[i : i+1]})
+	}
+	return r
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"runtime/pprof"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
 // LoadConfig is what `ringbench load` runs: one point against a server that
@@ -54,12 +56,12 @@ func Load(ctx context.Context, cfg LoadConfig, progress *Progress) (*Report, err
 		},
 	}
 	if cfg.CPU >= 0 {
-		if err := pinSelf(cfg.CPU); err != nil {
+		if err := servertest.PinSelf(cfg.CPU); err != nil {
 			return nil, err
 		}
 		r.Settings.GeneratorCPUs = []int{cfg.CPU}
 	}
-	if _, err := raiseFileLimit(); err != nil {
+	if _, err := servertest.RaiseFileLimit(); err != nil {
 		progress.Log("warning: %v", err)
 	}
 	if cfg.CPUProfile != "" {

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
 // Latency holds round-trip percentiles in microseconds.
@@ -38,6 +40,9 @@ type Figures struct {
 	// of one core; near 100 per core it is pinned to, the generator, not the
 	// server, may have been the limit.
 	GeneratorCPU float64 `json:"generator_cpu_percent"`
+	// GeneratorThreads is how many threads moved the traffic: the most
+	// CPUs the generator could keep busy.
+	GeneratorThreads int `json:"generator_threads,omitempty"`
 
 	Errors       int      `json:"errors"`
 	ErrorSamples []string `json:"error_samples,omitempty"`
@@ -51,6 +56,7 @@ type Options struct {
 	Warmup    time.Duration // traffic before the window, not measured
 	Duration  time.Duration // the measured window
 	ServerPID int           // 0: server CPU and RSS are not measured
+	Workers   int           // the generator's threads at most; 0: one per CPU it may use
 	// Progress, if set, is called a few times a second with the time since
 	// traffic started and the current delivery rate.
 	Progress func(elapsed time.Duration, framesPerSec float64)
@@ -77,7 +83,7 @@ func Measure(ctx context.Context, addr string, p Point, o Options) Figures {
 
 func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Figures {
 	var fig Figures
-	tr, err := newTraffic(p)
+	tr, err := newTraffic(p, o.Workers)
 	if err != nil {
 		m.fail("%v", err)
 		return fig
@@ -90,7 +96,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 	pid := o.ServerPID
 	var rssBefore int64
 	if pid > 0 {
-		if rssBefore, err = processRSS(pid); err != nil {
+		if rssBefore, err = servertest.RSS(pid); err != nil {
 			m.fail("server: %v", err)
 			return fig
 		}
@@ -99,7 +105,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 		m.fail("%s: %v", p.Name, err)
 		return fig
 	}
-	fig.Conns = tr.conns()
+	fig.Conns, fig.GeneratorThreads = tr.conns(), tr.threads()
 	tr.start(m)
 
 	start := nanotime()
@@ -114,7 +120,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 	}
 	if pid > 0 {
 		fig.ServerMeasured = true
-		if fig.ServerRSS, err = processRSS(pid); err != nil {
+		if fig.ServerRSS, err = servertest.RSS(pid); err != nil {
 			m.fail("server: %v (did it exit?)", err)
 		}
 	}
@@ -182,9 +188,9 @@ func waitWhileRunning(ctx context.Context, m *meter, start int64, d time.Duratio
 }
 
 func take(m *meter, pid int) snapshot {
-	s := snapshot{at: nanotime(), frames: m.frames.Load(), bytes: m.bytes.Load(), selfCPU: selfCPU()}
+	s := snapshot{at: nanotime(), frames: m.frames.Load(), bytes: m.bytes.Load(), selfCPU: servertest.SelfCPU()}
 	if pid > 0 {
-		s.serverCPU, _ = processCPU(pid) // a vanished server is reported through its RSS
+		s.serverCPU, _ = servertest.CPUTime(pid) // a vanished server is reported through its RSS
 	}
 	return s
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// meter is what the workload goroutines report into. Counters are updated
-// once per chunk read, not per frame, and round-trip times are recorded only
-// while the measured window is open.
+// meter is what the generator's workers report into. Counters are updated
+// once per wait for I/O, not per frame; round-trip times are recorded by each
+// worker while the measured window is open and merged here at the end.
 type meter struct {
 	frames    atomic.Int64 // verified frames delivered to a receiver
 	bytes     atomic.Int64 // their payload bytes
@@ -31,27 +31,23 @@ var epoch = time.Now()
 
 func nanotime() int64 { return int64(time.Since(epoch)) }
 
-func newMeter() *meter {
-	// 1 ns .. 100 s at three significant digits.
-	return &meter{rtt: hdrhistogram.New(1, 100e9, 3)}
-}
+func newMeter() *meter { return &meter{rtt: newRTTHistogram()} }
 
-func (m *meter) delivered(frames, bytes int) {
+// newRTTHistogram covers 1 ns .. 100 s at three significant digits.
+func newRTTHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 100e9, 3) }
+
+func (m *meter) delivered(frames, bytes int64) {
 	if frames > 0 {
-		m.frames.Add(int64(frames))
-		m.bytes.Add(int64(bytes))
+		m.frames.Add(frames)
+		m.bytes.Add(bytes)
 	}
 }
 
-func (m *meter) recordRTT(ns []int64) {
-	if len(ns) == 0 || !m.measuring.Load() {
-		return
-	}
+// mergeRTT adds a worker's round trips once it has stopped.
+func (m *meter) mergeRTT(h *hdrhistogram.Histogram) {
 	m.mu.Lock()
-	for _, v := range ns {
-		_ = m.rtt.RecordValue(max(v, 1)) // out of range only past 100 s
-	}
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	m.rtt.Merge(h)
 }
 
 // fail records an integrity violation or any other error that makes the

@@ -9,16 +9,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // peer is one client connection of a workload: its ID as the server assigned
-// it, its sender index inside the workload, and its reusable buffers.
+// it and its index inside the workload.
 type peer struct {
-	conn  *net.TCPConn
+	conn  *net.TCPConn // nil once detached
 	id    uint32
 	index uint32
-	in    *Splitter
-	out   []byte
 }
 
 // appendFrame appends a frame to dest carrying the payload for (sender, seq).
@@ -125,8 +125,46 @@ func (d *dialer) dialMany(ctx context.Context, n int) ([]*peer, error) {
 
 func closeAll(peers []*peer) {
 	for _, p := range peers {
-		if p != nil {
+		if p != nil && p.conn != nil {
 			p.conn.Close()
 		}
+	}
+}
+
+// detachAll takes the sockets of peers away from the Go runtime's poller:
+// each descriptor is duplicated (it stays non-blocking) and the net.Conn
+// closed, which also removes it from the runtime's epoll set. The engine
+// owns the returned descriptors. On error every peer is closed.
+func detachAll(peers []*peer) ([]int, error) {
+	fds := make([]int, 0, len(peers))
+	for i, p := range peers {
+		fd, err := detach(p.conn)
+		if err != nil {
+			closeFDs(fds)
+			closeAll(peers[i:])
+			return nil, fmt.Errorf("connection %d: take its socket: %w", i+1, err)
+		}
+		p.conn = nil
+		fds = append(fds, fd)
+	}
+	return fds, nil
+}
+
+func detach(c *net.TCPConn) (int, error) {
+	defer c.Close()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return fd, dupErr
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
 	}
 }

@@ -3,24 +3,32 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// WriteMarkdown prints the report for a person: the machine and setup, a
-// side-by-side table with ratios when two backends ran, a table with every
-// figure, and the errors of failed points.
+// WriteMarkdown prints the report for a person: the machine and setup, the
+// columns side by side with ratios against the first when two or more ran,
+// a table with every figure, and the errors of failed points.
 func WriteMarkdown(w io.Writer, r *Report) error {
 	var b strings.Builder
 	s := r.Settings
 	fmt.Fprintf(&b, "## ringbench, %s\n\n", r.Started.UTC().Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(&b, "- machine: %s\n", r.Machine)
-	fmt.Fprintf(&b, "- server: `%s`%s, %s\n", s.Server, flagsNote(s.ServerFlags), pinNote(s.ServerCPU, s.GeneratorCPUs))
-	fmt.Fprintf(&b, "- %d run(s) per point and backend, median shown; %s warm-up, %s measured\n", s.Runs, s.Warmup, s.Duration)
+	if len(s.Commands) == 0 {
+		fmt.Fprintf(&b, "- server: `%s`, %s\n", s.Server, pinNote(s.ServerCPU, s.GeneratorCPUs))
+	} else {
+		fmt.Fprintf(&b, "- servers (%s), each started on a free port ({addr}):\n", pinNote(s.ServerCPU, s.GeneratorCPUs))
+		for _, name := range s.Backends {
+			fmt.Fprintf(&b, "  - %s: `%s`\n", name, s.Commands[name])
+		}
+	}
+	fmt.Fprintf(&b, "- %d run(s) per point and server, median shown; %s warm-up, %s measured\n", s.Runs, s.Warmup, s.Duration)
 	b.WriteString("- frames/s: frames delivered to clients (pingpong counts both directions); MB/s: payload, 10^6 B/s; " +
 		"CPU µs/frame: server CPU time over the window / frames delivered; gen CPU %: the generator's own CPU time, % of one core\n\n")
 
-	if len(s.Backends) == 2 {
+	if len(s.Backends) >= 2 {
 		writeComparison(&b, r)
 	}
 	writeDetails(&b, r.Points)
@@ -28,13 +36,6 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	writeErrors(&b, r.Points)
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func flagsNote(flags []string) string {
-	if len(flags) == 0 {
-		return ""
-	}
-	return " " + strings.Join(flags, " ")
 }
 
 func pinNote(server int, gen []int) string {
@@ -59,52 +60,81 @@ func cpuList(cpus []int) string {
 	return strings.Join(s, ",")
 }
 
-// writeComparison prints one row per point with the two backends side by
-// side and their ratio.
+// writeComparison prints one table per figure, one row per point and one
+// column per server, each figure after the first with its ratio to the
+// first.
 func writeComparison(b *strings.Builder, r *Report) {
-	x, y := r.Settings.Backends[0], r.Settings.Backends[1]
-	fmt.Fprintf(b, "### %s vs %s\n\n", x, y)
-	fmt.Fprintf(b, "Ratios are %s/%s: for frames/s above 1 favours %s; for p99 and CPU/frame below 1 favours %s.\n\n", x, y, x, x)
-	row(b, "point",
-		"frames/s "+x, "frames/s "+y, "ratio",
-		"p99 µs "+x, "p99 µs "+y, "ratio",
-		"CPU µs/frame "+x, "CPU µs/frame "+y, "ratio", "status")
-	row(b, "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---")
-	var idle []PointResult
+	cols := r.Settings.Backends
+	base := cols[0]
+	fmt.Fprintf(b, "### %s\n\n", strings.Join(cols, " vs "))
+	fmt.Fprintf(b, "In parentheses: the ratio to %s, the first column (for frames/s above 1x is faster than %s; "+
+		"for p99, CPU µs/frame and memory below 1x is better). A * marks a median taken with the generator near saturation: "+
+		"that figure may measure the generator, not the server.\n\n", base, base)
+	var traffic, timed, idle []PointResult
 	for _, p := range r.Points {
-		if p.Point.Workload == "idle" {
+		switch {
+		case p.Point.Workload == "idle":
 			idle = append(idle, p) // no traffic: its figure is memory
-			continue
+		case slices.ContainsFunc(p.Backends, func(br BackendResult) bool { return br.Median.RTT != nil }):
+			timed = append(timed, p)
+			fallthrough
+		default:
+			traffic = append(traffic, p)
 		}
-		fx, fy := p.Backends[0].Median, p.Backends[1].Median
-		p99 := func(f Figures) float64 {
+	}
+	if len(traffic) > 0 {
+		metricTable(b, r, "frames/s", traffic, func(f Figures) float64 { return f.FramesPerSec }, count, true)
+	}
+	if len(timed) > 0 {
+		metricTable(b, r, "round-trip p99 µs", timed, func(f Figures) float64 {
 			if f.RTT == nil {
 				return 0
 			}
 			return f.RTT.P99
-		}
-		cpu := func(f Figures) float64 {
+		}, micros, false)
+	}
+	if len(traffic) > 0 {
+		metricTable(b, r, "server CPU µs/frame", traffic, func(f Figures) float64 {
 			if !f.ServerMeasured {
 				return 0
 			}
 			return f.ServerCPUPerFrameUs
+		}, func(v float64) string { return fixed(v, 2) }, false)
+	}
+	if len(idle) > 0 {
+		metricTable(b, r, "server memory per idle connection, KiB (RSS growth / connections)", idle,
+			func(f Figures) float64 { return f.RSSPerConn / 1024 }, func(v float64) string { return fixed(v, 2) }, false)
+	}
+}
+
+// metricTable prints one figure for every point and column.
+func metricTable(b *strings.Builder, r *Report, title string, points []PointResult, get func(Figures) float64, format func(float64) string, mark bool) {
+	fmt.Fprintf(b, "%s:\n\n", title)
+	cols := r.Settings.Backends
+	head := append(append([]string{"point"}, cols...), "status")
+	align := []string{"---"}
+	for range cols {
+		align = append(align, "---:")
+	}
+	row(b, head...)
+	row(b, append(align, "---")...)
+	for _, p := range points {
+		cells := []string{p.Point.Name}
+		base := get(p.Backends[0].Median)
+		for i, br := range p.Backends {
+			v := get(br.Median)
+			cell := format(v)
+			if i > 0 && cell != "-" {
+				if q := ratio(v, base); q != "-" {
+					cell += " (" + q + "x)"
+				}
+			}
+			if mark && generatorBound(r, br.Median) {
+				cell += " *"
+			}
+			cells = append(cells, cell)
 		}
-		row(b, p.Point.Name,
-			count(fx.FramesPerSec), count(fy.FramesPerSec), ratio(fx.FramesPerSec, fy.FramesPerSec),
-			micros(p99(fx)), micros(p99(fy)), ratio(p99(fx), p99(fy)),
-			fixed(cpu(fx), 2), fixed(cpu(fy), 2), ratio(cpu(fx), cpu(fy)),
-			status(p))
-	}
-	b.WriteString("\n")
-	if len(idle) == 0 {
-		return
-	}
-	fmt.Fprintf(b, "Server memory per idle connection (RSS growth / connections; below 1 favours %s):\n\n", x)
-	row(b, "point", "RSS/conn KiB "+x, "RSS/conn KiB "+y, "ratio", "status")
-	row(b, "---", "---:", "---:", "---:", "---")
-	for _, p := range idle {
-		kx, ky := p.Backends[0].Median.RSSPerConn/1024, p.Backends[1].Median.RSSPerConn/1024
-		row(b, p.Point.Name, fixed(kx, 2), fixed(ky, 2), ratio(kx, ky), status(p))
+		row(b, append(cells, status(p))...)
 	}
 	b.WriteString("\n")
 }
@@ -112,7 +142,7 @@ func writeComparison(b *strings.Builder, r *Report) {
 // writeDetails prints every figure, one row per point and backend.
 func writeDetails(b *strings.Builder, points []PointResult) {
 	b.WriteString("### All figures\n\n")
-	row(b, "point", "backend", "frames/s", "MB/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs",
+	row(b, "point", "server", "frames/s", "MB/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs",
 		"srv CPU µs/frame", "srv RSS MiB", "RSS/conn KiB", "gen CPU %", "errors")
 	row(b, "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:")
 	for _, p := range points {
@@ -144,28 +174,35 @@ func writeDetails(b *strings.Builder, points []PointResult) {
 	b.WriteString("\n")
 }
 
-// saturated is the generator CPU share, in % of one core per CPU it is
-// pinned to, above which it may have been the bottleneck.
+// saturated is the generator CPU share, in % of one core per CPU it could
+// use, above which it may have been the bottleneck.
 const saturated = 90
+
+// generatorBound reports whether the generator was near saturation: its
+// CPU time reached saturated% of the CPUs it could use, the fewer of its
+// worker threads and the CPUs it was pinned to.
+func generatorBound(r *Report, f Figures) bool {
+	cores := len(r.Settings.GeneratorCPUs)
+	if f.GeneratorThreads > 0 && (cores == 0 || f.GeneratorThreads < cores) {
+		cores = f.GeneratorThreads
+	}
+	return cores > 0 && f.GeneratorCPU >= saturated*float64(cores)
+}
 
 // writeSaturation names the rows where the pinned generator was nearly out
 // of CPU, because there the server may not have been the limit.
 func writeSaturation(b *strings.Builder, r *Report) {
-	cores := len(r.Settings.GeneratorCPUs)
-	if cores == 0 {
-		return
-	}
 	var rows []string
 	for _, p := range r.Points {
 		for _, br := range p.Backends {
-			if br.Median.GeneratorCPU >= saturated*float64(cores) {
+			if generatorBound(r, br.Median) {
 				rows = append(rows, fmt.Sprintf("%s on %s (%.0f%%)", p.Point.Name, br.Backend, br.Median.GeneratorCPU))
 			}
 		}
 	}
 	if len(rows) > 0 {
-		fmt.Fprintf(b, "Generator near saturation (>= %d%% of its %d CPU(s)); these rows may understate the server: %s.\n\n",
-			saturated, cores, strings.Join(rows, ", "))
+		fmt.Fprintf(b, "Generator near saturation (>= %d%% of the CPUs it could use); these rows may understate the server: %s.\n\n",
+			saturated, strings.Join(rows, ", "))
 	}
 }
 

@@ -13,28 +13,45 @@ func TestWriteMarkdown(t *testing.T) {
 	want := `## ringbench, 2025-11-25 20:40:03 UTC
 
 - machine: Test CPU <3GHz>, 2 cores, Linux 6.18.0 x86_64, go1.26
-- server: ` + "`bin/ringrelay`" + `, server pinned to CPU 0, generator to CPU 1
-- 1 run(s) per point and backend, median shown; 500ms warm-up, 5s measured
+- servers (server pinned to CPU 0, generator to CPU 1), each started on a free port ({addr}):
+  - uring: ` + "`" + `bin/ringrelay -listen {addr} -backend uring` + "`" + `
+  - epoll: ` + "`" + `bin/ringrelay -listen {addr} -backend epoll` + "`" + `
+- 1 run(s) per point and server, median shown; 500ms warm-up, 5s measured
 - frames/s: frames delivered to clients (pingpong counts both directions); MB/s: payload, 10^6 B/s; CPU µs/frame: server CPU time over the window / frames delivered; gen CPU %: the generator's own CPU time, % of one core
 
 ### uring vs epoll
 
-Ratios are uring/epoll: for frames/s above 1 favours uring; for p99 and CPU/frame below 1 favours uring.
+In parentheses: the ratio to uring, the first column (for frames/s above 1x is faster than uring; for p99, CPU µs/frame and memory below 1x is better). A * marks a median taken with the generator near saturation: that figure may measure the generator, not the server.
 
-| point | frames/s uring | frames/s epoll | ratio | p99 µs uring | p99 µs epoll | ratio | CPU µs/frame uring | CPU µs/frame epoll | ratio | status |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |
-| pingpong-p50-w16 | 500,000 | 400,000 | 1.25 | 9,000 | 10,000 | 0.90 | 1.20 | 1.80 | 0.67 | ok |
-| flood-1k | 254,955 | 379,845 | 0.67 | - | - | - | 3.92 | 2.55 | 1.54 | FAILED (epoll) |
+frames/s:
 
-Server memory per idle connection (RSS growth / connections; below 1 favours uring):
+| point | uring | epoll | status |
+| --- | ---: | ---: | --- |
+| pingpong-p50-w16 | 500,000 * | 400,000 (0.80x) | ok |
+| flood-1k | 254,955 | 379,845 (1.49x) | FAILED (epoll) |
 
-| point | RSS/conn KiB uring | RSS/conn KiB epoll | ratio | status |
-| --- | ---: | ---: | ---: | --- |
-| idle-1000 | 1.00 | 2.00 | 0.50 | ok |
+round-trip p99 µs:
+
+| point | uring | epoll | status |
+| --- | ---: | ---: | --- |
+| pingpong-p50-w16 | 9,000 | 10,000 (1.11x) | ok |
+
+server CPU µs/frame:
+
+| point | uring | epoll | status |
+| --- | ---: | ---: | --- |
+| pingpong-p50-w16 | 1.20 | 1.80 (1.50x) | ok |
+| flood-1k | 3.92 | 2.55 (0.65x) | FAILED (epoll) |
+
+server memory per idle connection, KiB (RSS growth / connections):
+
+| point | uring | epoll | status |
+| --- | ---: | ---: | --- |
+| idle-1000 | 1.00 | 2.00 (2.00x) | ok |
 
 ### All figures
 
-| point | backend | frames/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | srv CPU µs/frame | srv RSS MiB | RSS/conn KiB | gen CPU % | errors |
+| point | server | frames/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | srv CPU µs/frame | srv RSS MiB | RSS/conn KiB | gen CPU % | errors |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 | idle-1000 | uring | - | - | - | - | - | - | - | 18.0 | 1.00 | - | 0 |
 | idle-1000 | epoll | - | - | - | - | - | - | - | 19.0 | 2.00 | - | 0 |
@@ -43,7 +60,7 @@ Server memory per idle connection (RSS growth / connections; below 1 favours uri
 | flood-1k | uring | 254,955 | 261.1 | - | - | - | - | 3.92 | 32.0 | - | 24 | 0 |
 | flood-1k | epoll | 379,845 | 389.0 | - | - | - | - | 2.55 | 10.0 | - | 66 | FAILED (2) |
 
-Generator near saturation (>= 90% of its 1 CPU(s)); these rows may understate the server: pingpong-p50-w16 on uring (95%).
+Generator near saturation (>= 90% of the CPUs it could use); these rows may understate the server: pingpong-p50-w16 on uring (95%).
 
 ### Errors
 
@@ -53,6 +70,57 @@ Generator near saturation (>= 90% of its 1 CPU(s)); these rows may understate th
 `
 	if got := b.String(); got != want {
 		t.Errorf("markdown differs.\n--- got:\n%s\n--- want:\n%s", got, want)
+	}
+}
+
+// An opponent is a column like the backends: its command is listed, and
+// each of its figures carries its ratio to the first column.
+func TestWriteMarkdownWithOpponent(t *testing.T) {
+	var b strings.Builder
+	if err := WriteMarkdown(&b, withOpponent(fixedReport())); err != nil {
+		t.Fatal(err)
+	}
+	got := b.String()
+	for _, want := range []string{
+		"  - c: `/tmp/ref/c-uring-relay {addr}`\n",
+		"### uring vs epoll vs c\n",
+		"| point | uring | epoll | c | status |\n",
+		"| pingpong-p50-w16 | 500,000 * | 400,000 (0.80x) | 1,000,000 (2.00x) | ok |\n",
+		"| pingpong-p50-w16 | 9,000 | 10,000 (1.11x) | 4,500 (0.50x) | ok |\n",
+		"| flood-1k | 3.92 | 2.55 (0.65x) | 2.00 (0.51x) | FAILED (epoll) |\n",
+		"| idle-1000 | 1.00 | 2.00 (2.00x) | 4.00 (4.00x) | ok |\n",
+		"| pingpong-p50-w16 | c | 1,000,000 | 64.0 | 900.0 | 4,500 |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+}
+
+// The generator is the limit when its CPU time reaches 90% of the CPUs it
+// could keep busy: the fewer of its threads and its pinned CPUs.
+func TestGeneratorBound(t *testing.T) {
+	r := fixedReport()
+	r.Settings.GeneratorCPUs = []int{1, 2, 3, 4}
+	for _, tc := range []struct {
+		cpu     float64
+		threads int
+		want    bool
+	}{
+		{95, 1, true},   // one thread, one CPU's worth: saturated
+		{95, 4, false},  // four threads could use 400%
+		{370, 4, true},  // ... and nearly do
+		{370, 0, true},  // unknown threads: the pinned CPUs count
+		{300, 0, false}, // 75% of 4 CPUs
+		{95, 8, false},  // more threads than CPUs: the CPUs count
+	} {
+		if got := generatorBound(r, Figures{GeneratorCPU: tc.cpu, GeneratorThreads: tc.threads}); got != tc.want {
+			t.Errorf("%.0f%% with %d threads on 4 CPUs: bound %v, want %v", tc.cpu, tc.threads, got, tc.want)
+		}
+	}
+	r.Settings.GeneratorCPUs = nil
+	if !generatorBound(r, Figures{GeneratorCPU: 95, GeneratorThreads: 1}) {
+		t.Error("an unpinned generator with one busy thread is not flagged")
 	}
 }
 

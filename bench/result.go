@@ -18,9 +18,9 @@ type Report struct {
 
 // Settings records how the run was set up.
 type Settings struct {
-	Server        string            `json:"server"`
-	ServerFlags   []string          `json:"server_flags,omitempty"`
-	Backends      []string          `json:"backends"`
+	Server        string            `json:"server,omitempty"`   // load: the address measured
+	Backends      []string          `json:"backends"`           // the column names, in order
+	Commands      map[string]string `json:"commands,omitempty"` // compare: column name -> command line
 	Runs          int               `json:"runs"`
 	Warmup        string            `json:"warmup"`
 	Duration      string            `json:"duration"`
@@ -95,6 +95,7 @@ func MedianFigures(runs []Figures) Figures {
 		ServerRSS:           int64(med(func(f Figures) float64 { return float64(f.ServerRSS) })),
 		RSSPerConn:          med(func(f Figures) float64 { return f.RSSPerConn }),
 		GeneratorCPU:        med(func(f Figures) float64 { return f.GeneratorCPU }),
+		GeneratorThreads:    runs[0].GeneratorThreads,
 	}
 	var rtts []Latency
 	for _, f := range runs {

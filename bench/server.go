@@ -1,189 +1,184 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+	"unicode"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
-// Server is a ringrelay child process serving one backend on a loopback
-// port of its own.
-type Server struct {
-	Backend string
-	Addr    string
-	cmd     *exec.Cmd
-	log     *logTail
-	done    chan struct{} // closed when the process has exited
-	waitErr error
+// Contender is one column of a comparison: a server that speaks the
+// protocol, started fresh on a free loopback port. It is either a ringrelay
+// backend or any other relay (an opponent) given by its command line.
+type Contender struct {
+	Name string
+	// Argv is the program and its arguments. In each argument {addr} is
+	// replaced by HOST:PORT, {host} by HOST and {port} by PORT.
+	Argv []string
+	// marker, if set, is the text of the log line StartLine waits for.
+	marker string
 }
 
-// ServerConfig says how to start a server.
-type ServerConfig struct {
-	Path    string   // the ringrelay binary
-	Backend string   // passed as -backend
-	Flags   []string // extra flags, passed through
-	CPU     int      // pin the server here; -1 leaves it unpinned
+// Backend is the contender that runs the ringrelay binary at path with
+// -backend name, plus flags.
+func Backend(path, name string, flags []string) Contender {
+	argv := append([]string{path, "-listen", "{addr}", "-backend", name}, flags...)
+	return Contender{Name: name, Argv: argv, marker: "listening"}
 }
 
-// StartServer starts the binary on a free loopback port and returns once it
-// accepts connections and sends IDs.
-func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
-	addr, err := freeLoopbackAddr()
+// ParseOpponent reads NAME=COMMAND LINE, for instance
+// `c=/tmp/ref/c-uring-relay {addr}`. The command line is split at blanks;
+// single or double quotes keep blanks inside one argument. It must name the
+// address through {addr} or {port}.
+func ParseOpponent(spec string) (Contender, error) {
+	name, line, ok := strings.Cut(spec, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.ContainsFunc(name, unicode.IsSpace) {
+		return Contender{}, fmt.Errorf("opponent %q: want NAME=COMMAND, e.g. 'c=/tmp/ref/c-uring-relay {addr}'", spec)
+	}
+	argv, err := splitCommand(line)
 	if err != nil {
-		return nil, err
+		return Contender{}, fmt.Errorf("opponent %s: %w", name, err)
 	}
-	args := append([]string{"-listen", addr, "-backend", cfg.Backend}, cfg.Flags...)
-	cmd := exec.Command(cfg.Path, args...)
-	log := &logTail{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if cfg.CPU >= 0 {
-		err = startPinned(cmd, cfg.CPU)
-	} else {
-		err = cmd.Start()
+	if len(argv) == 0 {
+		return Contender{}, fmt.Errorf("opponent %s: empty command", name)
 	}
-	if err != nil {
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		return nil, fmt.Errorf("start %s: %w", cfg.Path, err)
+	joined := strings.Join(argv, " ")
+	if !strings.Contains(joined, "{addr}") && !strings.Contains(joined, "{port}") {
+		return Contender{}, fmt.Errorf("opponent %s: the command must say where to listen with {addr} or {port}: %q", name, line)
 	}
-	s := &Server{Backend: cfg.Backend, Addr: addr, cmd: cmd, log: log, done: make(chan struct{})}
-	go func() {
-		s.waitErr = cmd.Wait()
-		close(s.done)
-	}()
-	if _, err := raiseChildFileLimit(cmd.Process.Pid); err != nil {
-		s.Stop()
-		return nil, err
-	}
-	if err := s.waitReady(ctx, 15*time.Second); err != nil {
-		s.Stop()
-		return nil, fmt.Errorf("%s -backend %s: %w", cfg.Path, cfg.Backend, err)
-	}
-	return s, nil
+	return Contender{Name: name, Argv: argv}, nil
 }
 
-// freeLoopbackAddr asks the kernel for a free port. Another process could
-// take it before the server binds it; the server then fails to start, which
-// StartServer reports.
-func freeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// waitReady polls until a connection gets its 4-byte ID.
-func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
-		if err == nil {
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			var id [4]byte
-			_, err = io.ReadFull(c, id[:])
-			c.Close()
-			if err == nil {
-				return nil
+// splitCommand splits a command line at unquoted blanks. Quotes group; a
+// backslash outside single quotes takes the next character literally.
+func splitCommand(line string) ([]string, error) {
+	var (
+		args  []string
+		cur   strings.Builder
+		inArg bool
+		quote rune
+		esc   bool
+	)
+	for _, r := range line {
+		switch {
+		case esc:
+			cur.WriteRune(r)
+			esc = false
+		case r == '\\' && quote != '\'':
+			esc, inArg = true, true
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, inArg = r, true
+		case unicode.IsSpace(r):
+			if inArg {
+				args = append(args, cur.String())
+				cur.Reset()
+				inArg = false
 			}
-		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("exited before accepting (%v); its output:\n%s", s.waitErr, s.log.String())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no connection accepted on %s within %s (last error: %v); its output:\n%s", s.Addr, limit, err, s.log.String())
+		default:
+			cur.WriteRune(r)
+			inArg = true
 		}
 	}
+	if quote != 0 || esc {
+		return nil, fmt.Errorf("unterminated quote or escape in %q", line)
+	}
+	if inArg {
+		args = append(args, cur.String())
+	}
+	return args, nil
 }
 
-// PID is the server's process ID.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+// CommandLine is Argv as one line, for the record.
+func (c Contender) CommandLine() string {
+	parts := make([]string, len(c.Argv))
+	for i, a := range c.Argv {
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune(`'"\`, r) }) {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts[i] = a
+	}
+	return strings.Join(parts, " ")
+}
+
+// argv is Argv with the address filled in.
+func (c Contender) argv(addr string) []string {
+	host, port, _ := strings.Cut(addr, ":")
+	r := strings.NewReplacer("{addr}", addr, "{host}", host, "{port}", port)
+	out := make([]string, len(c.Argv))
+	for i, a := range c.Argv {
+		out[i] = r.Replace(a)
+	}
+	return out
+}
+
+// Server is one contender's process, serving on a loopback port of its own.
+type Server struct {
+	Contender
+	*servertest.Proc
+}
+
+// serverOutputTail is how much of a server's output is kept for error
+// messages.
+const serverOutputTail = 16 << 10
+
+// StartServer starts c on a free loopback port, pinned to cpus when there
+// are any, and returns once it accepts connections and sends IDs.
+func StartServer(ctx context.Context, c Contender, cpus []int) (*Server, error) {
+	addr, err := servertest.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	argv := c.argv(addr)
+	p, err := servertest.Run(servertest.Command{
+		Path: argv[0], Args: argv[1:], Addr: addr, CPUs: cpus,
+		RaiseFileLimit: true, OutputTail: serverOutputTail,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Name, err)
+	}
+	if err := p.WaitReady(ctx, 15*time.Second, 4); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("%s (%s): %w", c.Name, strings.Join(argv, " "), err)
+	}
+	return &Server{Contender: c, Proc: p}, nil
+}
 
 // Alive reports whether the process is still running.
-func (s *Server) Alive() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
+func (s *Server) Alive() bool { return !s.Exited() }
 
-// StartLine is the server's first log line that says where it listens, for
-// the record (it names the backend it really chose). The server's output
-// reaches us through a pipe and a copying goroutine, so the line may lag
-// behind the first accepted connection: wait for it a little.
+// StartLine is the server's log line that says where it listens, for the
+// record (ringrelay's names the backend it really chose); for an opponent,
+// its first line of output, if any. The output reaches us through a pipe
+// and a copying goroutine, so ringrelay's line may lag behind the first
+// accepted connection: wait for it a little.
 func (s *Server) StartLine() string {
 	for range 100 {
-		for line := range strings.Lines(s.log.String()) {
-			if strings.Contains(line, "listening") {
+		for line := range strings.Lines(s.Logs()) {
+			if s.marker == "" || strings.Contains(line, s.marker) {
 				return strings.TrimSpace(line)
 			}
+		}
+		if s.marker == "" {
+			return ""
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return ""
 }
 
-// Output is the tail of what the server printed.
-func (s *Server) Output() string { return s.log.String() }
-
 // Stop asks the server to shut down with SIGTERM and kills it if it has not
-// exited after a grace period. It returns the exit error, if any.
-func (s *Server) Stop() error {
-	if s.Alive() {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-			return errors.New("did not exit within 10s of SIGTERM; killed")
-		}
-	}
-	return s.waitErr
-}
-
-// logTail keeps the last few KiB a process wrote.
-type logTail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const logTailSize = 16 << 10
-
-func (t *logTail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - logTailSize; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *logTail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(bytes.Clone(t.buf))
-}
+// exited after a grace period.
+func (s *Server) Stop() error { return s.Proc.Stop(10 * time.Second) }
 
 // FindServer returns path if it is set, else bin/ringrelay under the working
 // directory, else the ringrelay next to this executable.

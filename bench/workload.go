@@ -3,25 +3,34 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 )
 
 // traffic is one running instance of a workload: its connections and the
-// goroutines that move frames over them.
+// workers that move frames over them.
 type traffic interface {
 	// open dials every connection and learns its ID; no frames flow yet.
+	// On error it has closed whatever it opened.
 	open(ctx context.Context, d *dialer) error
-	// start launches the goroutines, which report into m until finish.
+	// start sets the traffic going; it reports into m until finish.
 	start(m *meter)
 	// finish runs the workload's closing checks, then closes every
-	// connection and waits for its goroutines. m.stopping is already set.
+	// connection and waits for its workers. m.stopping is already set.
 	finish(m *meter)
 	// conns is the number of connections open.
 	conns() int
+	// threads is the number of threads moving traffic (0: none).
+	threads() int
 }
 
-func newTraffic(p Point) (traffic, error) {
+// newTraffic builds point p's workload; workers bounds the generator's
+// threads (0: one per CPU the Go scheduler may use).
+func newTraffic(p Point, workers int) (traffic, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
+	}
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
 	}
 	var codec *Codec
 	if p.Workload != "idle" {
@@ -32,11 +41,11 @@ func newTraffic(p Point) (traffic, error) {
 	}
 	switch p.Workload {
 	case "pingpong":
-		return &pingpong{pairs: p.Pairs, window: p.Window, codec: codec}, nil
+		return &pingpong{pairs: p.Pairs, window: p.Window, codec: codec, workers: min(workers, p.Pairs)}, nil
 	case "flood":
-		return &stream{senders: 1, codec: codec, label: "flood"}, nil
+		return &stream{senders: 1, codec: codec, label: "flood", workers: min(workers, 2)}, nil
 	case "fanin":
-		return &stream{senders: p.Senders, codec: codec, label: "fanin"}, nil
+		return &stream{senders: p.Senders, codec: codec, label: "fanin", workers: min(workers, p.Senders+1)}, nil
 	case "idle":
 		return &idle{count: p.Conns}, nil
 	}
@@ -53,49 +62,41 @@ const (
 	frameLimit = 4 << 20
 )
 
-// blast sends frames from p to dest as fast as the connection takes them,
-// numbering them from 0, several frames per write.
-func blast(m *meter, p *peer, dest uint32, c *Codec, what string) {
-	perWrite := max(1, writeBatch/(c.Size()+frameOverhead))
-	out := make([]byte, 0, perWrite*(c.Size()+frameOverhead))
-	var seq uint64
-	for {
-		out = out[:0]
-		for range perWrite {
-			out = appendFrame(out, dest, c, p.index, seq)
-			seq++
-		}
-		if _, err := p.conn.Write(out); err != nil {
-			m.ioError(what+" write", err)
-			return
-		}
-	}
+// engineTraffic is the part of a workload that runs on an engine.
+type engineTraffic struct {
+	eng *engine
 }
 
-// drain reads frames at p until the connection closes, verifying each one
-// against c and order and counting it.
-func drain(m *meter, p *peer, c *Codec, order *Order, what string) {
-	in := NewSplitter(readChunk, frameLimit)
-	for {
-		err := in.Fill(p.conn)
-		n, bytes := 0, 0
-		for f, ok := in.Next(); ok; f, ok = in.Next() {
-			sender, seq, derr := c.Decode(f)
-			if derr == nil {
-				derr = order.Check(sender, seq)
-			}
-			if derr != nil {
-				m.delivered(n, bytes)
-				m.fail("%s: %v", what, derr)
-				return
-			}
-			n++
-			bytes += len(f)
-		}
-		m.delivered(n, bytes)
-		if err != nil {
-			m.ioError(what+" read", err)
-			return
+// build detaches peers from the Go runtime, makes an engine of workers and
+// hands it each connection through place, which returns the worker and the
+// connection's state. On error everything is closed.
+func (t *engineTraffic) build(peers []*peer, workers int, place func(i int, c *gconn) int) error {
+	fds, err := detachAll(peers)
+	if err != nil {
+		return err
+	}
+	if t.eng, err = newEngine(workers); err != nil {
+		closeFDs(fds)
+		return err
+	}
+	for i, fd := range fds {
+		c := &gconn{fd: fd}
+		if err := t.eng.add(place(i, c), c); err != nil {
+			closeFDs(fds[i+1:])
+			t.eng.stop()
+			return err
 		}
 	}
+	return nil
 }
+
+func (t *engineTraffic) start(m *meter) { t.eng.start(m) }
+func (t *engineTraffic) finish(*meter)  { t.eng.stop() }
+func (t *engineTraffic) threads() int   { return t.eng.threads() }
+
+// quiet gives a role the parts it does not use.
+type quiet struct{}
+
+func (quiet) opening(*gconn, int64)                 {}
+func (quiet) received(*worker, *gconn, int64) error { return nil }
+func (quiet) refill(*gconn)                         {}

@@ -21,7 +21,8 @@ func (w *idle) open(ctx context.Context, d *dialer) error {
 	return err
 }
 
-func (w *idle) conns() int { return len(w.peers) }
+func (w *idle) conns() int   { return len(w.peers) }
+func (w *idle) threads() int { return 0 }
 
 func (w *idle) start(*meter) {}
 

@@ -1,21 +1,20 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
 )
 
 // pingpong is P pairs (A, B). Each A keeps `window` frames in flight to its
 // B; B sends every frame back unchanged; A checks it, records the round trip
 // and sends the next one. Both directions count as delivered frames.
 type pingpong struct {
-	pairs, window int
-	codec         *Codec
-
-	a, b []*peer
-	wg   sync.WaitGroup
+	pairs, window, workers int
+	codec                  *Codec
+	n                      int
+	engineTraffic
 }
 
 func (w *pingpong) open(ctx context.Context, d *dialer) error {
@@ -23,124 +22,139 @@ func (w *pingpong) open(ctx context.Context, d *dialer) error {
 	if err != nil {
 		return err
 	}
-	w.a, w.b = peers[:w.pairs], peers[w.pairs:]
-	// Only A's index travels in payloads; B echoes it back unchanged.
-	for i, p := range peers {
-		p.index = uint32(i % w.pairs)
+	w.n = len(peers)
+	a, b := peers[:w.pairs], peers[w.pairs:]
+	pairs := make([]*pair, w.pairs)
+	for i := range pairs {
+		pairs[i] = newPair(w.codec, uint32(i), w.window, a[i].id, b[i].id)
+	}
+	// A window of small frames fits in a few KiB; 2000 connections with a
+	// 64 KiB buffer each would make the generator itself heavy.
+	chunk := min(readChunk, max(4<<10, 2*w.window*(w.codec.Size()+1)))
+	return w.build(peers, w.workers, func(i int, c *gconn) int {
+		p := pairs[i%w.pairs]
+		c.in = NewSplitter(chunk, frameLimit)
+		c.out = make([]byte, 0, w.window*(w.codec.Size()+frameOverhead))
+		if i < w.pairs {
+			c.role = (*pingA)(p)
+		} else {
+			c.role = (*pingB)(p)
+		}
+		return int(p.index) // both ends of a pair on one worker: they share the pair
+	})
+}
+
+func (w *pingpong) conns() int { return w.n }
+
+// pair is the state of one A and its B. Both ends run on the same worker,
+// which is what lets them share it.
+//
+// Every frame is checked where it arrives, B and then A, for content and
+// order: it must be byte for byte the payload A built for the next sequence
+// number that end expects. A keeps the payloads in flight (window of them)
+// for that, so verifying costs one comparison rather than a decode. Only a
+// frame that does not match is decoded, to say what is wrong with it.
+type pair struct {
+	codec        *Codec
+	index        uint32 // A's sender index, the one payloads carry
+	toA, toB     uint32 // the server-assigned IDs
+	win          uint64
+	size         int
+	inFlight     []byte  // payload of seq s at (s % win) * size
+	sentAt       []int64 // by seq % win
+	seq          uint64  // frames A has sent
+	nextA, nextB uint64  // the seq each end expects next
+	quiet
+}
+
+func newPair(c *Codec, index uint32, window int, toA, toB uint32) *pair {
+	win := uint64(window)
+	return &pair{codec: c, index: index, toA: toA, toB: toB, win: win, size: c.Size(),
+		inFlight: make([]byte, window*c.Size()), sentAt: make([]int64, win)}
+}
+
+// sent is the payload of seq as A sent it; valid until A sends seq+win.
+func (p *pair) sent(seq uint64) []byte {
+	off := int(seq%p.win) * p.size
+	return p.inFlight[off : off+p.size]
+}
+
+// check verifies that f is the payload of seq; what names the end.
+func (p *pair) check(f []byte, seq uint64) error {
+	if bytes.Equal(f, p.sent(seq)) {
+		return nil
+	}
+	sender, got, err := p.codec.Decode(f)
+	switch {
+	case err != nil:
+		return err
+	case sender != p.index:
+		return fmt.Errorf("%w: index %d, want %d", ErrSender, sender, p.index)
+	case got != seq:
+		return fmt.Errorf("%w: sender %d sent seq %d, want %d", ErrOrder, sender, got, seq)
+	}
+	return fmt.Errorf("%w: sender %d seq %d is well formed but not the payload sent", ErrFiller, sender, seq)
+}
+
+// pingA answers every frame that comes back with a new one, so exactly
+// `window` frames stay in flight.
+type pingA pair
+
+func (a *pingA) describe() string { return fmt.Sprintf("pingpong pair %d, A", a.index) }
+
+func (a *pingA) opening(c *gconn, now int64) {
+	for a.seq < a.win {
+		a.send(c, now)
+	}
+}
+
+func (a *pingA) send(c *gconn, now int64) {
+	c.out = appendFrame(c.out, a.toB, a.codec, a.index, a.seq)
+	end := len(c.out) - 1 // before the 0x00
+	copy((*pair)(a).sent(a.seq), c.out[end-a.size:end])
+	a.sentAt[a.seq%a.win] = now
+	a.seq++
+}
+
+func (a *pingA) received(w *worker, c *gconn, now int64) error {
+	for f, ok := c.in.Next(); ok; f, ok = c.in.Next() {
+		if err := (*pair)(a).check(f, a.nextA); err != nil {
+			return err
+		}
+		w.roundTrip(now - a.sentAt[a.nextA%a.win])
+		w.delivered(len(f))
+		a.nextA++
+		a.send(c, now)
 	}
 	return nil
 }
 
-func (w *pingpong) conns() int { return len(w.a) + len(w.b) }
+// pingB sends every frame back to A as it is, all the frames of one read
+// in one write.
+type pingB pair
 
-func (w *pingpong) start(m *meter) {
-	// A window of small frames fits in a few KiB; 2000 connections with a
-	// 64 KiB buffer each would make the generator itself heavy.
-	chunk := min(readChunk, max(4<<10, 2*w.window*(w.codec.Size()+1)))
-	for i := range w.a {
-		a, b := w.a[i], w.b[i]
-		a.in, b.in = NewSplitter(chunk, frameLimit), NewSplitter(chunk, frameLimit)
-		w.wg.Go(func() { w.initiate(m, a, b) })
-		w.wg.Go(func() { w.echo(m, b, a) })
-	}
-}
+func (b *pingB) describe() string { return fmt.Sprintf("pingpong pair %d, B", b.index) }
 
-func (w *pingpong) finish(*meter) {
-	closeAll(w.a)
-	closeAll(w.b)
-	w.wg.Wait()
-}
-
-// initiate is A's loop: it answers every frame that comes back with a new
-// one, so exactly `window` frames stay in flight.
-func (w *pingpong) initiate(m *meter, a, b *peer) {
-	what := fmt.Sprintf("pingpong pair %d, A", a.index)
-	win := uint64(w.window)
-	sentAt := make([]int64, win) // by seq % window
-	rtts := make([]int64, 0, win)
-	order := NewOrder(a.index, 1)
-	out := make([]byte, 0, w.window*(w.codec.Size()+frameOverhead))
-
-	var seq, stamped uint64 // frames built so far, frames timestamped so far
-	for ; seq < win; seq++ {
-		out = appendFrame(out, b.id, w.codec, a.index, seq)
-	}
-	for {
-		if len(out) > 0 {
-			now := nanotime()
-			for ; stamped < seq; stamped++ {
-				sentAt[stamped%win] = now
-			}
-			if _, err := a.conn.Write(out); err != nil {
-				m.ioError(what+" write", err)
-				return
-			}
+func (b *pingB) received(w *worker, c *gconn, _ int64) error {
+	for f, ok := c.in.Next(); ok; f, ok = c.in.Next() {
+		if err := (*pair)(b).check(f, b.nextB); err != nil {
+			return err
 		}
-		err := a.in.Fill(a.conn)
-		now := nanotime()
-		out, rtts = out[:0], rtts[:0]
-		bytes := 0
-		for f, ok := a.in.Next(); ok; f, ok = a.in.Next() {
-			s, derr := w.verify(order, f)
-			if derr != nil {
-				m.fail("%s: %v", what, derr)
-				return
-			}
-			rtts = append(rtts, now-sentAt[s%win])
-			bytes += len(f)
-			out = appendFrame(out, b.id, w.codec, a.index, seq)
-			seq++
-		}
-		m.delivered(len(rtts), bytes)
-		m.recordRTT(rtts)
-		if err != nil {
-			m.ioError(what+" read", err)
-			return
-		}
+		w.delivered(len(f))
+		b.nextB++
+		c.out = binary.BigEndian.AppendUint32(c.out, b.toA)
+		c.out = append(c.out, f...)
+		c.out = append(c.out, 0)
 	}
+	return nil
 }
 
 // verify checks one payload's integrity and its place in its sender's
 // sequence, and returns its sequence number.
-func (w *pingpong) verify(order *Order, f []byte) (seq uint64, err error) {
-	sender, seq, err := w.codec.Decode(f)
+func verify(c *Codec, order *Order, f []byte) (seq uint64, err error) {
+	sender, seq, err := c.Decode(f)
 	if err == nil {
 		err = order.Check(sender, seq)
 	}
 	return seq, err
-}
-
-// echo is B's loop: every frame it gets goes back to A as it is, all the
-// frames of one read in one write.
-func (w *pingpong) echo(m *meter, b, a *peer) {
-	what := fmt.Sprintf("pingpong pair %d, B", b.index)
-	order := NewOrder(b.index, 1)
-	out := make([]byte, 0, w.window*(w.codec.Size()+frameOverhead))
-	for {
-		err := b.in.Fill(b.conn)
-		out = out[:0]
-		n, bytes := 0, 0
-		for f, ok := b.in.Next(); ok; f, ok = b.in.Next() {
-			if _, derr := w.verify(order, f); derr != nil {
-				m.fail("%s: %v", what, derr)
-				return
-			}
-			out = binary.BigEndian.AppendUint32(out, a.id)
-			out = append(out, f...)
-			out = append(out, 0)
-			n++
-			bytes += len(f)
-		}
-		m.delivered(n, bytes)
-		if len(out) > 0 {
-			if _, werr := b.conn.Write(out); werr != nil {
-				m.ioError(what+" write", werr)
-				return
-			}
-		}
-		if err != nil {
-			m.ioError(what+" read", err)
-			return
-		}
-	}
 }

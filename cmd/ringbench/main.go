@@ -1,6 +1,7 @@
 // Command ringbench measures a ringrelay server.
 //
-//	ringbench compare [flags]   start ringrelay once per backend and compare them
+//	ringbench compare [flags]   start ringrelay once per backend (and any other
+//	                            relay given with -opponent) and compare them
 //	ringbench load [flags]      run one workload against a running server
 //
 // Both print markdown tables on stdout and exit 1 if any point failed its
@@ -17,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -29,7 +31,7 @@ func main() {
 }
 
 const usage = `usage:
-  ringbench compare [flags]   start ringrelay per backend, run every load point, compare
+  ringbench compare [flags]   start ringrelay per backend and each -opponent, run every load point, compare
   ringbench load [flags]      run one workload against a server that is already running
 run "ringbench compare -h" or "ringbench load -h" for the flags
 `
@@ -107,7 +109,9 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 	var (
 		server      = fs.String("server", "", "ringrelay binary (default: bin/ringrelay in the working directory, else ringrelay next to ringbench)")
 		serverFlags multiFlag
-		backends    = fs.String("backends", "uring,epoll", "comma-separated backends, each passed to the server as -backend")
+		opponents   multiFlag
+		backends    = fs.String("backends", "uring,epoll", "comma-separated backends, each passed to the server as -backend; may be empty when -opponent is given")
+		baseline    = fs.String("baseline", "", "the column the others are compared with (default: the first backend, else the first opponent)")
 		points      = fs.String("points", "", "comma-separated point names or workloads to run (default: all; with -quick: the quick set)")
 		runs        = fs.Int("runs", 3, "runs per point and backend; the median is reported")
 		duration    = fs.Duration("duration", 5*time.Second, "measured time per point and backend")
@@ -116,7 +120,10 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 		out         = fs.String("out", "bench/results", "directory for the JSON results and the SVG chart")
 		pin         = fs.Bool("pin", true, "pin the server and the generator to two different CPUs")
 	)
-	fs.Var(&serverFlags, "server-flag", "extra `flag` for the server, repeatable (e.g. -server-flag=-max-conns=20000)")
+	fs.Var(&serverFlags, "server-flag", "extra `flag` for ringrelay, repeatable (e.g. -server-flag=-max-conns=20000)")
+	fs.Var(&opponents, "opponent", "another relay as a column, repeatable: `NAME=COMMAND`, where {addr} (or {host} and {port})\n"+
+		"in COMMAND is replaced by the address it must listen on; quotes group words\n"+
+		"(e.g. -opponent 'c=/tmp/ref/c-uring-relay {addr}' -opponent 'gnet=/tmp/ref/gnet-relay -multicore=false -addr {addr}')")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: ringbench compare [flags]\n\nPoints: %s\n\n", pointNames(bench.DefaultPoints()))
 		fs.PrintDefaults()
@@ -149,12 +156,33 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 			return bench.CompareConfig{}, "", usageError{err}
 		}
 	}
-	path, err := bench.FindServer(*server)
-	if err != nil {
-		return bench.CompareConfig{}, "", err
+	var columns []bench.Contender
+	if names := splitList(*backends); len(names) > 0 {
+		path, err := bench.FindServer(*server)
+		if err != nil {
+			return bench.CompareConfig{}, "", err
+		}
+		for _, b := range names {
+			columns = append(columns, bench.Backend(path, b, serverFlags))
+		}
+	}
+	for _, spec := range opponents {
+		o, err := bench.ParseOpponent(spec)
+		if err != nil {
+			return bench.CompareConfig{}, "", usageError{err}
+		}
+		columns = append(columns, o)
+	}
+	if *baseline != "" {
+		i := slices.IndexFunc(columns, func(c bench.Contender) bool { return c.Name == *baseline })
+		if i < 0 {
+			return bench.CompareConfig{}, "", usageError{fmt.Errorf("-baseline %s: no backend or opponent has that name", *baseline)}
+		}
+		first := columns[i]
+		columns = slices.Insert(slices.Delete(columns, i, i+1), 0, first)
 	}
 	cfg := bench.CompareConfig{
-		Server: path, ServerFlags: serverFlags, Backends: splitList(*backends), Points: chosen,
+		Columns: columns, Points: chosen,
 		Runs: *runs, Warmup: *warmup, Duration: *duration, Pin: *pin,
 	}
 	if err := cfg.Validate(); err != nil {

@@ -1,24 +1,35 @@
-// Package servertest runs the real ringrelay binary as a child process for
-// tests that need a separate process: signals, exit codes, resource limits,
-// seccomp filters, RSS and descriptor counts of the server alone.
+// Package servertest runs a server binary as a child process and observes
+// it from outside: launch on a free port, CPU pinning, readiness, stop, and
+// the /proc readers for its CPU time, RSS, threads and descriptors.
+//
+// Two kinds of callers share it. Tests use the helpers that take a TB
+// (Start, Launch, Binaries and the Proc methods with a TB argument): they
+// run the real ringrelay binary for what needs a separate process (signals,
+// exit codes, resource limits, seccomp filters, RSS and descriptor counts of
+// the server alone) and fail the test on any error. The benchmark (package
+// bench, behind ringbench) uses Run, FreeAddr, WaitReady, Stop and the
+// package-level readers, which return errors instead.
 package servertest
 
 import (
-	"bufio"
-	"bytes"
+	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
+
+// TB is the part of testing.TB the test helpers use. Any testing.TB
+// satisfies it; naming it here keeps package testing out of ringbench.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
 
 var (
 	buildOnce sync.Once
@@ -34,7 +45,7 @@ func moduleRoot() string {
 
 // Binaries builds ringrelay and the seccomp launcher once per test process
 // and returns the directory holding them.
-func Binaries(t testing.TB) string {
+func Binaries(t TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "ringrelay-bin-")
@@ -72,190 +83,96 @@ type Options struct {
 	NoListen bool
 }
 
-// Proc is a running (or finished) server process.
-type Proc struct {
-	Addr string
-	Cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
-	err  error
-}
-
 // Start runs ringrelay with opts and waits until it accepts connections.
 // The process is killed at the end of the test if it is still running.
-func Start(t testing.TB, opts Options) *Proc {
+func Start(t TB, opts Options) *Proc {
 	t.Helper()
 	p := Launch(t, opts)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", p.Addr, time.Second)
-		if err == nil {
-			c.Close()
-			return p
-		}
-		if p.Exited() || time.Now().After(deadline) {
-			t.Fatalf("ringrelay did not start listening on %s: %v\nlogs:\n%s", p.Addr, err, p.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := p.WaitReady(context.Background(), 15*time.Second, 0); err != nil {
+		t.Fatalf("ringrelay did not start listening: %v", err)
 	}
-}
-
-// Launch starts ringrelay without waiting for it to listen.
-func Launch(t testing.TB, opts Options) *Proc {
-	t.Helper()
-	dir := Binaries(t)
-	args := opts.Args
-	p := &Proc{logs: &syncBuffer{}, done: make(chan struct{})}
-	if !opts.NoListen {
-		p.Addr = freeAddr(t)
-		args = append([]string{"-listen", p.Addr}, args...)
-	}
-	var cmd *exec.Cmd
-	if opts.DenyIOUring {
-		cmd = exec.Command(filepath.Join(dir, "seccompexec"), append([]string{filepath.Join(dir, "ringrelay")}, args...)...)
-	} else {
-		cmd = exec.Command(filepath.Join(dir, "ringrelay"), args...)
-	}
-	cmd.Stdout = p.logs
-	cmd.Stderr = p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ringrelay: %v", err)
-	}
-	p.Cmd = cmd
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.Exited() {
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
 	return p
 }
 
-func freeAddr(t testing.TB) string {
+// Launch starts ringrelay without waiting for it to listen.
+func Launch(t TB, opts Options) *Proc {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	dir := Binaries(t)
+	c := Command{Path: filepath.Join(dir, "ringrelay"), Args: opts.Args}
+	if !opts.NoListen {
+		addr, err := FreeAddr()
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		c.Addr = addr
+		c.Args = append([]string{"-listen", addr}, c.Args...)
+	}
+	if opts.DenyIOUring {
+		c.Args = append([]string{c.Path}, c.Args...)
+		c.Path = filepath.Join(dir, "seccompexec")
+	}
+	p, err := Run(c)
 	if err != nil {
-		t.Fatalf("pick a port: %v", err)
+		t.Fatalf("%v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// Pid is the server's process id.
-func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
-
-// Logs returns everything the server printed so far.
-func (p *Proc) Logs() string { return p.logs.String() }
-
-// Exited reports whether the process has ended.
-func (p *Proc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	t.Cleanup(p.Kill)
+	return p
 }
 
 // Wait waits up to d for the process to exit and returns its exit code
 // (-1 if it was killed by a signal). It fails the test on timeout.
-func (p *Proc) Wait(t testing.TB, d time.Duration) int {
+func (p *Proc) Wait(t TB, d time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
 	case <-time.After(d):
-		t.Fatalf("ringrelay still running after %v\nlogs:\n%s", d, p.Logs())
+		t.Fatalf("%s still running after %v\nlogs:\n%s", filepath.Base(p.Cmd.Path), d, p.Logs())
 	}
 	return p.Cmd.ProcessState.ExitCode()
 }
 
-// Signal sends sig to the server.
-func (p *Proc) Signal(t testing.TB, sig syscall.Signal) {
+// Signal sends sig to the process.
+func (p *Proc) Signal(t TB, sig syscall.Signal) {
 	t.Helper()
 	if err := p.Cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v: %v", sig, err)
 	}
 }
 
-// FDs lists the targets of the server's open descriptors
+// FDs lists the targets of the process's open descriptors
 // (e.g. "socket:[123]", "anon_inode:[io_uring]").
-func (p *Proc) FDs(t testing.TB) []string {
+func (p *Proc) FDs(t TB) []string {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", p.Pid())
-	ents, err := os.ReadDir(dir)
+	v, err := FDs(p.Pid())
+	return must(t, v, err)
+}
+
+// RSS is the process's resident set size in bytes.
+func (p *Proc) RSS(t TB) int64 {
+	t.Helper()
+	v, err := RSS(p.Pid())
+	return must(t, v, err)
+}
+
+// Threads is the process's OS thread count.
+func (p *Proc) Threads(t TB) int64 {
+	t.Helper()
+	v, err := Threads(p.Pid())
+	return must(t, v, err)
+}
+
+// CPUTime is the user+system CPU time the process has used.
+func (p *Proc) CPUTime(t TB) time.Duration {
+	t.Helper()
+	v, err := CPUTime(p.Pid())
+	return must(t, v, err)
+}
+
+// must turns a reader's error into a test failure.
+func must[V any](t TB, v V, err error) V {
+	t.Helper()
 	if err != nil {
-		t.Fatalf("read %s: %v", dir, err)
+		t.Fatalf("%v", err)
 	}
-	var out []string
-	for _, e := range ents {
-		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
-			out = append(out, target)
-		}
-	}
-	return out
-}
-
-// RSS is the server's resident set size in bytes.
-func (p *Proc) RSS(t testing.TB) int64 {
-	t.Helper()
-	return statusField(t, p.Pid(), "VmRSS:") * 1024
-}
-
-// Threads is the server's OS thread count.
-func (p *Proc) Threads(t testing.TB) int64 {
-	t.Helper()
-	return statusField(t, p.Pid(), "Threads:")
-}
-
-// CPUTime is the user+system CPU time the server has used.
-func (p *Proc) CPUTime(t testing.TB) time.Duration {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
-	if err != nil {
-		t.Fatalf("read stat: %v", err)
-	}
-	// Fields after the command name, which is in parentheses.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
-}
-
-func statusField(t testing.TB, pid int, key string) int64 {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatalf("read status: %v", err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), key); ok {
-			v, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			return v
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", key, pid)
-	return 0
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return v
 }

@@ -1,4 +1,4 @@
-package bench
+package servertest
 
 import (
 	"fmt"
@@ -10,11 +10,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// allowedCPUs lists the CPUs this process may run on.
-func allowedCPUs() ([]int, error) {
+// AllowedCPUs lists the CPUs this process may run on.
+func AllowedCPUs() ([]int, error) { return Affinity(0) }
+
+// Affinity lists the CPUs thread or process pid may run on (0: the calling
+// thread).
+func Affinity(pid int) ([]int, error) {
 	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return nil, fmt.Errorf("sched_getaffinity: %w", err)
+	if err := unix.SchedGetaffinity(pid, &set); err != nil {
+		return nil, fmt.Errorf("sched_getaffinity %d: %w", pid, err)
 	}
 	var cpus []int
 	for i := range len(set) * 64 {
@@ -25,7 +29,7 @@ func allowedCPUs() ([]int, error) {
 	return cpus, nil
 }
 
-func cpuSet(cpus ...int) *unix.CPUSet {
+func cpuSet(cpus []int) *unix.CPUSet {
 	var set unix.CPUSet
 	for _, c := range cpus {
 		set.Set(c)
@@ -33,10 +37,10 @@ func cpuSet(cpus ...int) *unix.CPUSet {
 	return &set
 }
 
-// pinProcess moves every thread of process pid to cpus. Threads created
+// PinProcess moves every thread of process pid to cpus. Threads created
 // later inherit the mask of the thread that creates them, so once all
 // threads are moved the whole process stays there.
-func pinProcess(pid int, cpus ...int) error {
+func PinProcess(pid int, cpus ...int) error {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return fmt.Errorf("list threads of %d: %w", pid, err)
@@ -46,42 +50,42 @@ func pinProcess(pid int, cpus ...int) error {
 		if err != nil {
 			continue
 		}
-		if err := unix.SchedSetaffinity(tid, cpuSet(cpus...)); err != nil && err != unix.ESRCH {
+		if err := unix.SchedSetaffinity(tid, cpuSet(cpus)); err != nil && err != unix.ESRCH {
 			return fmt.Errorf("pin thread %d of %d to CPUs %v: %w", tid, pid, cpus, err)
 		}
 	}
 	return nil
 }
 
-// pinSelf moves this process to cpus and sizes the Go scheduler to match,
-// so the generator does not time-slice more Ps than it has cores.
-func pinSelf(cpus ...int) error {
-	if err := pinProcess(os.Getpid(), cpus...); err != nil {
+// PinSelf moves this process to cpus and sizes the Go scheduler to match,
+// so that it does not time-slice more Ps than it has cores.
+func PinSelf(cpus ...int) error {
+	if err := PinProcess(os.Getpid(), cpus...); err != nil {
 		return err
 	}
 	runtime.GOMAXPROCS(len(cpus))
 	return nil
 }
 
-// startPinned starts cmd with its affinity already set to cpu, so not even
+// startPinned starts cmd with its affinity already set to cpus, so not even
 // the child's first threads run elsewhere. The child inherits the mask of
 // the thread that forks it, and os/exec forks from the calling thread: we
 // lock this goroutine to its thread, narrow that thread's mask for the
 // duration of Start, and put it back. (The Go runtime never spawns new
 // threads from a locked thread, so nothing else inherits the narrowed mask.)
-func startPinned(cmd *exec.Cmd, cpu int) error {
+func startPinned(cmd *exec.Cmd, cpus []int) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var old unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil {
 		return fmt.Errorf("sched_getaffinity: %w", err)
 	}
-	if err := unix.SchedSetaffinity(0, cpuSet(cpu)); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
+	if err := unix.SchedSetaffinity(0, cpuSet(cpus)); err != nil {
+		return fmt.Errorf("pin to CPUs %v: %w", cpus, err)
 	}
 	startErr := cmd.Start()
 	if err := unix.SchedSetaffinity(0, &old); err != nil {
-		// This thread must not go back to the pool with the server's mask.
+		// This thread must not go back to the pool with the child's mask.
 		panic(fmt.Sprintf("restore CPU affinity after starting %s: %v", cmd.Path, err))
 	}
 	if startErr != nil {
@@ -89,5 +93,5 @@ func startPinned(cmd *exec.Cmd, cpu int) error {
 	}
 	// Belt and braces: should a runtime ever fork elsewhere, pin whatever
 	// threads the child already has.
-	return pinProcess(cmd.Process.Pid, cpu)
+	return PinProcess(cmd.Process.Pid, cpus...)
 }

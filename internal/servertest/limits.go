@@ -1,4 +1,4 @@
-package bench
+package servertest
 
 import (
 	"fmt"
@@ -7,11 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// raiseFileLimit lifts this process's RLIMIT_NOFILE soft limit to its hard
+// RaiseFileLimit lifts this process's RLIMIT_NOFILE soft limit to its hard
 // limit and returns the new soft limit. It goes through package syscall on
 // purpose: that is how the Go runtime learns not to hand the original, lower
 // limit to child processes.
-func raiseFileLimit() (uint64, error) {
+func RaiseFileLimit() (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, fmt.Errorf("getrlimit NOFILE: %w", err)
@@ -26,8 +26,7 @@ func raiseFileLimit() (uint64, error) {
 }
 
 // raiseChildFileLimit lifts the RLIMIT_NOFILE soft limit of process pid to
-// its hard limit, so a server holding the idle workload's connections does
-// not run out of descriptors whatever it inherited.
+// its hard limit.
 func raiseChildFileLimit(pid int) (uint64, error) {
 	var lim unix.Rlimit
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {

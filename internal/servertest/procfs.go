@@ -1,0 +1,101 @@
+package servertest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
+// It is 100 on every Linux architecture Go supports, and Go has no sysconf.
+const clockTicks = 100
+
+// CPUTime returns the user+system CPU time process pid has used, from
+// /proc/<pid>/stat (resolution 1/clockTicks s).
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name in field 2 may hold spaces and parentheses; fields
+	// after the last ')' are plain. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: only %d fields", pid, len(f)+2)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime %q %q", pid, f[11], f[12])
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// RSS returns the resident set size of process pid in bytes (VmRSS).
+func RSS(pid int) (int64, error) {
+	kb, err := statusField(pid, "VmRSS")
+	return kb << 10, err
+}
+
+// Threads returns the number of OS threads of process pid.
+func Threads(pid int) (int64, error) { return statusField(pid, "Threads") }
+
+// statusField reads the number after "key:" in /proc/<pid>/status (the
+// unit, such as "kB", is dropped).
+func statusField(pid int, key string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			v, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status: %s %q: %w", pid, key, rest, err)
+			}
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no %s line", pid, key)
+}
+
+// FDs lists the targets of the open descriptors of process pid
+// (e.g. "socket:[123]", "anon_inode:[io_uring]").
+func FDs(pid int) ([]string, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
+			out = append(out, target)
+		}
+	}
+	return out, nil
+}
+
+// SelfCPU returns the user+system CPU time this process has used, all
+// threads together.
+func SelfCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
