@@ -71,6 +71,8 @@ func TestWorkloadsAgainstRelay(t *testing.T) {
 			t.Run(string(backend)+"/"+p.Name, func(t *testing.T) {
 				o := shortRun
 				o.ServerPID = os.Getpid() // the relay runs in this process
+				// Several generator threads, whatever this machine has.
+				o.Workers = 3
 				f := Measure(context.Background(), addr, p, o)
 				if f.Failed() {
 					t.Fatalf("%d errors: %v", f.Errors, f.ErrorSamples)
@@ -83,6 +85,9 @@ func TestWorkloadsAgainstRelay(t *testing.T) {
 					if f.Conns != p.Conns {
 						t.Errorf("held %d connections, want %d", f.Conns, p.Conns)
 					}
+					if f.GeneratorThreads != 0 {
+						t.Errorf("idle used %d generator threads", f.GeneratorThreads)
+					}
 				case "pingpong":
 					if f.RTT == nil || f.RTT.Count == 0 || f.RTT.P50 <= 0 || f.RTT.P99 < f.RTT.P50 || f.RTT.Max < f.RTT.P999 {
 						t.Errorf("round trips not recorded sensibly: %+v", f.RTT)
@@ -91,6 +96,9 @@ func TestWorkloadsAgainstRelay(t *testing.T) {
 				default:
 					if f.Frames <= 0 || f.MBPerSec <= 0 {
 						t.Errorf("nothing delivered: %+v", f)
+					}
+					if want := min(3, f.Conns); f.GeneratorThreads != want {
+						t.Errorf("%d generator threads, want %d", f.GeneratorThreads, want)
 					}
 				}
 			})

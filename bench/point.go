@@ -97,6 +97,7 @@ func DefaultPoints() []Point {
 		must(NewPoint("idle", 0, 0, 0, 10000, 0)),
 		must(NewPoint("pingpong", 1, 1, 0, 0, 64)),
 		must(NewPoint("pingpong", 50, 16, 0, 0, 64)),
+		must(NewPoint("pingpong", 500, 16, 0, 0, 64)), // 1000 connections
 		must(NewPoint("pingpong", 1000, 4, 0, 0, 64)),
 		must(NewPoint("flood", 0, 0, 0, 0, 1024)),
 		must(NewPoint("flood", 0, 0, 0, 0, 64*1024)),
