@@ -1,5 +1,6 @@
-// Package bench drives load against a ringrelay server and reports what it
-// measured. It is the library behind cmd/ringbench.
+// Package bench drives load against a relay that speaks ringrelay's
+// protocol and reports what it measured. It is the library behind
+// cmd/ringbench.
 //
 // # Pieces
 //
@@ -8,22 +9,30 @@
 //     it got is whole, intact and in order.
 //   - Splitter (splitter.go) cuts a byte stream into NUL-terminated frames
 //     without allocating per frame.
-//   - The workloads (workload_*.go) own their connections and goroutines;
-//     Measure (measure.go) runs one of them for a warm-up and a measured
-//     window and turns counters into Figures.
-//   - Server (server.go) starts a ringrelay child process pinned to one CPU;
-//     Compare (compare.go) runs every point against every backend and
-//     aggregates the medians into a Report, which report.go prints as
-//     markdown, svg.go draws as a chart and save.go stores as JSON. Load
-//     (load.go) runs one point against a server that is already running.
+//   - The workloads (workload_*.go) dial their connections and give each a
+//     role on the engine (engine.go); Measure (measure.go) runs one of them
+//     for a warm-up and a measured window and turns counters into Figures.
+//   - A Contender (server.go) is one column of a comparison: a ringrelay
+//     backend or any other relay given by its command line. StartServer runs
+//     it on a free port, pinned to one CPU, through internal/servertest,
+//     which also reads its CPU time and RSS. Compare (compare.go) runs every
+//     point against every column and aggregates the medians into a Report,
+//     which report.go prints as markdown, svg.go draws as a chart and save.go
+//     stores as JSON. Load (load.go) runs one point against a server that is
+//     already running.
 //
 // # Rules the load generator keeps
 //
-// The generator must not be what limits a measurement. Each connection is
-// served by one goroutine that reads large chunks, splits them itself and
-// answers a whole chunk with one write. Nothing on the per-frame path
-// allocates. The generator's own CPU time is reported next to the server's
-// so a reader can tell when the generator, not the server, was saturated.
+// The generator must not be what limits a measurement. Its connections are
+// raw non-blocking sockets, taken away from the Go runtime's poller and
+// shared among a few workers (one per CPU it may use), each waiting on an
+// epoll instance of its own. A worker answers everything one read brought
+// with one write, and nothing on the per-frame path allocates. A pingpong
+// end checks each frame by comparing it with the payload A sent for the
+// sequence number it expects, which costs a memcmp rather than a decode.
+// The generator's CPU time and its thread count are reported next to the
+// server's, so a reader can tell when the generator, not the server, was
+// saturated.
 //
 // Any integrity violation (a corrupt, truncated, merged, foreign or
 // out-of-order frame) is counted as an error; a point with errors is

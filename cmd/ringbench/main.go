@@ -113,16 +113,16 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 		backends    = fs.String("backends", "uring,epoll", "comma-separated backends, each passed to the server as -backend; may be empty when -opponent is given")
 		baseline    = fs.String("baseline", "", "the column the others are compared with (default: the first backend, else the first opponent)")
 		points      = fs.String("points", "", "comma-separated point names or workloads to run (default: all; with -quick: the quick set)")
-		runs        = fs.Int("runs", 3, "runs per point and backend; the median is reported")
-		duration    = fs.Duration("duration", 5*time.Second, "measured time per point and backend")
+		runs        = fs.Int("runs", 3, "runs per point and server; the median is reported")
+		duration    = fs.Duration("duration", 5*time.Second, "measured time per point and server")
 		warmup      = fs.Duration("warmup", time.Second, "unmeasured traffic before each measurement")
 		quick       = fs.Bool("quick", false, "a short smoke run: 4 points, 1 run, 1s each (explicit flags still win)")
 		out         = fs.String("out", "bench/results", "directory for the JSON results and the SVG chart")
-		pin         = fs.Bool("pin", true, "pin the server and the generator to two different CPUs")
+		pin         = fs.Bool("pin", true, "pin the servers to one CPU and the generator to the others")
 	)
 	fs.Var(&serverFlags, "server-flag", "extra `flag` for ringrelay, repeatable (e.g. -server-flag=-max-conns=20000)")
-	fs.Var(&opponents, "opponent", "another relay as a column, repeatable: `NAME=COMMAND`, where {addr} (or {host} and {port})\n"+
-		"in COMMAND is replaced by the address it must listen on; quotes group words\n"+
+	fs.Var(&opponents, "opponent", "another relay as a column, repeatable: `NAME=COMMAND`, where {addr} in COMMAND is replaced by the\n"+
+		"HOST:PORT it must listen on ({host} and {port} by its parts); quotes group words, no shell\n"+
 		"(e.g. -opponent 'c=/tmp/ref/c-uring-relay {addr}' -opponent 'gnet=/tmp/ref/gnet-relay -multicore=false -addr {addr}')")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: ringbench compare [flags]\n\nPoints: %s\n\n", pointNames(bench.DefaultPoints()))
