@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"time"
 
@@ -60,15 +59,8 @@ func Compare(ctx context.Context, cfg CompareConfig, progress *Progress) (*Repor
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Report{
-		Machine: DescribeMachine(),
-		Started: time.Now(),
-		Command: os.Args,
-		Settings: Settings{
-			Runs: cfg.Runs, Warmup: cfg.Warmup.String(), Duration: cfg.Duration.String(),
-			ServerCPU: -1, StartLines: map[string]string{}, Commands: map[string]string{},
-		},
-	}
+	r := newReport(cfg.Runs, cfg.Warmup, cfg.Duration)
+	r.Settings.StartLines, r.Settings.Commands = map[string]string{}, map[string]string{}
 	for _, col := range cfg.Columns {
 		r.Settings.Backends = append(r.Settings.Backends, col.Name)
 		r.Settings.Commands[col.Name] = col.CommandLine()

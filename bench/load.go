@@ -45,16 +45,8 @@ func Load(ctx context.Context, cfg LoadConfig, progress *Progress) (*Report, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Report{
-		Machine: DescribeMachine(),
-		Started: time.Now(),
-		Command: os.Args,
-		Settings: Settings{
-			Server: cfg.Addr, Backends: []string{cfg.Addr}, Runs: 1,
-			Warmup: cfg.Warmup.String(), Duration: cfg.Duration.String(),
-			ServerCPU: -1,
-		},
-	}
+	r := newReport(1, cfg.Warmup, cfg.Duration)
+	r.Settings.Server, r.Settings.Backends = cfg.Addr, []string{cfg.Addr}
 	if cfg.CPU >= 0 {
 		if err := servertest.PinSelf(cfg.CPU); err != nil {
 			return nil, err

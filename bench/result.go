@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"slices"
 	"time"
 )
@@ -14,6 +15,19 @@ type Report struct {
 	Command  []string      `json:"command"`
 	Settings Settings      `json:"settings"`
 	Points   []PointResult `json:"points"`
+}
+
+// newReport starts a report of runs runs per point, stamped now, with
+// nothing pinned yet.
+func newReport(runs int, warmup, duration time.Duration) *Report {
+	return &Report{
+		Machine: DescribeMachine(),
+		Started: time.Now(),
+		Command: os.Args,
+		Settings: Settings{
+			Runs: runs, Warmup: warmup.String(), Duration: duration.String(), ServerCPU: -1,
+		},
+	}
 }
 
 // Settings records how the run was set up.
