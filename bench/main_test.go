@@ -4,7 +4,10 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
-// TestMain fails the package if a test leaves a goroutine behind.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain fails the package if a test leaves a goroutine behind, and
+// removes the ringrelay binary a test built.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(servertest.WithCleanup{M: m}) }

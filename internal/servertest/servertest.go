@@ -73,6 +73,17 @@ func Cleanup() {
 	}
 }
 
+// WithCleanup wraps a *testing.M for TestMain so that the binaries
+// Binaries built are removed after the tests ran, also through
+// goleak.VerifyTestMain(servertest.WithCleanup{M: m}), which exits itself.
+type WithCleanup struct{ M interface{ Run() int } }
+
+// Run runs the tests, then Cleanup.
+func (w WithCleanup) Run() int {
+	defer Cleanup()
+	return w.M.Run()
+}
+
 // Options say how to start the server.
 type Options struct {
 	Args []string // flags besides -listen (which Start picks)
