@@ -34,7 +34,10 @@ func (w *stream) open(ctx context.Context, d *dialer) error {
 		c.stream = true
 		c.out = make([]byte, 0, perWrite*(w.codec.Size()+frameOverhead))
 		c.role = &sender{codec: w.codec, to: to, index: uint32(i), perWrite: perWrite, what: w.label + " sender"}
-		return i + 1 // the receiver has worker 0 to itself when there are several
+		if w.workers > 1 {
+			return 1 + i%(w.workers-1) // the receiver has worker 0 to itself
+		}
+		return 0
 	})
 }
 
