@@ -19,7 +19,7 @@ type Server struct {
 	loop   reactor.Loop
 	log    *slog.Logger
 	peers  []peer  // indexed by Conn.Slot
-	routes *Routes // ID -> connection; also hands out IDs
+	routes *Routes // ID -> connection slot; also hands out IDs
 	serial uint64  // peer serial numbers, so waiters survive slot reuse
 
 	metrics *Metrics
@@ -179,7 +179,7 @@ func (s *Server) opened(c *reactor.Conn) {
 		c.Close()
 		return
 	}
-	p.id = s.routes.Add(c)
+	p.id = s.routes.Add(c.Slot())
 	var hello [4]byte
 	binary.BigEndian.PutUint32(hello[:], p.id)
 	c.Send(hello[:])
@@ -210,12 +210,13 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 
 // route forwards one complete frame (payload and NUL) to dest.
 func (s *Server) route(src *peer, dest uint32, frame []byte) {
-	dc, ok := s.routes.Lookup(dest)
+	slot, ok := s.routes.Lookup(dest)
 	if !ok {
 		s.counts.dropped[DropUnknownDest]++
 		return
 	}
-	dp := &s.peers[dc.Slot()]
+	dp := &s.peers[slot]
+	dc := dp.conn
 	if dc.Pending() >= s.cfg.MaxQueue {
 		switch s.cfg.SlowConsumer {
 		case Drop:
