@@ -8,9 +8,11 @@
 // collector (go_goroutines, go_memstats_*, go_gc_duration_seconds, ...) and
 // the standard process collector (process_resident_memory_bytes,
 // process_open_fds, process_cpu_seconds_total, ...). Handler serves that
-// registry with promhttp, which negotiates the exposition format (text
-// 0.0.4, OpenMetrics or protobuf) from the scraper's Accept header and
-// compresses when asked to.
+// registry with promhttp, which picks the exposition format (text 0.0.4
+// or protobuf) from the scraper's Accept header and gzips when asked to.
+// OpenMetrics is left off: Prometheus would prefer it, and it writes le
+// labels as "1.0" where the text format writes "1", which would start new
+// series for every bucket.
 //
 // # Nothing on the loop's path
 //
@@ -35,13 +37,13 @@
 //
 //   - Totals (backend info, accepts, closes and drops by reason, frames
 //     and bytes relayed, descriptor and buffer exhaustion) are always one
-//     series per label set, with today's names and labels, summed over
-//     the loops.
+//     series per label set, named and labelled as in the README, summed
+//     over the loops.
 //   - Per-loop series (connections open, backpressure pauses, completions
 //     per wait) carry a loop="k" label when there is more than one loop,
 //     one series per loop; the family then holds no unlabelled sum, so
 //     that sum() over it never counts a loop twice. With a single loop
-//     they carry no loop label, and the page is exactly what ringrelay
-//     served before there were several loops. Dashboards that aggregate
-//     with sum() or sum without (loop) work unchanged at any loop count.
+//     they carry no loop label: they are named and labelled as they were
+//     before there were several loops. Dashboards that aggregate with
+//     sum() or sum without (loop) work unchanged at any loop count.
 package metrics

@@ -24,7 +24,10 @@ type Loop struct {
 // while descriptors run out) leaves out its own series only; the failure
 // is counted in promhttp_metric_handler_errors_total.
 func Handler(backend string, loops ...Loop) http.Handler {
-	reg := NewRegistry(backend, loops...)
+	return handlerFor(NewRegistry(backend, loops...))
+}
+
+func handlerFor(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      reg,

@@ -338,6 +338,34 @@ func TestSeveralLoops(t *testing.T) {
 	}
 }
 
+// failing is a collector whose scrape always fails, as the process
+// collector's does when /proc cannot be opened.
+type failing struct{ d *prometheus.Desc }
+
+func (f failing) Describe(ch chan<- *prometheus.Desc) { ch <- f.d }
+func (f failing) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.NewInvalidMetric(f.d, errors.New("cannot read"))
+}
+
+// One failing collector costs its own series, not the page.
+func TestFailingCollectorLeavesTheRest(t *testing.T) {
+	reg := NewRegistry("epoll", fill(0))
+	reg.MustRegister(failing{prometheus.NewDesc("broken", "Always fails.", nil, nil)})
+	srv := httptest.NewServer(handlerFor(reg))
+	defer srv.Close()
+	scrape(t, srv.URL, "")
+	// The error is counted after the page it spoiled: the second scrape
+	// shows the first one's.
+	p := scrape(t, srv.URL, "")
+	p.check(t, map[string]float64{
+		`ringrelay_frames_relayed_total`:                          7,
+		`promhttp_metric_handler_errors_total{cause="gathering"}`: 1,
+	})
+	if _, ok := p.value["process_open_fds"]; !ok {
+		t.Error("process series missing")
+	}
+}
+
 // The pedantic registry checks that what Collect sends matches what
 // Describe declared, for one loop and for several.
 func TestDescribeMatchesCollect(t *testing.T) {
