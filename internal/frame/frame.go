@@ -25,6 +25,10 @@ const (
 	HeaderLen = 4
 	// End is the byte that terminates every frame, in both directions.
 	End byte = 0x00
+	// MaxPayload is the longest payload a relay can be configured to
+	// carry: the parser counts in 31 bits. A reader that does not know the
+	// relay's max-frame uses it as its limit.
+	MaxPayload = 1<<31 - 2
 )
 
 // ErrZeroID reports a relay that announced ID 0, which the protocol
