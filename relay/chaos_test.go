@@ -19,8 +19,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -36,6 +36,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/payload"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -54,12 +56,6 @@ const (
 	chaosTraffic = 6 * time.Second
 	// chaosMaxBatch caps the bytes one client writes in one go.
 	chaosMaxBatch = 256 << 10
-	// chaosPool is the size of the random, NUL-free byte pool payload
-	// bodies are cut from.
-	chaosPool = 1 << 20
-	// chaosHdrLen is the length of the text header in front of every
-	// payload: six fields of a letter and 8 hex digits, then ':'.
-	chaosHdrLen = 6*9 + 1
 	// chaosSlack bounds every wait that depends on the server making
 	// progress; hitting one is a failure, not a timing measurement.
 	chaosSlack = 30 * time.Second
@@ -107,7 +103,6 @@ type chaosRec struct {
 	dest    uint32
 	destInc int32 // incarnation the frame was addressed to; 0 for an unknown ID
 	size    int32 // payload bytes, NUL excluded
-	sum     uint32
 	// truncated frames were written only in part (no NUL) just before a
 	// reset: they must never be delivered.
 	truncated bool
@@ -169,7 +164,9 @@ type chaos struct {
 	ts   *testServer
 	seed uint64
 	tag  string // goes in front of every failure
-	pool []byte
+	// codec builds every payload from (sender incarnation, seq, size),
+	// with filler bytes drawn from the run's seed.
+	codec *payload.Codec
 
 	mu     sync.Mutex
 	incs   []*chaosInc          // index n-1
@@ -204,10 +201,9 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 		byID: make(map[uint32]*chaosInc),
 	}
 	t.Logf("%s: %d clients for %v, run seed %#x", ch.tag, chaosClients, traffic, seed)
-	rng := rand.New(rand.NewPCG(seed, 0x706f6f6c))
-	ch.pool = make([]byte, chaosPool)
-	for i := range ch.pool {
-		ch.pool[i] = byte(1 + rng.IntN(255))
+	var err error
+	if ch.codec, err = payload.NewCodec(seed, chaosMaxFrame); err != nil {
+		t.Fatal(err)
 	}
 
 	// Baselines, once the server and this process's poller are warm: a
@@ -600,47 +596,30 @@ func (ch *chaos) pickDest(rng *rand.Rand, me *chaosInc) (uint32, int32) {
 func (ch *chaos) frameSize(rng *rand.Rand) int {
 	switch r := rng.IntN(100); {
 	case r < 60:
-		return chaosHdrLen + rng.IntN(200)
+		return payload.MinSize + rng.IntN(200)
 	case r < 85:
-		return chaosHdrLen + rng.IntN(4096)
+		return payload.MinSize + rng.IntN(4096)
 	case r < 98:
-		return chaosHdrLen + rng.IntN(chaosMaxFrame-chaosHdrLen+1)
+		return payload.MinSize + rng.IntN(chaosMaxFrame-payload.MinSize+1)
 	default:
 		return chaosMaxFrame
 	}
 }
 
-// bodyOffset is where in the pool the body of (incarnation, seq) starts.
-func (ch *chaos) bodyOffset(inc int32, seq uint32) int {
-	x := ch.seed ^ uint64(inc)<<32 ^ uint64(seq)
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	return int(x % uint64(chaosPool-chaosMaxFrame))
-}
-
 // record builds the next frame of inc, header to NUL, and enters it in the
-// oracle before a byte of it is written. The payload is NUL-free text
-// header "S<sender inc>D<dest inc>I<dest id>Q<seq>L<length>C<crc32 of
-// body>:" then a body cut from the pool at an offset that depends on
-// (sender, seq), so a receiver can check every byte.
+// oracle before a byte of it is written. The payload comes from the shared
+// codec: it carries the sender's incarnation, the sequence number and the
+// size, and a receiver can check every byte of it. Where it was addressed
+// is in the oracle's record.
 func (ch *chaos) record(inc *chaosInc, dest uint32, destInc int32, size int, truncated bool) ([]byte, uint32) {
 	seq := inc.next
 	inc.next++
-	off := ch.bodyOffset(inc.n, seq)
-	body := ch.pool[off : off+size-chaosHdrLen]
-	sum := crc32.ChecksumIEEE(body)
-	fr := make([]byte, 0, 4+size+1)
+	fr := make([]byte, 0, frame.HeaderLen+size+1)
 	fr = binary.BigEndian.AppendUint32(fr, dest)
-	for i, v := range [6]uint32{uint32(inc.n), uint32(destInc), dest, seq, uint32(size), sum} {
-		fr = append(fr, "SDIQLC"[i])
-		fr = fmt.Appendf(fr, "%08x", v)
-	}
-	fr = append(fr, ':')
-	fr = append(fr, body...)
-	fr = append(fr, 0)
+	fr = ch.codec.Append(fr, uint32(inc.n), uint64(seq), size)
+	fr = append(fr, frame.End)
 	inc.mu.Lock()
-	inc.sent = append(inc.sent, chaosRec{dest: dest, destInc: destInc, size: int32(size), sum: sum, truncated: truncated})
+	inc.sent = append(inc.sent, chaosRec{dest: dest, destInc: destInc, size: int32(size), truncated: truncated})
 	inc.mu.Unlock()
 	return fr, seq
 }
@@ -700,7 +679,7 @@ func (ch *chaos) writeCut(inc *chaosInc, rng *rand.Rand, buf []byte) error {
 // drip writes one small frame a byte at a time.
 func (ch *chaos) drip(inc *chaosInc, rng *rand.Rand) {
 	dest, destInc := ch.pickDest(rng, inc)
-	fr, seq := ch.record(inc, dest, destInc, chaosHdrLen+rng.IntN(16), false)
+	fr, seq := ch.record(inc, dest, destInc, payload.MinSize+rng.IntN(16), false)
 	inc.c.SetWriteDeadline(time.Now().Add(chaosSlack))
 	for i := range fr {
 		if _, err := inc.c.NetConn().Write(fr[i : i+1]); err != nil {
@@ -737,44 +716,17 @@ func (ch *chaos) reader(inc *chaosInc, rng *rand.Rand) {
 	}
 }
 
-func chaosHex(b []byte) (uint32, bool) {
-	v, err := strconv.ParseUint(string(b), 16, 32)
-	return uint32(v), err == nil
-}
-
 // check verifies one received payload against the oracle.
 func (ch *chaos) check(inc *chaosInc, p []byte) {
-	if len(p) < chaosHdrLen || p[chaosHdrLen-1] != ':' {
-		ch.fail("incarnation %d got a payload that is no whole frame (%d bytes): %q", inc.n, len(p), trim(p))
+	sender, seq64, err := ch.codec.Decode(p)
+	if err != nil {
+		ch.fail("incarnation %d got a payload that is no whole frame (%d bytes, %q): %v", inc.n, len(p), trim(p), err)
 		return
 	}
-	var f [6]uint32
-	for i := range f {
-		h := p[i*9 : i*9+9]
-		v, ok := chaosHex(h[1:])
-		if h[0] != "SDIQLC"[i] || !ok {
-			ch.fail("incarnation %d got a mangled header %q", inc.n, p[:chaosHdrLen])
-			return
-		}
-		f[i] = v
-	}
-	src, destInc, dest, seq, size, sum := int32(f[0]), int32(f[1]), f[2], f[3], f[4], f[5]
-	what := fmt.Sprintf("incarnation %d (id %08x) got frame %d of incarnation %d", inc.n, inc.id, seq, src)
-	body := p[chaosHdrLen:]
-	if int(size) != len(p) {
-		ch.fail("%s: %d bytes, header says %d", what, len(p), size)
-		return
-	}
-	if crc32.ChecksumIEEE(body) != sum {
-		ch.fail("%s: body checksum mismatch", what)
-		return
-	}
-	if off := ch.bodyOffset(src, seq); !bytes.Equal(body, ch.pool[off:off+len(body)]) {
-		ch.fail("%s: body differs from what was sent", what)
-		return
-	}
-	if dest != inc.id {
-		ch.fail("%s, addressed to id %08x", what, dest)
+	src, seq := int32(sender), uint32(seq64)
+	what := fmt.Sprintf("incarnation %d (id %08x) got frame %d of incarnation %d", inc.n, inc.id, seq64, sender)
+	if sender > math.MaxInt32 || seq64 > math.MaxUint32 {
+		ch.fail("%s, which does not exist", what)
 		return
 	}
 	ch.mu.Lock()
@@ -789,18 +741,21 @@ func (ch *chaos) check(inc *chaosInc, p []byte) {
 	}
 	from.mu.Lock()
 	var bad string
+	var destInc int32
 	switch {
 	case seq < 1 || int(seq) > len(from.sent):
 		bad = "which was never sent"
-	case from.sent[seq-1].dest != dest || from.sent[seq-1].destInc != destInc ||
-		from.sent[seq-1].size != int32(size) || from.sent[seq-1].sum != sum:
-		bad = "which differs from the oracle's record"
+	case from.sent[seq-1].size != int32(len(p)):
+		bad = fmt.Sprintf("of %d bytes, which the oracle's record says had %d", len(p), from.sent[seq-1].size)
+	case from.sent[seq-1].dest != inc.id:
+		bad = fmt.Sprintf("addressed to id %08x", from.sent[seq-1].dest)
 	case from.sent[seq-1].truncated:
 		bad = "which was never finished: its sender reset mid-frame"
 	case from.sent[seq-1].delivered:
 		bad = "twice"
 	default:
 		from.sent[seq-1].delivered = true
+		destInc = from.sent[seq-1].destInc
 	}
 	from.mu.Unlock()
 	if bad != "" {
@@ -983,7 +938,8 @@ func TestSoak(t *testing.T) {
 // The clients live in the same process: each has a 64 KiB read buffer, up
 // to MaxFrame more for a payload longer than that, and one batch of at
 // most chaosMaxBatch plus a frame being written. The oracle keeps one
-// record per frame (twice that while its slice grows) and the 1 MiB pool.
+// record per frame (twice that while its slice grows) and the payload
+// codec's filler template (MaxFrame and 4 KiB).
 //
 // Go's collector lets the heap reach twice the live data (GOGC=100). The
 // race detector keeps two bytes of shadow per byte of memory touched plus
@@ -994,7 +950,7 @@ func chaosRSSBound(records int64) int64 {
 	perConn := 2*(chaosMaxQueue+chaosMaxFrame+1+16<<10) + chaosMaxFrame + 5
 	server := int64(conns*perConn + 256*16<<10)
 	clients := int64(conns * (64<<10 + chaosMaxFrame + chaosMaxBatch + chaosMaxFrame))
-	oracle := 2*records*int64(unsafe.Sizeof(chaosRec{})) + chaosPool
+	oracle := 2*records*int64(unsafe.Sizeof(chaosRec{})) + 2*chaosMaxFrame
 	factor := int64(2)
 	if chaosRace() {
 		factor *= 4
