@@ -39,9 +39,9 @@ const (
 type Parser struct {
 	max    int                   // payload limit, excluding header and NUL
 	hdr    [frame.HeaderLen]byte // header of the incomplete frame
-	nhdr   int             // bytes of hdr filled; 0 when between frames
-	accum  []byte          // payload (and finally the NUL) of the incomplete frame
-	failed bool            // a frame broke the limit; only Reset recovers
+	nhdr   int                   // bytes of hdr filled; 0 when between frames
+	accum  []byte                // payload (and finally the NUL) of the incomplete frame
+	failed bool                  // a frame broke the limit; only Reset recovers
 }
 
 // NewParser returns a parser that accepts payloads of up to maxFrame bytes,
