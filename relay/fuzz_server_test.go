@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -94,7 +95,7 @@ func fzModel(stream []byte, self, a, b uint32) fzExpect {
 
 func FuzzServer(f *testing.F) {
 	hdr := func(id uint32) []byte { return binary.BigEndian.AppendUint32(nil, id) }
-	fr := func(id uint32, payload string) []byte { return append(append(hdr(id), payload...), 0) }
+	fr := func(id uint32, payload string) []byte { return frame.Append(nil, id, []byte(payload)) }
 	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 	f.Add([]byte{}, []byte{})

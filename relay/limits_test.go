@@ -1,10 +1,10 @@
 package relay_test
 
-// The limits of docs/protocol.md ("Limits and bad input") over real loopback
-// sockets, on both backends. Each case checks a number it measured: frames
-// counted and sequence-checked at the receiver, bytes the senders got past
-// Write, the relay's own counters. The limits are set small so that each
-// case fills them in well under a second.
+// The limits of docs/protocol.md ("Limits, and what bad input gets") over
+// real loopback sockets, on both backends. Each case checks a number it
+// measured: frames counted and sequence-checked at the receiver, bytes the
+// senders got past Write, the relay's own counters. The limits are set
+// small so that each case fills them in well under a second.
 
 import (
 	"encoding/binary"
