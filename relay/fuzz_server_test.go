@@ -179,11 +179,10 @@ func (tg *fzTarget) feed(cuts, stream []byte) error {
 	}
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(fzWait))
-	var idb [4]byte
-	if _, err := io.ReadFull(nc, idb[:]); err != nil {
+	self, err := frame.ReadID(nc)
+	if err != nil {
 		return fmt.Errorf("read id: %w", err)
 	}
-	self := binary.BigEndian.Uint32(idb[:])
 	want := fzModel(stream, self, tg.a.ID(), tg.b.ID())
 	// The relay routes frames for A and B as it parses them, whatever
 	// becomes of this connection afterwards; frames before an oversize

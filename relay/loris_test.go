@@ -7,7 +7,6 @@ package relay_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -98,14 +98,14 @@ func lorisDial(t *testing.T, ts *testServer, n int) ([]net.Conn, []uint32) {
 					continue
 				}
 				conns[i] = nc
-				var id [4]byte
 				nc.SetReadDeadline(time.Now().Add(progressSlack))
-				if _, err := io.ReadFull(nc, id[:]); err != nil {
+				id, err := frame.ReadID(nc)
+				if err != nil {
 					errs <- fmt.Errorf("read id: %w", err)
 					continue
 				}
 				nc.SetReadDeadline(time.Time{})
-				ids[i] = binary.BigEndian.Uint32(id[:])
+				ids[i] = id
 			}
 		}()
 	}
