@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // peer is one client connection of a workload: its ID as the server assigned
@@ -17,7 +19,7 @@ type peer struct {
 	conn  *net.TCPConn
 	id    uint32
 	index uint32
-	in    *Splitter
+	in    *frame.Splitter
 	out   []byte
 }
 

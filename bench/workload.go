@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // traffic is one running instance of a workload: its connections and the
@@ -75,7 +77,7 @@ func blast(m *meter, p *peer, dest uint32, c *Codec, what string) {
 // drain reads frames at p until the connection closes, verifying each one
 // against c and order and counting it.
 func drain(m *meter, p *peer, c *Codec, order *Order, what string) {
-	in := NewSplitter(readChunk, frameLimit)
+	in := frame.NewSplitter(readChunk, frameLimit)
 	for {
 		err := in.Fill(p.conn)
 		n, bytes := 0, 0

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // pingpong is P pairs (A, B). Each A keeps `window` frames in flight to its
@@ -39,7 +41,7 @@ func (w *pingpong) start(m *meter) {
 	chunk := min(readChunk, max(4<<10, 2*w.window*(w.codec.Size()+1)))
 	for i := range w.a {
 		a, b := w.a[i], w.b[i]
-		a.in, b.in = NewSplitter(chunk, frameLimit), NewSplitter(chunk, frameLimit)
+		a.in, b.in = frame.NewSplitter(chunk, frameLimit), frame.NewSplitter(chunk, frameLimit)
 		w.wg.Go(func() { w.initiate(m, a, b) })
 		w.wg.Go(func() { w.echo(m, b, a) })
 	}
