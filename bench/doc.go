@@ -5,10 +5,11 @@
 // # Pieces
 //
 //   - Codec and Order (payload.go) give every frame a sender index, a sequence
-//     number and a checksum, all NUL-free, so a receiver can prove that what
-//     it got is whole, intact and in order.
-//   - Splitter (splitter.go) cuts a byte stream into NUL-terminated frames
-//     without allocating per frame.
+//     number, its size and a checksum, all NUL-free (the codec is
+//     internal/payload, shared with the relay's tests), so a receiver can
+//     prove that what it got is whole, intact and in order.
+//   - internal/frame's Splitter cuts the delivered byte stream into
+//     NUL-terminated frames without allocating per frame.
 //   - The workloads (workload_*.go) dial their connections and give each a
 //     role on the engine (engine.go); Measure (measure.go) runs one of them
 //     for a warm-up and a measured window and turns counters into Figures.

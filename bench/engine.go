@@ -8,6 +8,8 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // The generator's I/O engine. A few workers (one per CPU the generator may
@@ -39,7 +41,7 @@ type gconn struct {
 	fd     int
 	slot   int32 // index in its worker's conns, the epoll user data
 	role   role
-	in     *Splitter // nil for a sender that never reads
+	in     *frame.Splitter // nil for a sender that never reads
 	src    fdReader
 	out    []byte // output; out[sent:] is not written yet
 	sent   int

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/payload"
 )
 
 // pingpong is P pairs (A, B). Each A keeps `window` frames in flight to its
@@ -33,7 +36,7 @@ func (w *pingpong) open(ctx context.Context, d *dialer) error {
 	chunk := min(readChunk, max(4<<10, 2*w.window*(w.codec.Size()+1)))
 	return w.build(peers, w.workers, func(i int, c *gconn) int {
 		p := pairs[i%w.pairs]
-		c.in = NewSplitter(chunk, frameLimit)
+		c.in = frame.NewSplitter(chunk, frameLimit)
 		c.out = make([]byte, 0, w.window*(w.codec.Size()+frameOverhead))
 		if i < w.pairs {
 			c.role = (*pingA)(p)
@@ -93,7 +96,7 @@ func (p *pair) check(f []byte, seq uint64) error {
 	case got != seq:
 		return fmt.Errorf("%w: sender %d sent seq %d, want %d", ErrOrder, sender, got, seq)
 	}
-	return fmt.Errorf("%w: sender %d seq %d is well formed but not the payload sent", ErrFiller, sender, seq)
+	return fmt.Errorf("%w: sender %d seq %d is well formed but not the payload sent", payload.ErrFiller, sender, seq)
 }
 
 // pingA answers every frame that comes back with a new one, so exactly

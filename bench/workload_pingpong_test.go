@@ -3,6 +3,8 @@ package bench
 import (
 	"errors"
 	"testing"
+
+	"github.com/ringrelay/ringrelay/internal/payload"
 )
 
 // A pingpong end accepts only the payload A sent for the sequence number it
@@ -19,8 +21,8 @@ func TestPairCheck(t *testing.T) {
 	if p.seq != 4 || len(c.out) != 4*(64+frameOverhead) {
 		t.Fatalf("opening sent %d frames, %d bytes", p.seq, len(c.out))
 	}
-	payload := func(sender uint32, seq uint64) []byte { return codec.Append(nil, sender, seq) }
-	if err := p.check(payload(7, 2), 2); err != nil {
+	built := func(sender uint32, seq uint64) []byte { return codec.Append(nil, sender, seq) }
+	if err := p.check(built(7, 2), 2); err != nil {
 		t.Errorf("the frame sent: %v", err)
 	}
 	for _, tc := range []struct {
@@ -29,14 +31,14 @@ func TestPairCheck(t *testing.T) {
 		seq  uint64
 		want error
 	}{
-		{"next one early", payload(7, 3), 2, ErrOrder},
-		{"another pair's", payload(8, 2), 2, ErrSender},
-		{"flipped bit", flip(payload(7, 2), 40), 2, ErrFiller},
-		{"flipped header bit", flip(payload(7, 2), 12), 2, ErrChecksum},
-		{"truncated", payload(7, 2)[:63], 2, ErrLength},
+		{"next one early", built(7, 3), 2, ErrOrder},
+		{"another pair's", built(8, 2), 2, ErrSender},
+		{"flipped filler bit", flip(built(7, 2), 60), 2, payload.ErrFiller},
+		{"flipped header bit", flip(built(7, 2), 12), 2, payload.ErrChecksum},
+		{"truncated", built(7, 2)[:63], 2, payload.ErrLength},
 		// Well formed and numbered as expected, but never sent: seq 9 is
 		// not in flight, its slot holds seq 1.
-		{"not in flight", payload(7, 9), 9, ErrFiller},
+		{"not in flight", built(7, 9), 9, payload.ErrFiller},
 	} {
 		err := p.check(tc.f, tc.seq)
 		if !errors.Is(err, tc.want) {

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // stream is N senders sending to one receiver as fast as the server lets
@@ -27,7 +29,7 @@ func (w *stream) open(ctx context.Context, d *dialer) error {
 	perWrite := max(1, writeBatch/(w.codec.Size()+frameOverhead))
 	return w.build(peers, w.workers, func(i int, c *gconn) int {
 		if i == w.senders {
-			c.in = NewSplitter(readChunk, frameLimit)
+			c.in = frame.NewSplitter(readChunk, frameLimit)
 			c.role = &receiver{codec: w.codec, order: NewOrder(0, w.senders), what: w.label + " receiver"}
 			return 0
 		}

@@ -44,13 +44,45 @@
 // loop return a Woken event; it is how signals and shutdown reach the loop
 // without any other goroutine touching its state.
 //
+// # Inside a Poll
+//
+// loop.go holds the one Poll; an engine (uring.go, epoll.go) supplies the
+// I/O behind the engine interface. Every Poll runs these steps, in order:
+//
+//  1. Give back borrowed buffers: Data handed out by the previous Poll
+//     returns to the engine (io_uring: the buffer ring; epoll: the arena).
+//  2. Reuse freed slots: slots released during the previous Poll become
+//     free, so a *Conn is handed out again only after the owner saw its
+//     Closed.
+//  3. Apply the owner's requests: for each connection on the dirty list,
+//     close it if asked, start sending queued output (one send in flight at
+//     a time), close it if the peer finished sending and nothing is left to
+//     send, emit Drained if its mark is reached, and arm its reads unless
+//     paused.
+//  4. Arm: the listener, unless it is armed, closed, or paused after
+//     descriptor exhaustion (then the wait ends when the pause does).
+//  5. Wait: hand everything queued to the kernel and wait up to the
+//     timeout, or not at all when events are already pending. This is the
+//     only place the loop blocks.
+//  6. Translate completions into events: each completion (io_uring) or
+//     ready descriptor (epoll) becomes at most one event written straight
+//     into the caller's slice (Opened, Received, Woken on io_uring), or
+//     queues events on the pending list (Closed, Drained, and on epoll
+//     Opened and Woken), in the order they happened.
+//  7. Hand out pending events.
+//
+// A connection's engine state (operations in flight on io_uring, the
+// registered interest set on epoll) lives in the engine's own per-slot
+// table; Conn holds only what the owner asked for and what the peer did.
+//
 // # Backends
 //
-// uring.go drives io_uring through package ring: multishot accept,
-// multishot recv with a provided buffer ring, one send per connection in
-// flight, a generation in every user_data so completions for a recycled
-// slot are ignored. epoll.go is the fallback: non-blocking sockets, level
-// triggered, one loop-wide read arena, EPOLLOUT only while output is
-// pending. open.go picks one (Auto probes io_uring and falls back to epoll
-// with a reason).
+// uring.go drives io_uring through package ring: multishot accept (of
+// blocking sockets, see ring.Ring.Accept), multishot recv with a provided
+// buffer ring, one send per connection in flight, a generation in every
+// user_data so completions for a recycled slot are ignored, and one
+// handler per operation (onAccept, onRecv, onSend, onClose, onWake).
+// epoll.go is the fallback: non-blocking sockets, level triggered, one
+// loop-wide read arena, EPOLLOUT only while output is pending. open.go
+// picks one (Auto probes io_uring and falls back to epoll with a reason).
 package reactor

@@ -1,37 +1,37 @@
 package reactor
 
-// The epoll backend: the fallback when io_uring cannot be used, and the
-// baseline the io_uring backend is measured against.
+// The epoll engine: the fallback when io_uring cannot be used, and the
+// baseline the io_uring engine is measured against. Sockets are
+// non-blocking and level-triggered; requests are carried out at once with
+// plain system calls while Poll applies them.
 //
-// How one Poll goes:
+// Its part in each step of Poll:
 //
-//  1. The read arena is reset: Data handed out by the previous Poll is dead.
-//  2. Requests queued through Conn methods (the dirty list) are carried out:
-//     closes, writes straight from the output buffer, pause and resume.
-//  3. Events queued so far are copied out; if the caller's slice still has
-//     room, epoll_wait blocks (or not, when events are already waiting).
-//  4. Each ready descriptor is handled: the listener accepts, the eventfd
-//     wakes, a connection writes queued output and does one read into the
-//     next free arena chunk.
+//   - giveBack resets the read arena: Data handed out by the previous Poll
+//     is dead.
+//   - startSend writes straight from the output chunks until the socket
+//     buffer is full; armConn registers EPOLLOUT until the rest is written,
+//     and read interest unless paused or at EOF.
+//   - wait is epoll_wait; complete handles each ready descriptor: the
+//     listener accepts, the eventfd wakes, a connection writes queued
+//     output and does one read into the next free arena chunk.
 //
-// Level-triggered epoll keeps this simple: whatever one Poll leaves undone
+// Level-triggering keeps this simple: whatever one Poll leaves undone
 // (arena full, caller's slice full, accept budget spent) is reported again
 // by the next epoll_wait, so nothing has to be remembered here.
 //
-// Which events go where: Received goes straight into the caller's slice,
-// because its Data points into the arena and must not outlive this Poll.
-// Every other event (Opened, Closed, Drained, Woken) goes through the
-// shared pending queue, in the order it happened. That order matters: a
-// slot freed by a close can be handed to a new connection in the same
-// Poll, and the owner must see the old Closed before the new Opened.
+// Received goes straight into the caller's slice, because its Data points
+// into the arena and must not outlive this Poll. Every other event
+// (Opened, Closed, Drained, Woken) goes through the shared pending queue,
+// in the order it happened.
 
 import (
 	"fmt"
 	"math"
-	"net"
 	"time"
 	"unsafe"
 
+	"github.com/ringrelay/ringrelay/internal/bytesize"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,26 +54,21 @@ const (
 	epollReadInterest = unix.EPOLLIN | unix.EPOLLRDHUP
 )
 
-type epollLoop struct {
-	base
-	cfg Config
+type epollEngine struct {
+	*eventLoop
+	epfd int
 
-	epfd     int
-	listenFd int // -1 after StopAccepting
-	addr     net.Addr
-
-	// waker is the eventfd other goroutines write to wake the loop; it is
-	// registered with epoll like any socket.
-	waker *waker
-
-	// ready receives epoll_wait results; allocated once.
-	ready []unix.EpollEvent
+	// ready receives epoll_wait results (allocated once); nready is how
+	// many the last wait returned.
+	ready  []unix.EpollEvent
+	nready int
 	// ctl is the scratch argument for epoll_ctl, kept here so registering
 	// interest does not allocate.
 	ctl unix.EpollEvent
-	// msg and iov are the scratch arguments of a multi-chunk sendmsg.
-	msg unix.Msghdr
-	iov [maxSegments]unix.Iovec
+	// vec is the scratch argument of a multi-chunk sendmsg.
+	vec sendVec
+	// interest is the mask registered for each connection slot.
+	interest []uint32
 
 	// arena is the loop-wide read buffer: Buffers chunks of BufferSize
 	// bytes. A readable connection borrows the next chunk for one read, and
@@ -81,134 +76,186 @@ type epollLoop struct {
 	// hold no read memory at all.
 	arena     []byte
 	arenaNext int // chunks handed out in this Poll
-
-	// Accept pause after descriptor exhaustion (EMFILE and friends): the
-	// listener leaves the epoll set, or level-triggering would report it
-	// ready on every wait and the loop would spin.
-	acceptPaused  bool
-	acceptRetryAt time.Time
-	lastAcceptLog time.Time
-
-	isClosed bool // Close was called
 }
 
 // newEpoll opens the listener on addr and the epoll instance around it.
 // cfg must already carry its defaults.
-func newEpoll(addr string, cfg Config) (*epollLoop, error) {
+func newEpoll(addr string, cfg Config) (*eventLoop, error) {
 	if cfg.BufferSize == 0 {
 		cfg.BufferSize = epollBufferSize
 	}
 	if cfg.Buffers <= 0 || cfg.BufferSize <= 0 {
 		return nil, fmt.Errorf("epoll: read arena of %d x %d bytes: both must be positive", cfg.Buffers, cfg.BufferSize)
 	}
-	l := &epollLoop{cfg: cfg, epfd: -1, listenFd: -1}
-	fail := func(err error) (*epollLoop, error) {
+	l := &eventLoop{cfg: cfg, listenFd: -1}
+	e := &epollEngine{eventLoop: l, epfd: -1}
+	l.io = e
+	fail := func(err error) (*eventLoop, error) {
 		l.Close()
 		return nil, err
 	}
 
 	var err error
-	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		l.epfd = -1
+	if e.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		e.epfd = -1
 		return fail(fmt.Errorf("epoll_create1: %w", err))
 	}
 	if l.waker, err = newWaker(); err != nil {
 		return fail(err)
 	}
-	if err := l.control(unix.EPOLL_CTL_ADD, l.waker.fd, unix.EPOLLIN, epollWakeSlot, 0); err != nil {
+	// The eventfd stays registered for the loop's life: Wake needs nothing
+	// armed per Poll.
+	if err := e.control(unix.EPOLL_CTL_ADD, l.waker.fd, unix.EPOLLIN, epollWakeSlot, 0); err != nil {
 		return fail(fmt.Errorf("epoll_ctl add eventfd: %w", err))
 	}
 	if l.listenFd, l.addr, err = listen(addr, cfg.Backlog); err != nil {
 		l.listenFd = -1
 		return fail(err)
 	}
-	if err := l.control(unix.EPOLL_CTL_ADD, l.listenFd, unix.EPOLLIN, epollListenerSlot, 0); err != nil {
-		return fail(fmt.Errorf("epoll_ctl add listener: %w", err))
+	if err := e.armAccept(); err != nil {
+		return fail(err)
 	}
+	l.acceptArmed = true
 
-	l.ready = make([]unix.EpollEvent, epollReadyMax)
-	l.arena = make([]byte, cfg.Buffers*cfg.BufferSize)
+	e.ready = make([]unix.EpollEvent, epollReadyMax)
+	e.arena = make([]byte, cfg.Buffers*cfg.BufferSize)
 	return l, nil
 }
 
-func (l *epollLoop) Backend() Backend { return Epoll }
-func (l *epollLoop) Addr() net.Addr   { return l.addr }
-func (l *epollLoop) Stats() *Stats    { return &l.stats }
+func (e *epollEngine) backend() Backend { return Epoll }
 
-func (l *epollLoop) Features() string {
-	return fmt.Sprintf("epoll, level-triggered, read arena %dx%s", l.cfg.Buffers, formatSize(l.cfg.BufferSize))
+func (e *epollEngine) features() string {
+	return fmt.Sprintf("epoll, level-triggered, read arena %dx%s", e.cfg.Buffers, bytesize.Format(int64(e.cfg.BufferSize)))
 }
 
-// formatSize writes n the way configuration is usually written: 16KiB, 1MiB.
-func formatSize(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKiB", n>>10)
+func (e *epollEngine) giveBack() { e.arenaNext = 0 }
+
+// startSend writes now, unless EPOLLOUT is registered: then the socket
+// buffer was full at the last try, and epoll says when it has room.
+func (e *epollEngine) startSend(c *Conn) {
+	if e.interest[c.slot]&unix.EPOLLOUT == 0 {
+		e.writeOut(c)
 	}
-	return fmt.Sprintf("%dB", n)
 }
 
-// Wake makes the loop return a Woken event. Safe from any goroutine, even
-// racing with Close: it touches nothing but the eventfd (see waker).
-func (l *epollLoop) Wake() { l.waker.wake() }
-
-// Poll carries out queued requests, waits up to timeout for I/O and fills
-// events. See the top of this file for the order of things.
-func (l *epollLoop) Poll(events []Event, timeout time.Duration) (int, error) {
-	if l.isClosed {
-		return 0, ErrLoopClosed
-	}
-	l.arenaNext = 0
-	l.reuseSlots()
-	l.applyRequests()
-	if l.acceptPaused {
-		l.resumeAcceptingIfDue(time.Now())
-	}
-
-	n := l.takePending(events)
-	room := len(events) - n
-	if room == 0 {
-		// The rest of the pending events, and any I/O, wait for the next Poll.
-		return n, nil
-	}
-	if n > 0 {
-		timeout = 0 // there is something to hand back already
-	}
-	ready, err := l.wait(l.ready[:min(room, len(l.ready))], timeout)
-	if err != nil {
-		return n, err
-	}
-	l.stats.observeBatch(ready)
-	for i := range ready {
-		n = l.handleReady(&l.ready[i], events, n)
-	}
-	n += l.takePending(events[n:])
-	return n, nil
-}
-
-// wait is epoll_wait with the timeout rules of Poll: never longer than the
-// accept pause, sub-millisecond timeouts rounded up so that a short wait
-// does not turn into a busy loop, and EINTR retried with what is left.
-func (l *epollLoop) wait(ready []unix.EpollEvent, timeout time.Duration) (int, error) {
-	var deadline time.Time
-	if l.acceptPaused {
-		untilRetry := max(time.Until(l.acceptRetryAt), 0)
-		if timeout < 0 || untilRetry < timeout {
-			timeout = untilRetry
+// writeOut writes c's queued output straight from its chunks, up to
+// maxSegments of them per system call, until the queue is empty or the
+// socket buffer is full (a short write or EAGAIN; armConn then registers
+// EPOLLOUT). A failed write closes c.
+func (e *epollEngine) writeOut(c *Conn) {
+	for c.out.n > 0 {
+		k := c.out.peek(e.segs[:])
+		want := 0
+		for _, s := range e.segs[:k] {
+			want += len(s)
+		}
+		n, err := e.sendSegments(c.fd, e.segs[:k])
+		clear(e.segs[:k])
+		if n > 0 {
+			c.consumed(n)
+		}
+		switch err {
+		case nil:
+			if n < want {
+				return
+			}
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+		default: // EPIPE, ECONNRESET, ...
+			e.closeConn(c, err)
+			return
 		}
 	}
+}
+
+// sendSegments writes segs in one system call: send(2) for one segment,
+// sendmsg(2) with an iovec per segment otherwise, both with MSG_NOSIGNAL.
+func (e *epollEngine) sendSegments(fd int, segs [][]byte) (int, error) {
+	if len(segs) == 1 {
+		return sendNoSignal(fd, segs[0])
+	}
+	msg := e.vec.set(segs)
+	n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(msg)), unix.MSG_NOSIGNAL)
+	e.vec.reset()
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// armConn brings c's registration in line with its state: read interest
+// unless paused or at EOF, EPOLLOUT while output is queued.
+func (e *epollEngine) armConn(c *Conn) {
+	var want uint32
+	if c.flags&(flagWantPause|flagEOF) == 0 {
+		want |= epollReadInterest
+	}
+	if c.out.n > 0 {
+		want |= unix.EPOLLOUT
+	}
+	if want == e.interest[c.slot] {
+		return
+	}
+	// A mask of 0 is valid: the socket stays registered and still reports
+	// errors and hang-ups.
+	if err := e.control(unix.EPOLL_CTL_MOD, c.fd, want, c.slot, c.gen); err != nil {
+		e.closeConn(c, fmt.Errorf("epoll_ctl mod: %w", err))
+		return
+	}
+	e.interest[c.slot] = want
+}
+
+// closeConn tears c down at once and queues its Closed event. Nothing is in
+// flight on epoll, so the slot is released right away.
+func (e *epollEngine) closeConn(c *Conn, err error) {
+	// Deregister explicitly instead of relying on close: the registration
+	// belongs to the open file, and a child process forked in this instant
+	// would hold a copy of the descriptor and keep it alive.
+	_ = e.control(unix.EPOLL_CTL_DEL, c.fd, 0, 0, 0)
+	_ = unix.Close(c.fd)
+	e.closed(c, err)
+	e.interest[c.slot] = 0
+	e.release(c)
+}
+
+// armAccept puts the listener in the epoll set. disarmAccept takes it out:
+// level-triggering would otherwise report it on every wait during an
+// accept pause, and the loop would spin.
+func (e *epollEngine) armAccept() error {
+	if err := e.control(unix.EPOLL_CTL_ADD, e.listenFd, unix.EPOLLIN, epollListenerSlot, 0); err != nil {
+		return fmt.Errorf("epoll_ctl add listener: %w", err)
+	}
+	return nil
+}
+
+func (e *epollEngine) disarmAccept() {
+	_ = e.control(unix.EPOLL_CTL_DEL, e.listenFd, 0, 0, 0)
+	e.acceptArmed = false
+}
+
+// wait is epoll_wait with sub-millisecond timeouts rounded up, so that a
+// short wait does not turn into a busy loop, and EINTR retried with what
+// is left. With no room for events there is nothing to wait for: epoll
+// has no queued work to hand over.
+func (e *epollEngine) wait(timeout time.Duration, room int) error {
+	e.nready = 0
+	if room == 0 {
+		return nil
+	}
+	ready := e.ready[:min(room, len(e.ready))]
+	var deadline time.Time
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
 	for {
-		n, err := unix.EpollWait(l.epfd, ready, waitMillis(timeout))
+		n, err := unix.EpollWait(e.epfd, ready, waitMillis(timeout))
 		if err == nil {
-			return n, nil
+			e.nready = n
+			return nil
 		}
 		if err != unix.EINTR {
-			return 0, fmt.Errorf("epoll_wait: %w", err)
+			return fmt.Errorf("epoll_wait: %w", err)
 		}
 		if timeout > 0 {
 			timeout = max(time.Until(deadline), 0)
@@ -227,41 +274,47 @@ func waitMillis(timeout time.Duration) int {
 	return int((timeout + time.Millisecond - 1) / time.Millisecond)
 }
 
+func (e *epollEngine) complete(events []Event, n int) (int, int) {
+	for i := range e.ready[:e.nready] {
+		n = e.handleReady(&e.ready[i], events, n)
+	}
+	return n, e.nready
+}
+
 // handleReady deals with one ready descriptor. Received events go into
 // events at n; it returns the new count.
-func (l *epollLoop) handleReady(ev *unix.EpollEvent, events []Event, n int) int {
+func (e *epollEngine) handleReady(ev *unix.EpollEvent, events []Event, n int) int {
 	switch ev.Fd {
 	case epollListenerSlot:
 		// Opened events travel through the pending queue; keep what is queued
 		// for the caller within one slice's worth.
-		if budget := min(epollAcceptMax, len(events)-n-len(l.pending)); budget > 0 {
-			l.acceptBatch(budget)
+		if budget := min(epollAcceptMax, len(events)-n-len(e.pending)); budget > 0 {
+			e.acceptBatch(budget)
 		}
 		return n
 	case epollWakeSlot:
 		// Draining resets the eventfd counter: any number of Wake calls
 		// since the last drain fold into one Woken event.
-		l.waker.drain()
-		l.pending = append(l.pending, Event{Kind: Woken})
+		e.waker.drain()
+		e.pending = append(e.pending, Event{Kind: Woken})
 		return n
 	}
 
-	c := l.lookup(ev.Fd, uint32(ev.Pad))
+	c := e.lookup(ev.Fd, uint32(ev.Pad))
 	if c == nil || c.flags&flagOpen == 0 {
 		// A report for a connection that is gone (the slot moved on to a new
 		// generation): nothing to do.
 		return n
 	}
-	gen := c.gen
 
-	if ev.Events&unix.EPOLLOUT != 0 && c.Pending() > 0 {
-		l.writeOut(c)
-		if c.gen != gen {
+	if ev.Events&unix.EPOLLOUT != 0 && c.out.n > 0 {
+		e.writeOut(c)
+		if c.flags&flagOpen == 0 {
 			return n // the write failed and closed it
 		}
-		l.settle(c)
-		if c.gen != gen {
-			return n // drained after EOF: closed
+		e.wrote(c)
+		if e.armConn(c); c.flags&flagOpen == 0 {
+			return n
 		}
 	}
 
@@ -269,62 +322,61 @@ func (l *epollLoop) handleReady(ev *unix.EpollEvent, events []Event, n int) int 
 	if ev.Events&readable == 0 {
 		return n
 	}
-	if c.flags&(flagReadPaused|flagEOF) != 0 {
+	if c.flags&(flagWantPause|flagEOF) != 0 {
 		// Not reading, yet the kernel reports an error or hang-up (those come
 		// whatever the interest set says). The socket is dead: reading more
 		// is not wanted and writing would fail, so close it now rather than
 		// be told again on every wait.
 		if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			l.closeConn(c, socketError(c.fd))
+			e.closeConn(c, socketError(c.fd))
 		}
 		return n
 	}
-	return l.readOnce(c, events, n)
+	return e.readOnce(c, events, n)
 }
 
 // readOnce does one read(2) for c into the next arena chunk. When the arena
 // or the caller's slice is full it does nothing: level-triggered epoll
 // reports c again next time.
-func (l *epollLoop) readOnce(c *Conn, events []Event, n int) int {
-	size := l.cfg.BufferSize
-	if n == len(events) || (l.arenaNext+1)*size > len(l.arena) {
+func (e *epollEngine) readOnce(c *Conn, events []Event, n int) int {
+	size := e.cfg.BufferSize
+	if n == len(events) || (e.arenaNext+1)*size > len(e.arena) {
 		return n
 	}
-	start := l.arenaNext * size
+	start := e.arenaNext * size
 	// The capacity is cut to the chunk, so an owner appending to Data
 	// copies instead of writing into the neighbouring chunk.
-	chunk := l.arena[start : start+size : start+size]
+	chunk := e.arena[start : start+size : start+size]
 
 	r, err := unix.Read(c.fd, chunk)
 	switch {
 	case r > 0:
-		l.arenaNext++
+		e.arenaNext++
 		events[n] = Event{Kind: Received, Conn: c, Data: chunk[:r]}
 		return n + 1
 	case err == nil: // r == 0: the peer closed its sending side
 		c.flags |= flagEOF
-		l.settle(c)
-		l.markDirty(c)
+		e.armConn(c)
+		e.markDirty(c) // the next Poll closes it once its output is out
 	case err == unix.EAGAIN || err == unix.EINTR:
 		// Nothing after all, or interrupted; still ready if there is data.
 	default:
-		l.closeConn(c, err)
+		e.closeConn(c, err)
 	}
 	return n
 }
 
 // acceptBatch accepts up to limit connections, stopping at EAGAIN.
-func (l *epollLoop) acceptBatch(limit int) {
+func (e *epollEngine) acceptBatch(limit int) {
 	for range limit {
-		fd, err := acceptNoAddr(l.listenFd)
+		fd, err := acceptNoAddr(e.listenFd)
 		switch {
 		case err == nil:
-			l.opened(fd)
+			e.opened(fd)
 		case err == unix.EAGAIN:
 			return
 		case isFdExhaustion(err):
-			l.stats.AcceptFails.Add(1)
-			l.pauseAccepting(err)
+			e.pauseAccepting(err)
 			return
 		default:
 			// ECONNABORTED, EPERM (firewall), network errors: the failure
@@ -334,224 +386,34 @@ func (l *epollLoop) acceptBatch(limit int) {
 }
 
 // opened registers an accepted socket and announces it.
-func (l *epollLoop) opened(fd int) {
-	tuneAccepted(fd, l.cfg.NoDelay)
-	c := l.newConn(fd)
-	l.pending = append(l.pending, Event{Kind: Opened, Conn: c})
-	if err := l.control(unix.EPOLL_CTL_ADD, fd, epollReadInterest, c.slot, c.gen); err != nil {
+func (e *epollEngine) opened(fd int) {
+	tuneAccepted(fd, e.cfg.NoDelay)
+	c := e.newConn(fd)
+	interest := slotState(&e.interest, c.slot)
+	*interest = 0
+	e.pending = append(e.pending, Event{Kind: Opened, Conn: c})
+	if err := e.control(unix.EPOLL_CTL_ADD, fd, epollReadInterest, c.slot, c.gen); err != nil {
 		// Out of epoll watches or memory. The owner already has its Opened
 		// (queued above), so it gets the matching Closed.
-		l.closeConn(c, fmt.Errorf("epoll_ctl add: %w", err))
+		e.closeConn(c, fmt.Errorf("epoll_ctl add: %w", err))
 		return
 	}
-	c.interest = epollReadInterest
-}
-
-// pauseAccepting takes the listener out of the epoll set for AcceptRetry.
-// Connections keep queuing in the kernel's backlog meanwhile.
-func (l *epollLoop) pauseAccepting(err error) {
-	now := time.Now()
-	if !l.acceptPaused {
-		_ = l.control(unix.EPOLL_CTL_DEL, l.listenFd, 0, 0, 0)
-		l.acceptPaused = true
-	}
-	l.acceptRetryAt = now.Add(l.cfg.AcceptRetry)
-	if now.Sub(l.lastAcceptLog) >= time.Second {
-		l.lastAcceptLog = now
-		l.cfg.Logger.Warn("accept failed for lack of descriptors or memory; accepting pauses",
-			"backend", "epoll", "err", err, "pause", l.cfg.AcceptRetry)
-	}
-}
-
-func (l *epollLoop) resumeAcceptingIfDue(now time.Time) {
-	if l.listenFd < 0 || now.Before(l.acceptRetryAt) {
-		return
-	}
-	if err := l.control(unix.EPOLL_CTL_ADD, l.listenFd, unix.EPOLLIN, epollListenerSlot, 0); err != nil {
-		l.acceptRetryAt = now.Add(l.cfg.AcceptRetry)
-		l.cfg.Logger.Warn("re-adding the listener to epoll failed", "backend", "epoll", "err", err)
-		return
-	}
-	l.acceptPaused = false
-}
-
-// applyRequests carries out what the owner asked for through Conn methods
-// since the last Poll.
-func (l *epollLoop) applyRequests() {
-	for i := 0; i < len(l.dirty); i++ {
-		c := l.dirty[i]
-		c.flags &^= flagDirty
-		if c.flags&flagOpen == 0 {
-			continue // closed before the owner heard of it; nothing to do
-		}
-		if c.flags&flagWantClose != 0 {
-			l.closeConn(c, ErrClosedLocally)
-			continue
-		}
-		// With EPOLLOUT registered the socket buffer was full at the last
-		// try; epoll says when it has room, so do not ask the kernel now.
-		if c.Pending() > 0 && c.interest&unix.EPOLLOUT == 0 {
-			gen := c.gen
-			l.writeOut(c)
-			if c.gen != gen {
-				continue
-			}
-		}
-		if c.flags&flagEOF != 0 && c.Pending() == 0 {
-			l.closeConn(c, nil) // the peer is done and so are we
-			continue
-		}
-		if c.flags&flagWantPause != 0 {
-			c.flags |= flagReadPaused
-		} else {
-			c.flags &^= flagReadPaused
-		}
-		l.settle(c)
-	}
-	clear(l.dirty)
-	l.dirty = l.dirty[:0]
-}
-
-// writeOut writes c's queued output straight from its chunks, up to
-// maxSegments of them per system call, until the queue is empty or the
-// socket buffer is full (a short write or EAGAIN; settle then registers
-// EPOLLOUT). A failed write closes c.
-func (l *epollLoop) writeOut(c *Conn) {
-	for c.out.n > 0 {
-		k := c.out.peek(l.segs[:])
-		want := 0
-		for _, s := range l.segs[:k] {
-			want += len(s)
-		}
-		n, err := l.sendSegments(c.fd, l.segs[:k])
-		clear(l.segs[:k])
-		if n > 0 {
-			c.consumed(n)
-		}
-		switch err {
-		case nil:
-			if n < want {
-				return
-			}
-		case unix.EAGAIN:
-			return
-		case unix.EINTR:
-		default: // EPIPE, ECONNRESET, ...
-			l.closeConn(c, err)
-			return
-		}
-	}
-}
-
-// sendSegments writes segs in one system call: send(2) for one segment,
-// sendmsg(2) with an iovec per segment otherwise, both with MSG_NOSIGNAL.
-func (l *epollLoop) sendSegments(fd int, segs [][]byte) (int, error) {
-	if len(segs) == 1 {
-		return sendNoSignal(fd, segs[0])
-	}
-	for i, s := range segs {
-		l.iov[i] = unix.Iovec{Base: &s[0], Len: uint64(len(s))}
-	}
-	l.msg = unix.Msghdr{Iov: &l.iov[0], Iovlen: uint64(len(segs))}
-	n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&l.msg)), unix.MSG_NOSIGNAL)
-	clear(l.iov[:len(segs)])
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
-// settle brings c's epoll registration in line with its state after any
-// change, emits Drained when its mark is reached, and closes it once the
-// peer has finished sending and the last queued byte is written.
-func (l *epollLoop) settle(c *Conn) {
-	l.checkDrained(c)
-	if c.flags&flagEOF != 0 && c.Pending() == 0 {
-		// Close at the next Poll, not now: the owner has yet to handle this
-		// batch, which may queue more output for c (even from c itself).
-		l.markDirty(c)
-	}
-	var want uint32
-	if c.flags&(flagReadPaused|flagEOF) == 0 {
-		want |= epollReadInterest
-	}
-	if c.Pending() > 0 {
-		want |= unix.EPOLLOUT
-	}
-	if want == c.interest {
-		return
-	}
-	// A mask of 0 is valid: the socket stays registered and still reports
-	// errors and hang-ups.
-	if err := l.control(unix.EPOLL_CTL_MOD, c.fd, want, c.slot, c.gen); err != nil {
-		l.closeConn(c, fmt.Errorf("epoll_ctl mod: %w", err))
-		return
-	}
-	c.interest = want
-}
-
-// closeConn tears c down at once and queues its Closed event. Nothing is in
-// flight on epoll, so the slot is free for the next accept right away.
-func (l *epollLoop) closeConn(c *Conn, err error) {
-	// Deregister explicitly instead of relying on close: the registration
-	// belongs to the open file, and a child process forked in this instant
-	// would hold a copy of the descriptor and keep it alive.
-	_ = l.control(unix.EPOLL_CTL_DEL, c.fd, 0, 0, 0)
-	_ = unix.Close(c.fd)
-	l.closed(c, err)
-	l.release(c)
+	*interest = epollReadInterest
 }
 
 // control is epoll_ctl with the slot and generation packed into the event.
-func (l *epollLoop) control(op, fd int, mask uint32, slot int32, gen uint32) error {
-	l.ctl = unix.EpollEvent{Events: mask, Fd: slot, Pad: int32(gen)}
-	return unix.EpollCtl(l.epfd, op, fd, &l.ctl)
+func (e *epollEngine) control(op, fd int, mask uint32, slot int32, gen uint32) error {
+	e.ctl = unix.EpollEvent{Events: mask, Fd: slot, Pad: int32(gen)}
+	return unix.EpollCtl(e.epfd, op, fd, &e.ctl)
 }
 
-// StopAccepting closes the listener; open connections stay. Idempotent.
-func (l *epollLoop) StopAccepting() {
-	if l.listenFd < 0 {
-		return
-	}
-	if !l.acceptPaused {
-		_ = l.control(unix.EPOLL_CTL_DEL, l.listenFd, 0, 0, 0)
-	}
-	_ = unix.Close(l.listenFd)
-	l.listenFd = -1
-	l.acceptPaused = false
-}
-
-// Close closes every connection, the listener, the eventfd and the epoll
-// instance, without emitting events. Idempotent.
-func (l *epollLoop) Close() error {
-	if l.isClosed {
+// close closes the epoll instance; its registrations go with it.
+func (e *epollEngine) close() error {
+	if e.epfd < 0 {
 		return nil
 	}
-	l.isClosed = true
-	for _, c := range l.conns {
-		if c.fd >= 0 && c.flags&flagOpen != 0 {
-			_ = unix.Close(c.fd)
-		}
-		c.fd = -1
-		c.flags = 0
-	}
-	l.open = 0
-	l.stats.Open.Store(0)
-	clear(l.dirty)
-	l.dirty = l.dirty[:0]
-	clear(l.pending)
-	l.pending = l.pending[:0]
-
-	l.StopAccepting()
-	if l.waker != nil {
-		// Wake stays safe after this: writes to a closed os.File just fail.
-		l.waker.close()
-	}
-	var err error
-	if l.epfd >= 0 {
-		err = unix.Close(l.epfd)
-		l.epfd = -1
-	}
+	err := unix.Close(e.epfd)
+	e.epfd = -1
 	if err != nil {
 		return fmt.Errorf("close epoll: %w", err)
 	}
@@ -596,5 +458,3 @@ func socketError(fd int) error {
 	}
 	return unix.Errno(v)
 }
-
-var _ Loop = (*epollLoop)(nil)

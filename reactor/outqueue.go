@@ -1,5 +1,7 @@
 package reactor
 
+import "syscall"
+
 // Output is queued in fixed-size chunks rather than in one growing slice.
 // A growing slice doubles its capacity, so a queue that briefly holds N
 // bytes pins up to 2N, twice over on io_uring (one buffer being sent, one
@@ -140,4 +142,28 @@ func (q *outQueue) reset(p *chunkPool) {
 		c = next
 	}
 	*q = outQueue{}
+}
+
+// sendVec holds a sendmsg header and one iovec per queued chunk, where the
+// kernel reads them: at once on epoll, until the send completes on
+// io_uring.
+type sendVec struct {
+	msg syscall.Msghdr
+	iov [maxSegments]syscall.Iovec
+}
+
+// set points the vector at segs and returns the header.
+func (v *sendVec) set(segs [][]byte) *syscall.Msghdr {
+	for i, s := range segs {
+		v.iov[i] = syscall.Iovec{Base: &s[0], Len: uint64(len(s))}
+	}
+	v.msg = syscall.Msghdr{Iov: &v.iov[0], Iovlen: uint64(len(segs))}
+	return &v.msg
+}
+
+// reset drops the pointers into chunks, so that an idle vector keeps none
+// alive.
+func (v *sendVec) reset() {
+	clear(v.iov[:v.msg.Iovlen])
+	v.msg = syscall.Msghdr{}
 }

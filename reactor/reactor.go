@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -165,3 +166,32 @@ const (
 	uringBufferSize = 4 << 10
 	epollBufferSize = 16 << 10
 )
+
+// Stats are counters a loop keeps for metrics. The loop writes them with
+// atomic operations; any goroutine may read them.
+type Stats struct {
+	Open        atomic.Int64
+	Accepted    atomic.Uint64
+	Closed      atomic.Uint64
+	Iterations  atomic.Uint64 // waits for I/O
+	Completions atomic.Uint64 // CQEs (io_uring) or ready descriptors (epoll) handled
+	NoBuffers   atomic.Uint64 // io_uring recv found the buffer ring empty (ENOBUFS)
+	AcceptFails atomic.Uint64 // accept failed for lack of descriptors (EMFILE/ENFILE)
+	// BatchSizes is a histogram of completions per wait: bucket i counts
+	// waits that returned at most BatchBounds[i] completions; the last
+	// bucket counts the rest.
+	BatchSizes [len(BatchBounds) + 1]atomic.Uint64
+}
+
+// BatchBounds are the upper bounds of the Stats.BatchSizes buckets.
+var BatchBounds = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+
+func (s *Stats) observeBatch(n int) {
+	s.Iterations.Add(1)
+	s.Completions.Add(uint64(n))
+	i := 0
+	for i < len(BatchBounds) && n > BatchBounds[i] {
+		i++
+	}
+	s.BatchSizes[i].Add(1)
+}

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // BenchmarkRelay measures the whole path in one process: a client writes
@@ -21,7 +23,7 @@ func BenchmarkRelay(b *testing.B) {
 			ts := startServer(b, backend, nil)
 			src, dst := ts.dial(b), ts.dial(b)
 			payload := bytes.Repeat([]byte("x"), 63) // 63 + NUL = 64 bytes delivered
-			one := frame(dst.ID(), payload)
+			one := frame.Append(nil, dst.ID(), payload)
 			const perWrite = 256
 			batch := bytes.Repeat(one, perWrite)
 

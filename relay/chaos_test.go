@@ -11,31 +11,26 @@ package relay_test
 // every failure message; RINGRELAY_CHAOS_SEED=<seed> replays the same
 // choices (which frames, which sizes, which cuts, which actions), though
 // not the same interleaving, which is up to the scheduler and the kernel.
+//
+// This file holds the engine's state and one run from start to the final
+// checks; chaos_client_test.go what each client does, chaos_oracle_test.go
+// how received frames and the server's counters are checked, soak_test.go
+// the long form.
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
+	"github.com/ringrelay/ringrelay/internal/payload"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -54,15 +49,6 @@ const (
 	chaosTraffic = 6 * time.Second
 	// chaosMaxBatch caps the bytes one client writes in one go.
 	chaosMaxBatch = 256 << 10
-	// chaosPool is the size of the random, NUL-free byte pool payload
-	// bodies are cut from.
-	chaosPool = 1 << 20
-	// chaosHdrLen is the length of the text header in front of every
-	// payload: six fields of a letter and 8 hex digits, then ':'.
-	chaosHdrLen = 6*9 + 1
-	// chaosSlack bounds every wait that depends on the server making
-	// progress; hitting one is a failure, not a timing measurement.
-	chaosSlack = 30 * time.Second
 )
 
 // How an incarnation (one connection of one client slot) ended, from the
@@ -107,7 +93,6 @@ type chaosRec struct {
 	dest    uint32
 	destInc int32 // incarnation the frame was addressed to; 0 for an unknown ID
 	size    int32 // payload bytes, NUL excluded
-	sum     uint32
 	// truncated frames were written only in part (no NUL) just before a
 	// reset: they must never be delivered.
 	truncated bool
@@ -169,7 +154,9 @@ type chaos struct {
 	ts   *testServer
 	seed uint64
 	tag  string // goes in front of every failure
-	pool []byte
+	// codec builds every payload from (sender incarnation, seq, size),
+	// with filler bytes drawn from the run's seed.
+	codec *payload.Codec
 
 	mu     sync.Mutex
 	incs   []*chaosInc          // index n-1
@@ -204,10 +191,9 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 		byID: make(map[uint32]*chaosInc),
 	}
 	t.Logf("%s: %d clients for %v, run seed %#x", ch.tag, chaosClients, traffic, seed)
-	rng := rand.New(rand.NewPCG(seed, 0x706f6f6c))
-	ch.pool = make([]byte, chaosPool)
-	for i := range ch.pool {
-		ch.pool[i] = byte(1 + rng.IntN(255))
+	var err error
+	if ch.codec, err = payload.NewCodec(seed, chaosMaxFrame); err != nil {
+		t.Fatal(err)
 	}
 
 	// Baselines, once the server and this process's poller are warm: a
@@ -232,8 +218,8 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 		time.Sleep(10 * time.Millisecond)
 	}
 	ch.stop.Store(true)
-	if !chaosWait(&workers, chaosSlack) {
-		ch.fail("workers still busy %v after the stop: a write is stuck (server metrics %s)", chaosSlack, chaosMetrics(ts.srv.Metrics()))
+	if !chaosWait(&workers, progressSlack) {
+		ch.fail("workers still busy %v after the stop: a write is stuck (server metrics %s)", progressSlack, chaosMetrics(ts.srv.Metrics()))
 		ch.abort()
 		workers.Wait()
 	}
@@ -266,7 +252,7 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 // metrics account for every close the loop reported.
 func chaosQuiet(t testing.TB, ts *testServer, what string) {
 	t.Helper()
-	waitFor(t, what, chaosSlack, func() bool {
+	waitFor(t, what, progressSlack, func() bool {
 		if ts.stats.Open.Load() != 0 {
 			return false
 		}
@@ -343,7 +329,7 @@ func (ch *chaos) settle(ts *testServer) chaosReport {
 		}
 		return n, first
 	}
-	deadline := time.Now().Add(chaosSlack)
+	deadline := time.Now().Add(progressSlack)
 	for ch.failures.Load() == 0 {
 		n, first := missing()
 		if n == 0 {
@@ -351,7 +337,7 @@ func (ch *chaos) settle(ts *testServer) chaosReport {
 		}
 		if time.Now().After(deadline) {
 			ch.fail("%d of %d owed frames never arrived within %v after the traffic stopped; first: %s (server metrics %s)",
-				n, len(owed), chaosSlack, first, chaosMetrics(ts.srv.Metrics()))
+				n, len(owed), progressSlack, first, chaosMetrics(ts.srv.Metrics()))
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -370,8 +356,8 @@ func (ch *chaos) settle(ts *testServer) chaosReport {
 	for _, inc := range final {
 		select {
 		case <-inc.readDone:
-		case <-time.After(chaosSlack):
-			ch.fail("incarnation %d (id %08x) half-closed at the end, the server did not close it within %v", inc.n, inc.id, chaosSlack)
+		case <-time.After(progressSlack):
+			ch.fail("incarnation %d (id %08x) half-closed at the end, the server did not close it within %v", inc.n, inc.id, progressSlack)
 			inc.end.Store(chaosReset)
 			inc.c.Close()
 			<-inc.readDone
@@ -429,478 +415,6 @@ func chaosWait(wg *sync.WaitGroup, within time.Duration) bool {
 	}
 }
 
-// worker plays one client slot until the stop.
-func (ch *chaos) worker(slot int) {
-	rng := rand.New(rand.NewPCG(ch.seed, uint64(slot)+1))
-	stable := slot < chaosStable
-	var cur *chaosInc
-	var buf []byte
-	for ordinal := 0; !ch.stop.Load(); {
-		if cur == nil {
-			if cur = ch.dial(slot, ordinal); cur == nil {
-				return
-			}
-			ordinal++
-		}
-		r := rng.IntN(1000)
-		if stable && r >= 920 {
-			r = 0 // stable slots never end their connection
-		}
-		switch {
-		case r < 880:
-			buf = ch.sendBatch(cur, rng, buf)
-		case r < 900:
-			time.Sleep(time.Duration(rng.IntN(5000)) * time.Microsecond)
-		case r < 920:
-			ch.drip(cur, rng)
-		case r < 935:
-			ch.reset(cur, rng)
-			ch.forget(cur)
-			cur = nil
-		case r < 950:
-			ch.halfClose(cur)
-			ch.forget(cur)
-			cur = nil
-		case r < 960:
-			ch.plainClose(cur)
-			ch.forget(cur)
-			cur = nil
-		default:
-			buf = ch.sendBatch(cur, rng, buf)
-		}
-	}
-	if cur != nil {
-		ch.mu.Lock()
-		ch.final = append(ch.final, cur)
-		ch.mu.Unlock()
-	}
-}
-
-func (ch *chaos) dial(slot, ordinal int) *chaosInc {
-	ctx, cancel := context.WithTimeout(context.Background(), chaosSlack)
-	defer cancel()
-	c, err := client.Dial(ctx, ch.ts.addr)
-	if err != nil {
-		ch.fail("slot %d: dial: %v", slot, err)
-		return nil
-	}
-	inc := &chaosInc{slot: slot, id: c.ID(), c: c, next: 1, readDone: make(chan struct{}), lastSeq: make(map[int32]uint32)}
-	ch.mu.Lock()
-	inc.n = int32(len(ch.incs) + 1)
-	ch.incs = append(ch.incs, inc)
-	ch.live = append(ch.live, inc)
-	ch.byID[inc.id] = inc
-	ch.mu.Unlock()
-	rrng := rand.New(rand.NewPCG(ch.seed^0x7265616465720000, uint64(slot)<<20|uint64(ordinal)))
-	go ch.reader(inc, rrng)
-	return inc
-}
-
-// retire takes inc off the list of destinations and remembers it as a
-// stale one, before its connection is closed.
-func (ch *chaos) retire(inc *chaosInc, how int32) {
-	inc.end.Store(how)
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if i := slices.Index(ch.live, inc); i >= 0 {
-		ch.live[i] = ch.live[len(ch.live)-1]
-		ch.live = ch.live[:len(ch.live)-1]
-	}
-	ch.recent = append(ch.recent, inc)
-	if len(ch.recent) > 32 {
-		ch.recent = ch.recent[1:]
-	}
-}
-
-// forget drops an ended incarnation's connection; its oracle records stay.
-func (ch *chaos) forget(inc *chaosInc) {
-	ch.mu.Lock()
-	inc.c = nil
-	ch.mu.Unlock()
-}
-
-// reset ends inc with an RST, sometimes in the middle of a frame.
-func (ch *chaos) reset(inc *chaosInc, rng *rand.Rand) {
-	ch.retire(inc, chaosReset)
-	ch.resets.Add(1)
-	if rng.IntN(2) == 0 {
-		dest, destInc := ch.pickDest(rng, inc)
-		fr, _ := ch.record(inc, dest, destInc, ch.frameSize(rng), true)
-		cut := 1 + rng.IntN(len(fr)-1) // never the NUL
-		inc.c.SetWriteDeadline(time.Now().Add(time.Second))
-		inc.c.NetConn().Write(fr[:cut]) // may block on backpressure: the deadline ends it
-		ch.truncs.Add(1)
-	}
-	inc.c.NetConn().(*net.TCPConn).SetLinger(0)
-	inc.c.Close()
-	<-inc.readDone
-}
-
-// halfClose ends inc the orderly way mid-run: the server must relay what
-// it sent, write out what it queued for it, and close.
-func (ch *chaos) halfClose(inc *chaosInc) {
-	ch.retire(inc, chaosHalf)
-	ch.halfs.Add(1)
-	if err := inc.c.NetConn().(*net.TCPConn).CloseWrite(); err != nil {
-		ch.fail("incarnation %d: CloseWrite: %v", inc.n, err)
-	}
-	select {
-	case <-inc.readDone:
-	case <-time.After(chaosSlack):
-		ch.fail("incarnation %d (id %08x) half-closed, the server did not close it within %v", inc.n, inc.id, chaosSlack)
-		inc.end.Store(chaosReset)
-		inc.c.Close()
-		<-inc.readDone
-	}
-	inc.c.Close()
-}
-
-func (ch *chaos) plainClose(inc *chaosInc) {
-	ch.retire(inc, chaosClose)
-	ch.closes.Add(1)
-	inc.c.Close()
-	<-inc.readDone
-}
-
-// pickDest chooses a destination: mostly live clients, some to itself,
-// some to IDs no one holds (0 and IDs with NUL bytes among them), some
-// to incarnations that just went away.
-func (ch *chaos) pickDest(rng *rand.Rand, me *chaosInc) (uint32, int32) {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	r := rng.IntN(100)
-	switch {
-	case r < 70 && len(ch.live) > 0:
-		d := ch.live[rng.IntN(len(ch.live))]
-		return d.id, d.n
-	case r < 80:
-		return me.id, me.n
-	case r < 90 && len(ch.recent) > 0:
-		d := ch.recent[rng.IntN(len(ch.recent))]
-		return d.id, d.n
-	}
-	for {
-		var id uint32
-		switch rng.IntN(3) {
-		case 0:
-			id = 0
-		case 1:
-			id = rng.Uint32() & 0x00ff00ff
-		default:
-			id = rng.Uint32()
-		}
-		if _, known := ch.byID[id]; !known {
-			return id, 0
-		}
-	}
-}
-
-// frameSize draws a payload size: mostly small, some medium, some up to
-// MaxFrame, a few exactly MaxFrame.
-func (ch *chaos) frameSize(rng *rand.Rand) int {
-	switch r := rng.IntN(100); {
-	case r < 60:
-		return chaosHdrLen + rng.IntN(200)
-	case r < 85:
-		return chaosHdrLen + rng.IntN(4096)
-	case r < 98:
-		return chaosHdrLen + rng.IntN(chaosMaxFrame-chaosHdrLen+1)
-	default:
-		return chaosMaxFrame
-	}
-}
-
-// bodyOffset is where in the pool the body of (incarnation, seq) starts.
-func (ch *chaos) bodyOffset(inc int32, seq uint32) int {
-	x := ch.seed ^ uint64(inc)<<32 ^ uint64(seq)
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	return int(x % uint64(chaosPool-chaosMaxFrame))
-}
-
-// record builds the next frame of inc, header to NUL, and enters it in the
-// oracle before a byte of it is written. The payload is NUL-free text
-// header "S<sender inc>D<dest inc>I<dest id>Q<seq>L<length>C<crc32 of
-// body>:" then a body cut from the pool at an offset that depends on
-// (sender, seq), so a receiver can check every byte.
-func (ch *chaos) record(inc *chaosInc, dest uint32, destInc int32, size int, truncated bool) ([]byte, uint32) {
-	seq := inc.next
-	inc.next++
-	off := ch.bodyOffset(inc.n, seq)
-	body := ch.pool[off : off+size-chaosHdrLen]
-	sum := crc32.ChecksumIEEE(body)
-	fr := make([]byte, 0, 4+size+1)
-	fr = binary.BigEndian.AppendUint32(fr, dest)
-	for i, v := range [6]uint32{uint32(inc.n), uint32(destInc), dest, seq, uint32(size), sum} {
-		fr = append(fr, "SDIQLC"[i])
-		fr = fmt.Appendf(fr, "%08x", v)
-	}
-	fr = append(fr, ':')
-	fr = append(fr, body...)
-	fr = append(fr, 0)
-	inc.mu.Lock()
-	inc.sent = append(inc.sent, chaosRec{dest: dest, destInc: destInc, size: int32(size), sum: sum, truncated: truncated})
-	inc.mu.Unlock()
-	return fr, seq
-}
-
-// sendBatch writes one to six frames in one buffer, cut at random points.
-func (ch *chaos) sendBatch(inc *chaosInc, rng *rand.Rand, buf []byte) []byte {
-	buf = buf[:0]
-	first := inc.next
-	for k := 1 + rng.IntN(6); k > 0 && len(buf) < chaosMaxBatch; k-- {
-		dest, destInc := ch.pickDest(rng, inc)
-		fr, _ := ch.record(inc, dest, destInc, ch.frameSize(rng), false)
-		buf = append(buf, fr...)
-	}
-	if err := ch.writeCut(inc, rng, buf); err != nil {
-		if inc.end.Load() == chaosOpen {
-			ch.fail("incarnation %d (id %08x): write: %v", inc.n, inc.id, err)
-		}
-		return buf
-	}
-	inc.mu.Lock()
-	for seq := first; seq < inc.next; seq++ {
-		inc.sent[seq-1].written = true
-	}
-	inc.mu.Unlock()
-	return buf
-}
-
-// writeCut writes buf in pieces: sometimes whole, otherwise at up to four
-// random cut points, one of them often inside the first header.
-func (ch *chaos) writeCut(inc *chaosInc, rng *rand.Rand, buf []byte) error {
-	inc.c.SetWriteDeadline(time.Now().Add(chaosSlack))
-	var cuts []int
-	if rng.IntN(5) != 0 {
-		for range 1 + rng.IntN(4) {
-			cuts = append(cuts, 1+rng.IntN(len(buf)-1))
-		}
-		if rng.IntN(3) == 0 {
-			cuts = append(cuts, 1+rng.IntN(3))
-		}
-		slices.Sort(cuts)
-		cuts = slices.Compact(cuts)
-	}
-	cuts = append(cuts, len(buf))
-	at := 0
-	for _, c := range cuts {
-		if _, err := inc.c.NetConn().Write(buf[at:c]); err != nil {
-			return err
-		}
-		at = c
-		if rng.IntN(4) == 0 {
-			time.Sleep(time.Duration(rng.IntN(300)) * time.Microsecond)
-		}
-	}
-	return nil
-}
-
-// drip writes one small frame a byte at a time.
-func (ch *chaos) drip(inc *chaosInc, rng *rand.Rand) {
-	dest, destInc := ch.pickDest(rng, inc)
-	fr, seq := ch.record(inc, dest, destInc, chaosHdrLen+rng.IntN(16), false)
-	inc.c.SetWriteDeadline(time.Now().Add(chaosSlack))
-	for i := range fr {
-		if _, err := inc.c.NetConn().Write(fr[i : i+1]); err != nil {
-			ch.fail("incarnation %d: dribbled write: %v", inc.n, err)
-			return
-		}
-		time.Sleep(50 * time.Microsecond)
-	}
-	inc.mu.Lock()
-	inc.sent[seq-1].written = true
-	inc.mu.Unlock()
-}
-
-// reader receives for inc until its connection ends, checking each frame
-// and now and then stalling, which backs the relay up onto the senders.
-func (ch *chaos) reader(inc *chaosInc, rng *rand.Rand) {
-	defer close(inc.readDone)
-	for {
-		p, err := inc.c.Recv()
-		if err != nil {
-			switch e := inc.end.Load(); {
-			case e == chaosOpen:
-				ch.fail("incarnation %d (id %08x) never closed, yet its connection ended: %v", inc.n, inc.id, err)
-			case (e == chaosHalf || e == chaosFinal) && err != io.EOF:
-				ch.fail("incarnation %d (id %08x) half-closed: want a clean EOF from the server, got %v", inc.n, inc.id, err)
-			}
-			return
-		}
-		ch.check(inc, p)
-		if rng.IntN(300) == 0 {
-			ch.stalls.Add(1)
-			time.Sleep(time.Duration(20+rng.IntN(280)) * time.Millisecond)
-		}
-	}
-}
-
-func chaosHex(b []byte) (uint32, bool) {
-	v, err := strconv.ParseUint(string(b), 16, 32)
-	return uint32(v), err == nil
-}
-
-// check verifies one received payload against the oracle.
-func (ch *chaos) check(inc *chaosInc, p []byte) {
-	if len(p) < chaosHdrLen || p[chaosHdrLen-1] != ':' {
-		ch.fail("incarnation %d got a payload that is no whole frame (%d bytes): %q", inc.n, len(p), trim(p))
-		return
-	}
-	var f [6]uint32
-	for i := range f {
-		h := p[i*9 : i*9+9]
-		v, ok := chaosHex(h[1:])
-		if h[0] != "SDIQLC"[i] || !ok {
-			ch.fail("incarnation %d got a mangled header %q", inc.n, p[:chaosHdrLen])
-			return
-		}
-		f[i] = v
-	}
-	src, destInc, dest, seq, size, sum := int32(f[0]), int32(f[1]), f[2], f[3], f[4], f[5]
-	what := fmt.Sprintf("incarnation %d (id %08x) got frame %d of incarnation %d", inc.n, inc.id, seq, src)
-	body := p[chaosHdrLen:]
-	if int(size) != len(p) {
-		ch.fail("%s: %d bytes, header says %d", what, len(p), size)
-		return
-	}
-	if crc32.ChecksumIEEE(body) != sum {
-		ch.fail("%s: body checksum mismatch", what)
-		return
-	}
-	if off := ch.bodyOffset(src, seq); !bytes.Equal(body, ch.pool[off:off+len(body)]) {
-		ch.fail("%s: body differs from what was sent", what)
-		return
-	}
-	if dest != inc.id {
-		ch.fail("%s, addressed to id %08x", what, dest)
-		return
-	}
-	ch.mu.Lock()
-	var from *chaosInc
-	if src >= 1 && int(src) <= len(ch.incs) {
-		from = ch.incs[src-1]
-	}
-	ch.mu.Unlock()
-	if from == nil {
-		ch.fail("%s, which does not exist", what)
-		return
-	}
-	from.mu.Lock()
-	var bad string
-	switch {
-	case seq < 1 || int(seq) > len(from.sent):
-		bad = "which was never sent"
-	case from.sent[seq-1].dest != dest || from.sent[seq-1].destInc != destInc ||
-		from.sent[seq-1].size != int32(size) || from.sent[seq-1].sum != sum:
-		bad = "which differs from the oracle's record"
-	case from.sent[seq-1].truncated:
-		bad = "which was never finished: its sender reset mid-frame"
-	case from.sent[seq-1].delivered:
-		bad = "twice"
-	default:
-		from.sent[seq-1].delivered = true
-	}
-	from.mu.Unlock()
-	if bad != "" {
-		ch.fail("%s, %s", what, bad)
-		return
-	}
-	if last := inc.lastSeq[src]; seq <= last {
-		ch.fail("%s after frame %d: out of order", what, last)
-		return
-	}
-	inc.lastSeq[src] = seq
-	if destInc != inc.n {
-		// Addressed to an unknown or stale ID that the server has since
-		// handed to this connection: IDs are unique among open
-		// connections only, so this is a correct delivery. Not so if the
-		// incarnation it was meant for never closed: then its ID was
-		// never free.
-		ch.mu.Lock()
-		meant := ch.incs[max(destInc, 1)-1]
-		ch.mu.Unlock()
-		if destInc != 0 && meant.end.Load() == chaosOpen {
-			ch.fail("%s, meant for incarnation %d, which is still open with that ID", what, destInc)
-			return
-		}
-		ch.reused.Add(1)
-	}
-	ch.checked.Add(1)
-}
-
-// chaosCounts is a snapshot of the server metrics the engine checks.
-type chaosCounts struct {
-	closed  []uint64 // by relay.CloseReason
-	dropped []uint64 // by relay.DropReason
-	frames  uint64
-}
-
-func chaosMetrics(m *relay.Metrics) chaosCounts {
-	c := chaosCounts{closed: make([]uint64, len(relay.CloseReasons())), dropped: make([]uint64, len(relay.DropReasons()))}
-	for _, r := range relay.CloseReasons() {
-		c.closed[r] = m.Closed[r].Load()
-	}
-	for _, r := range relay.DropReasons() {
-		c.dropped[r] = m.Dropped[r].Load()
-	}
-	c.frames = m.FramesRelayed.Load()
-	return c
-}
-
-func (c chaosCounts) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "relayed=%d", c.frames)
-	for _, r := range relay.CloseReasons() {
-		if c.closed[r] != 0 {
-			fmt.Fprintf(&b, " closed_%s=%d", r, c.closed[r])
-		}
-	}
-	for _, r := range relay.DropReasons() {
-		if c.dropped[r] != 0 {
-			fmt.Fprintf(&b, " dropped_%s=%d", r, c.dropped[r])
-		}
-	}
-	return b.String()
-}
-
-// checkMetrics holds the server's own account of the run against what the
-// clients did: no client broke a limit, so no limit may have fired, and
-// every connection (the warm-up one excluded) ended by the peer's doing.
-func (ch *chaos) checkMetrics(before, after chaosCounts, rep chaosReport) {
-	d := chaosMetrics(new(relay.Metrics))
-	for i := range d.closed {
-		d.closed[i] = after.closed[i] - before.closed[i]
-	}
-	for i := range d.dropped {
-		d.dropped[i] = after.dropped[i] - before.dropped[i]
-	}
-	d.frames = after.frames - before.frames
-	for _, r := range []relay.CloseReason{relay.ClosedOversize, relay.ClosedSlow, relay.ClosedStuck, relay.ClosedIncomplete, relay.ClosedOverLimit, relay.ClosedShutdown} {
-		if d.closed[r] != 0 {
-			ch.fail("server closed %d well-behaved connections for %s", d.closed[r], r)
-		}
-	}
-	for _, r := range []relay.DropReason{relay.DropSlowConsumer, relay.DropOversize} {
-		if d.dropped[r] != 0 {
-			ch.fail("server dropped %d frames for %s under backpressure", d.dropped[r], r)
-		}
-	}
-	byPeer, byError := d.closed[relay.ClosedByPeer], d.closed[relay.ClosedByError]
-	if got := byPeer + byError; got != uint64(rep.conns) {
-		ch.fail("server counted %d connections closed (peer %d, error %d), clients opened %d", got, byPeer, byError, rep.conns)
-	}
-	// Half-closes (mid-run and final) are orderly: the server sees EOF.
-	if orderly := uint64(rep.conns - rep.resets - rep.closes); byPeer < orderly {
-		ch.fail("server counted %d orderly closes, clients half-closed %d connections", byPeer, orderly)
-	}
-	if d.frames < uint64(rep.frames) {
-		ch.fail("server relayed %d frames, clients verified %d", d.frames, rep.frames)
-	}
-	ch.t.Logf("%s: server %s", ch.tag, d)
-}
-
 func TestChaos(t *testing.T) {
 	base := chaosBaseSeed(t)
 	t.Logf("chaos seed %d (replay with RINGRELAY_CHAOS_SEED=%d)", base, base)
@@ -911,525 +425,4 @@ func TestChaos(t *testing.T) {
 			t.Logf("%s: %s", backend, rep)
 		})
 	}
-}
-
-// TestSoak runs the chaos engine in rounds against one server per backend
-// for RINGRELAY_SOAK (a duration, per backend; `make soak` sets it), and 1s
-// when it is unset, so that it always runs. Each round ends with every
-// connection closed and the oracle, descriptor and goroutine checks; the
-// server stays up across rounds. It reports peak Go heap and process RSS
-// and holds the RSS to a bound derived from the limits.
-func TestSoak(t *testing.T) {
-	dur := time.Second
-	if s := os.Getenv("RINGRELAY_SOAK"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			t.Fatalf("RINGRELAY_SOAK=%q: want a positive duration such as 10m", s)
-		}
-		dur = d
-	}
-	base := chaosBaseSeed(t)
-	t.Logf("soak seed %d (replay with RINGRELAY_CHAOS_SEED=%d), %v per backend", base, base, dur)
-	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			ts := startServer(t, backend, chaosEdit)
-			runtime.GC()
-			debug.FreeOSMemory()
-			rssBase, err := chaosRSS()
-			if err != nil {
-				t.Fatal(err)
-			}
-			peak := chaosWatchMemory(t)
-
-			var total chaosReport
-			rounds := 0
-			for end := time.Now().Add(dur); rounds == 0 || time.Until(end) > 0; {
-				traffic := min(10*time.Second, max(time.Until(end), time.Second))
-				total.add(runChaos(t, ts, backend, base, rounds, traffic))
-				rounds++
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				rss, _ := chaosRSS()
-				t.Logf("%s: after round %d: Go heap in use %.1f MiB, RSS %.1f MiB", backend, rounds, mib(int64(ms.HeapInuse)), mib(rss))
-				if t.Failed() {
-					break
-				}
-			}
-			heapPeak, rssPeak := peak()
-
-			limit := chaosRSSBound(total.records)
-			t.Logf("%s: %d rounds: %s", backend, rounds, total)
-			t.Logf("%s: peak Go heap in use %.1f MiB; peak RSS %.1f MiB (%.1f MiB before, growth %.1f MiB, bound %.1f MiB)",
-				backend, mib(heapPeak), mib(rssPeak), mib(rssBase), mib(rssPeak-rssBase), mib(limit))
-			if rssPeak > rssBase+limit {
-				t.Errorf("[%s, RINGRELAY_CHAOS_SEED=%d] peak RSS %.1f MiB grew %.1f MiB over the %.1f MiB before the soak, beyond the bound of %.1f MiB",
-					backend, base, mib(rssPeak), mib(rssPeak-rssBase), mib(rssBase), mib(limit))
-			}
-		})
-	}
-}
-
-// chaosRSSBound is how far the process may grow during a soak whose
-// largest round kept records oracle records.
-//
-// What the limits let the relay hold, per connection: up to MaxQueue of
-// queued output, plus what the read that crossed the limit carried (at
-// most a frame being completed, MaxFrame+1, and the rest of one 16 KiB
-// receive buffer); both output buffers of a connection (the one in flight
-// and the one filling) keep their capacity while traffic flows, so that
-// counts twice; and a partial frame of up to MaxFrame+5 in the parser.
-// The receive buffers are fixed: 256 x 16 KiB here.
-//
-// The clients live in the same process: each has a 64 KiB read buffer, up
-// to MaxFrame more for a payload longer than that, and one batch of at
-// most chaosMaxBatch plus a frame being written. The oracle keeps one
-// record per frame (twice that while its slice grows) and the 1 MiB pool.
-//
-// Go's collector lets the heap reach twice the live data (GOGC=100). The
-// race detector keeps two bytes of shadow per byte of memory touched plus
-// metadata: call it four times. 64 MiB of slack covers the runtime,
-// goroutine stacks and the test binary itself.
-func chaosRSSBound(records int64) int64 {
-	const conns = chaosClients
-	perConn := 2*(chaosMaxQueue+chaosMaxFrame+1+16<<10) + chaosMaxFrame + 5
-	server := int64(conns*perConn + 256*16<<10)
-	clients := int64(conns * (64<<10 + chaosMaxFrame + chaosMaxBatch + chaosMaxFrame))
-	oracle := 2*records*int64(unsafe.Sizeof(chaosRec{})) + chaosPool
-	factor := int64(2)
-	if chaosRace() {
-		factor *= 4
-	}
-	return factor*(server+clients+oracle) + 64<<20
-}
-
-func chaosRace() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" && s.Value == "true" {
-			return true
-		}
-	}
-	return false
-}
-
-func mib(n int64) float64 { return float64(n) / (1 << 20) }
-
-// chaosRSS reads VmRSS from /proc/self/status, in bytes.
-func chaosRSS() (int64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parse VmRSS %q: %w", rest, err)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, errors.New("no VmRSS line in /proc/self/status")
-}
-
-// chaosWatchMemory samples the Go heap in use and the process RSS every
-// 100ms until the returned function is called, which stops the sampler
-// and returns both peaks.
-func chaosWatchMemory(t testing.TB) (peaks func() (heap, rss int64)) {
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	var heap, rss int64
-	sample := func() {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		heap = max(heap, int64(ms.HeapInuse))
-		if n, err := chaosRSS(); err == nil {
-			rss = max(rss, n)
-		}
-	}
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				sample()
-			}
-		}
-	}()
-	var once sync.Once
-	peaks = func() (int64, int64) {
-		once.Do(func() {
-			close(stop)
-			<-done
-			sample()
-		})
-		return heap, rss
-	}
-	t.Cleanup(func() { peaks() })
-	return peaks
-}
-
-// Slow-loris and memory attacks.
-
-const (
-	lorisHolders  = 1000 // each holds a partial frame just under MaxFrame
-	lorisIdle     = 100  // connect and never send a byte
-	lorisHeaders  = 100  // send a 4-byte header and nothing more
-	lorisMaxFrame = 64 << 10
-	// lorisConnCost bounds what one connection costs besides its partial
-	// frame, on both sides of the loopback: the relay's peer record and
-	// reactor.Conn (a few hundred bytes, plus an 8-byte output buffer for
-	// the ID), the test's net.Conn with its poll descriptor (under 1 KiB).
-	lorisConnCost = 4 << 10
-)
-
-// lorisMemoryBound is how much the process may grow while the attackers
-// hold their connections:
-//
-//	growth <= 2 x R x (holders x MaxFrame+5 + conns x lorisConnCost) + 32 MiB
-//
-// The relay buffers a partial frame up to MaxFrame+5 bytes (header,
-// payload, and the NUL it waits for) per connection, a header-only client
-// 4 of them, an idle one nothing; lorisLive has the exact sum. Go's
-// collector lets the heap grow to twice the live data (GOGC=100), which
-// also covers the parser's geometric growth on the way to MaxFrame+1. R is
-// 1, or 4 under the race detector, which keeps two bytes of shadow per
-// byte touched plus metadata. 32 MiB of slack covers the runtime.
-func lorisMemoryBound(holders, conns int) int64 {
-	live := lorisLive(holders, conns)
-	factor := int64(2)
-	if chaosRace() {
-		factor *= 4
-	}
-	return factor*live + 32<<20
-}
-
-// lorisLive is what the attackers may make the relay (and this test) keep:
-// MaxFrame+5 bytes per partial frame, which Go's allocator rounds up to
-// whole 8 KiB pages as it does every allocation over 32 KiB, and
-// lorisConnCost per connection.
-func lorisLive(holders, conns int) int64 {
-	const page = 8 << 10
-	partial := (lorisMaxFrame + 5 + page - 1) / page * page
-	return int64(holders)*int64(partial) + int64(conns)*lorisConnCost
-}
-
-func lorisEdit(frameTimeout time.Duration) func(*relay.Config, *reactor.Config) {
-	return func(rc *relay.Config, _ *reactor.Config) {
-		rc.MaxFrame = lorisMaxFrame
-		rc.FrameTimeout = frameTimeout
-	}
-}
-
-// lorisDial opens n raw connections in parallel and reads each one's ID.
-func lorisDial(t *testing.T, ts *testServer, n int) ([]net.Conn, []uint32) {
-	t.Helper()
-	conns := make([]net.Conn, n)
-	ids := make([]uint32, n)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				nc, err := net.DialTimeout("tcp", ts.addr, chaosSlack)
-				if err != nil {
-					errs <- err
-					continue
-				}
-				conns[i] = nc
-				var id [4]byte
-				nc.SetReadDeadline(time.Now().Add(chaosSlack))
-				if _, err := io.ReadFull(nc, id[:]); err != nil {
-					errs <- fmt.Errorf("read id: %w", err)
-					continue
-				}
-				nc.SetReadDeadline(time.Time{})
-				ids[i] = binary.BigEndian.Uint32(id[:])
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	t.Cleanup(func() {
-		for _, nc := range conns {
-			if nc != nil {
-				nc.Close()
-			}
-		}
-	})
-	for err := range errs {
-		t.Fatalf("dial: %v", err)
-	}
-	return conns, ids
-}
-
-// lorisWriteAll writes b on every connection, 16 at a time.
-func lorisWriteAll(t *testing.T, conns []net.Conn, b []byte) {
-	t.Helper()
-	errs := make(chan error, len(conns))
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(conns); i = int(next.Add(1) - 1) {
-				conns[i].SetWriteDeadline(time.Now().Add(chaosSlack))
-				if _, err := conns[i].Write(b); err != nil {
-					errs <- err
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-// lorisPair is a well-behaved pair that keeps exchanging frames both ways
-// while an attack goes on.
-type lorisPair struct {
-	a, b     *client.Conn
-	rounds   atomic.Int64
-	stop     chan struct{}
-	done     chan error
-	finished bool // used by the test goroutine only
-}
-
-func lorisStartPair(t *testing.T, ts *testServer) *lorisPair {
-	p := &lorisPair{a: ts.dial(t), b: ts.dial(t), stop: make(chan struct{}), done: make(chan error, 1)}
-	go func() {
-		p.done <- p.run()
-	}()
-	t.Cleanup(func() { p.finish(t) })
-	return p
-}
-
-func (p *lorisPair) run() error {
-	for i := 0; ; i++ {
-		select {
-		case <-p.stop:
-			return nil
-		default:
-		}
-		for _, dir := range [2][2]*client.Conn{{p.a, p.b}, {p.b, p.a}} {
-			from, to := dir[0], dir[1]
-			want := fmt.Sprintf("round %d from %08x", i, from.ID())
-			if err := from.Send(to.ID(), []byte(want)); err != nil {
-				return fmt.Errorf("round %d: send: %w", i, err)
-			}
-			to.SetReadDeadline(time.Now().Add(chaosSlack))
-			got, err := to.Recv()
-			if err != nil {
-				return fmt.Errorf("round %d: recv: %w", i, err)
-			}
-			if string(got) != want {
-				return fmt.Errorf("round %d: got %q, want %q", i, got, want)
-			}
-		}
-		p.rounds.Add(1)
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// finish stops the exchange and reports how it went; idempotent.
-func (p *lorisPair) finish(t *testing.T) {
-	t.Helper()
-	if p.finished {
-		return
-	}
-	p.finished = true
-	close(p.stop)
-	if err := <-p.done; err != nil {
-		t.Errorf("well-behaved pair: %v", err)
-	}
-}
-
-// lorisServerQueues reads /proc/net/tcp for the relay's side of every
-// established connection to port: how many there are, and how many bytes
-// the kernel still holds that the relay has not read.
-func lorisServerQueues(t *testing.T, port int) (conns, unread int) {
-	t.Helper()
-	data, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		t.Fatalf("read /proc/net/tcp: %v", err)
-	}
-	for _, line := range strings.Split(string(data), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[3] != "01" { // 01: ESTABLISHED
-			continue
-		}
-		_, lp, _ := strings.Cut(f[1], ":")
-		if p, err := strconv.ParseUint(lp, 16, 16); err != nil || int(p) != port {
-			continue
-		}
-		_, rx, _ := strings.Cut(f[4], ":")
-		n, _ := strconv.ParseUint(rx, 16, 32)
-		conns++
-		unread += int(n)
-	}
-	return conns, unread
-}
-
-// lorisPartial is a frame held just under MaxFrame: a header and
-// MaxFrame-1 payload bytes, with no NUL yet.
-func lorisPartial() []byte {
-	return append([]byte{0x12, 0x34, 0x56, 0x78}, bytes.Repeat([]byte{'z'}, lorisMaxFrame-1)...)
-}
-
-func TestSlowLoris(t *testing.T) {
-	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			t.Run("memory", func(t *testing.T) { lorisMemory(t, backend) })
-			t.Run("frame-timeout", func(t *testing.T) { lorisTimeout(t, backend) })
-		})
-	}
-}
-
-// lorisMemory holds every attacker at once (the frame timeout is long) and
-// checks that the process grows no more than the limits allow.
-func lorisMemory(t *testing.T, backend reactor.Backend) {
-	ts := startServer(t, backend, lorisEdit(time.Minute))
-	_, portStr, _ := net.SplitHostPort(ts.addr)
-	port, _ := strconv.Atoi(portStr)
-	pair := lorisStartPair(t, ts)
-
-	// Measure from a collected heap, with the pair and the loop warm.
-	runtime.GC()
-	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	heapBase, liveBase := int64(ms.HeapInuse), int64(ms.HeapAlloc)
-	rssBase, err := chaosRSS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peak := chaosWatchMemory(t)
-
-	idle, _ := lorisDial(t, ts, lorisIdle)
-	headers, _ := lorisDial(t, ts, lorisHeaders)
-	holders, _ := lorisDial(t, ts, lorisHolders)
-	lorisWriteAll(t, headers, []byte{0, 0, 0, 0})
-	lorisWriteAll(t, holders, lorisPartial())
-
-	// Wait until the relay has read every byte the attackers sent, so the
-	// peak below really has every partial frame in the relay's memory.
-	want := 2 + lorisIdle + lorisHeaders + lorisHolders
-	waitFor(t, "the relay to read every attacker's bytes", chaosSlack, func() bool {
-		n, unread := lorisServerQueues(t, port)
-		return n == want && unread == 0
-	})
-	rounds := pair.rounds.Load()
-	waitFor(t, "the pair to exchange while the attackers hold on", chaosSlack, func() bool { return pair.rounds.Load() > rounds+10 })
-	heapPeak, rssPeak := peak()
-	pair.finish(t)
-	// With the garbage collected, what is left is what the relay holds.
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	heapLive := int64(ms.HeapAlloc) - liveBase
-
-	if got := ts.stats.Open.Load(); got != int64(want) {
-		t.Errorf("%d connections open, want all %d: nobody broke a limit yet", got, want)
-	}
-	conns := lorisIdle + lorisHeaders + lorisHolders
-	limit := lorisMemoryBound(lorisHolders, conns)
-	t.Logf("%s: %d partial frames of %d bytes, %d header-only, %d idle: live heap +%.1f MiB (formula %.1f MiB), heap in use peak +%.1f MiB, RSS +%.1f MiB (%.1f -> %.1f MiB, bound +%.1f MiB); the pair did %d rounds",
-		backend, lorisHolders, lorisMaxFrame+3, lorisHeaders, lorisIdle, mib(heapLive), mib(lorisLive(lorisHolders, conns)),
-		mib(heapPeak-heapBase), mib(rssPeak-rssBase), mib(rssBase), mib(rssPeak), mib(limit), pair.rounds.Load())
-	if rssPeak-rssBase > limit {
-		t.Errorf("RSS grew %.1f MiB under the attack, more than the %.1f MiB the limits allow", mib(rssPeak-rssBase), mib(limit))
-	}
-	// Without the collector's headroom and the race detector's shadow, the
-	// live heap is the formula itself (a few MiB of slack for the runtime).
-	if heapLive > lorisLive(lorisHolders, conns)+4<<20 {
-		t.Errorf("live heap grew %.1f MiB holding the attack, more than MaxFrame+5 (in whole pages) per partial frame and %d B per connection (%.1f MiB)",
-			mib(heapLive), lorisConnCost, mib(lorisLive(lorisHolders, conns)))
-	}
-	for _, nc := range idle {
-		nc.Close()
-	}
-	for _, nc := range headers {
-		nc.Close()
-	}
-	for _, nc := range holders {
-		nc.Close()
-	}
-}
-
-// lorisTimeout checks the frame timeout: partial frames and bare headers
-// are closed once it runs out, idle connections are not, and the pair
-// keeps working throughout.
-func lorisTimeout(t *testing.T, backend reactor.Backend) {
-	const frameTimeout = 500 * time.Millisecond
-	ts := startServer(t, backend, lorisEdit(frameTimeout))
-	pair := lorisStartPair(t, ts)
-	before := ts.srv.Metrics().Closed[relay.ClosedIncomplete].Load()
-
-	idle, idleIDs := lorisDial(t, ts, lorisIdle)
-	headers, _ := lorisDial(t, ts, lorisHeaders)
-	holders, _ := lorisDial(t, ts, lorisHolders)
-	lorisWriteAll(t, headers, []byte{0, 0, 0, 0})
-	lorisWriteAll(t, holders, lorisPartial())
-
-	// Every attacker that started a frame sees its connection end: EOF,
-	// or a reset if the relay closed with bytes still unread.
-	deadline := time.Now().Add(chaosSlack)
-	for i, nc := range slices.Concat(headers, holders) {
-		nc.SetReadDeadline(deadline)
-		var b [64]byte
-		n, err := nc.Read(b[:])
-		if n > 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
-			t.Fatalf("attacker %d: want EOF or reset, got %d bytes and %v", i, n, err)
-		}
-	}
-	closedAll := time.Now()
-	kicked := uint64(lorisHeaders + lorisHolders)
-	waitFor(t, "the relay to count every frame-timeout close", chaosSlack, func() bool {
-		return ts.srv.Metrics().Closed[relay.ClosedIncomplete].Load()-before == kicked
-	})
-
-	// The idle connections outlived several timeouts by now; they must
-	// still be open and routable.
-	time.Sleep(time.Until(closedAll.Add(3 * frameTimeout)))
-	for i, nc := range idle {
-		nc.SetReadDeadline(time.Now().Add(time.Millisecond))
-		var b [1]byte
-		if n, err := nc.Read(b[:]); n > 0 || !os.IsTimeout(err) {
-			t.Fatalf("idle client %d (id %08x): want nothing, got %d bytes and %v", i, idleIDs[i], n, err)
-		}
-	}
-	pair.finish(t)
-	for i, nc := range idle {
-		msg := fmt.Sprintf("still there, %08x?", idleIDs[i])
-		if err := pair.a.Send(idleIDs[i], []byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		nc.SetReadDeadline(time.Now().Add(chaosSlack))
-		got, err := bufio.NewReader(nc).ReadString(0)
-		if err != nil || got != msg+"\x00" {
-			t.Fatalf("idle client %d (id %08x): got %q, %v; want %q", i, idleIDs[i], got, err, msg)
-		}
-	}
-	if got := ts.srv.Metrics().Closed[relay.ClosedIncomplete].Load() - before; got != kicked {
-		t.Errorf("relay counted %d frame-timeout closes, want %d", got, kicked)
-	}
-	if n := ts.stats.Open.Load(); n != int64(2+lorisIdle) {
-		t.Errorf("%d connections open, want the pair and the %d idle ones", n, lorisIdle)
-	}
-	t.Logf("%s: %d partial frames and %d bare headers closed after the %v frame timeout, %d idle kept; the pair did %d rounds",
-		backend, lorisHolders, lorisHeaders, frameTimeout, lorisIdle, pair.rounds.Load())
 }

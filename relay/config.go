@@ -32,7 +32,7 @@ type Config struct {
 	Logger          *slog.Logger
 }
 
-// DefaultConfig returns the limits of PROTOCOL.md.
+// DefaultConfig returns the limits of docs/protocol.md.
 func DefaultConfig() Config {
 	return Config{
 		MaxFrame:        1 << 20,

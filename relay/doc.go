@@ -1,9 +1,26 @@
-// Package relay is ringrelay's protocol, written sans-I/O: the frame parser,
-// the routing table (which also hands out IDs), the limits and the slow-consumer
-// policy. It has no sockets of its own: Server is fed events by a
-// reactor.Loop and answers through reactor.Conn methods, so the same logic
-// runs on io_uring and on epoll, and the parser and allocator are tested
-// and fuzzed without a network.
+// Package relay is ringrelay's protocol, run on a reactor.Loop. Only part
+// of it is sans-I/O, and which part is stated here:
+//
+//   - Parser (parser.go) is sans-I/O: the caller feeds it the bytes each
+//     read returned and it hands back frames. It touches no socket and no
+//     clock and, in steady state, allocates nothing; it is unit-tested and
+//     fuzzed (FuzzParser) on byte slices alone.
+//   - Routes (routes.go), the ID table, opens no socket: it holds
+//     *reactor.Conn values as opaque handles and draws IDs from
+//     crypto/rand, which its tests replace with a fixed source.
+//   - Config, Policy and Metrics are plain data: the limits and the
+//     slow-consumer policy as settings, the counters as atomics.
+//   - Server (server.go) is the wiring to the reactor, and is not sans-I/O.
+//     It owns the Loop (Run polls and finally closes it), reads the clock
+//     once per wake-up, queues output, pauses and resumes reads through
+//     reactor.Conn, and asks the kernel how much output a peer has not yet
+//     acknowledged (Conn.Unacked, an SIOCOUTQ ioctl) for the write timeout
+//     and the shutdown drain. The limits and the slow-consumer policy are
+//     enforced there, so they are tested over real loopback sockets
+//     (limits_test.go, FuzzServer) rather than on their own.
+//
+// Server reaches the network only through reactor.Loop and reactor.Conn,
+// so the same code runs on io_uring and on epoll.
 //
 // Ownership: one goroutine (the one that opened the loop) runs Server.Run
 // and is the only one that touches the peers, the routes and the parsers.

@@ -3,7 +3,6 @@ package relay_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -11,17 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
 )
-
-// frame builds the wire bytes of one frame.
-func frame(dest uint32, payload []byte) []byte {
-	b := binary.BigEndian.AppendUint32(nil, dest)
-	b = append(b, payload...)
-	return append(b, 0)
-}
 
 // e2eCases is the one table every backend runs.
 var e2eCases = []struct {
@@ -96,7 +89,7 @@ var e2eCases = []struct {
 		a, b := ts.dial(t), ts.dial(t)
 		var buf []byte
 		for i := range 200 {
-			buf = append(buf, frame(b.ID(), fmt.Appendf(nil, "frame %03d", i))...)
+			buf = frame.Append(buf, b.ID(), fmt.Appendf(nil, "frame %03d", i))
 		}
 		if _, err := a.NetConn().Write(buf); err != nil {
 			t.Fatal(err)
@@ -110,7 +103,7 @@ var e2eCases = []struct {
 	{"frame written one byte at a time", func(t *testing.T, ts *testServer) {
 		a, b := ts.dial(t), ts.dial(t)
 		// A header with zero bytes in it must not end the frame early.
-		for _, ch := range frame(b.ID(), []byte("dribbled")) {
+		for _, ch := range frame.Append(nil, b.ID(), []byte("dribbled")) {
 			if _, err := a.NetConn().Write([]byte{ch}); err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +169,7 @@ var e2eCases = []struct {
 				rng := rand.New(rand.NewPCG(uint64(si), 7))
 				var buf []byte
 				for range frames {
-					buf = append(buf, frame(r.ID(), repeat(string(rune('A'+si)), 32<<10))...)
+					buf = frame.Append(buf, r.ID(), repeat(string(rune('A'+si)), 32<<10))
 				}
 				// Random chunking so frames straddle reads on the server.
 				for len(buf) > 0 {
@@ -202,7 +195,7 @@ var e2eCases = []struct {
 	}},
 	{"disconnect mid-frame delivers nothing partial", func(t *testing.T, ts *testServer) {
 		a, b, c := ts.dial(t), ts.dial(t), ts.dial(t)
-		partial := frame(b.ID(), []byte("this frame never ends"))
+		partial := frame.Append(nil, b.ID(), []byte("this frame never ends"))
 		if _, err := a.NetConn().Write(partial[:len(partial)-1]); err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -94,7 +95,7 @@ func fzModel(stream []byte, self, a, b uint32) fzExpect {
 
 func FuzzServer(f *testing.F) {
 	hdr := func(id uint32) []byte { return binary.BigEndian.AppendUint32(nil, id) }
-	fr := func(id uint32, payload string) []byte { return append(append(hdr(id), payload...), 0) }
+	fr := func(id uint32, payload string) []byte { return frame.Append(nil, id, []byte(payload)) }
 	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 	f.Add([]byte{}, []byte{})
@@ -178,11 +179,10 @@ func (tg *fzTarget) feed(cuts, stream []byte) error {
 	}
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(fzWait))
-	var idb [4]byte
-	if _, err := io.ReadFull(nc, idb[:]); err != nil {
+	self, err := frame.ReadID(nc)
+	if err != nil {
 		return fmt.Errorf("read id: %w", err)
 	}
-	self := binary.BigEndian.Uint32(idb[:])
 	want := fzModel(stream, self, tg.a.ID(), tg.b.ID())
 	// The relay routes frames for A and B as it parses them, whatever
 	// becomes of this connection afterwards; frames before an oversize

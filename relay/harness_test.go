@@ -27,6 +27,11 @@ func TestMain(m *testing.M) {
 // backends are the engines every end-to-end case runs on.
 var backends = []reactor.Backend{reactor.Uring, reactor.Epoll}
 
+// progressSlack bounds every wait in the chaos and slow-loris tests that
+// depends on the server making progress; hitting one is a failure, not a
+// timing measurement.
+const progressSlack = 30 * time.Second
+
 // testServer is a relay running in-process on its own goroutine.
 type testServer struct {
 	addr  string

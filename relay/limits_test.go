@@ -1,16 +1,15 @@
 package relay_test
 
-// The limits of PROTOCOL.md ("Limits and bad input") over real loopback
-// sockets, on both backends. Each case checks a number it measured: frames
-// counted and sequence-checked at the receiver, bytes the senders got past
-// Write, the relay's own counters. The limits are set small so that each
-// case fills them in well under a second.
+// The limits of docs/protocol.md ("Limits, and what bad input gets") over
+// real loopback sockets, on both backends. Each case checks a number it
+// measured: frames counted and sequence-checked at the receiver, bytes the
+// senders got past Write, the relay's own counters. The limits are set
+// small so that each case fills them in well under a second.
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"io"
 	"net"
 	"os"
@@ -22,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/payload"
+	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"golang.org/x/sys/unix"
@@ -142,42 +144,37 @@ func limRelayBufs(t testing.TB, relayAddr string, clients []*rawpeer.Peer) map[i
 	return out
 }
 
-// Payloads say who sent them and where they stand in that sender's
-// stream: "s007 q00000042 " and then filler that depends on both, so a
-// frame cut or spliced anywhere fails to parse.
-const limHeadLen = len("s000 q00000000 ")
-
-func limPayload(buf []byte, sender, seq, size int) []byte {
-	buf = fmt.Appendf(buf[:0], "s%03d q%08d ", sender, seq)
-	for len(buf) < size {
-		buf = append(buf, byte('a'+(sender+seq+len(buf))%26))
+// Payloads come from the shared codec: each says who sent it, where it
+// stands in that sender's stream and how long it is, so a frame cut,
+// spliced or corrupted anywhere fails to decode.
+var limCodec = func() *payload.Codec {
+	c, err := payload.NewCodec(0x6c696d697473, 4<<10)
+	if err != nil {
+		panic(err)
 	}
-	return buf
+	return c
+}()
+
+// limPayload builds sender's frame seq, of size bytes, in buf.
+func limPayload(buf []byte, sender, seq, size int) []byte {
+	return limCodec.Append(buf[:0], uint32(sender), uint64(seq), size)
 }
 
+// limParse verifies p and returns who sent it and its sequence number.
 func limParse(p []byte) (sender, seq int, err error) {
-	if len(p) < limHeadLen || p[0] != 's' || p[4] != ' ' || p[5] != 'q' || p[14] != ' ' {
-		return 0, 0, fmt.Errorf("malformed payload %q", trim(p))
+	s, q, err := limCodec.Decode(p)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%v (payload starts %q)", err, trim(p))
 	}
-	sender, err1 := strconv.Atoi(string(p[1:4]))
-	seq, err2 := strconv.Atoi(string(p[6:14]))
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, 0, fmt.Errorf("malformed payload %q: %v", trim(p), err)
-	}
-	for i := limHeadLen; i < len(p); i++ {
-		if want := byte('a' + (sender+seq+i)%26); p[i] != want {
-			return 0, 0, fmt.Errorf("sender %d frame %d: byte %d is %q, want %q", sender, seq, i, p[i], want)
-		}
-	}
-	return sender, seq, nil
+	return int(s), int(q), nil
 }
 
 // limFixed is a frame size function: every payload is n bytes.
 func limFixed(n int) func(int) int { return func(int) int { return n } }
 
-// limMixed varies payload sizes from 16 bytes to about 1 KiB, so frames
-// straddle the relay's reads at every offset.
-func limMixed(seq int) int { return limHeadLen + 1 + (seq*7919)%1009 }
+// limMixed varies payload sizes from just over the codec's header to about
+// 1 KiB, so frames straddle the relay's reads at every offset.
+func limMixed(seq int) int { return payload.MinSize + 1 + (seq*7919)%1009 }
 
 // limFlood is a set of senders, each writing numbered frames to one
 // destination in its own goroutine.
@@ -516,8 +513,7 @@ func TestLimitDropPolicy(t *testing.T) {
 			sender.NC.SetWriteDeadline(time.Now().Add(20 * time.Second))
 			for seq := range frames {
 				p = limPayload(p, 0, seq, payload)
-				batch = binary.BigEndian.AppendUint32(batch, recv.ID)
-				batch = append(append(batch, p...), 0)
+				batch = frame.Append(batch, recv.ID, p)
 				if len(batch) >= 16<<10 || seq == frames-1 {
 					if _, err := sender.NC.Write(batch); err != nil {
 						t.Fatalf("sender held at frame %d: %v", seq, err)

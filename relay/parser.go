@@ -1,11 +1,11 @@
 package relay
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // ErrFrameTooLong reports a payload that grew past the parser's limit before
@@ -14,8 +14,6 @@ import (
 var ErrFrameTooLong = errors.New("relay: frame payload exceeds the limit without a NUL")
 
 const (
-	// headerLen is the size of the destination ID in front of every frame.
-	headerLen = 4
 	// minAccum is the first capacity of the accumulation buffer; it spares
 	// small frames split across reads a string of tiny reallocations.
 	minAccum = 512
@@ -25,8 +23,11 @@ const (
 	idleAccumCap = 64 << 10
 )
 
-// Parser splits a client's byte stream into frames. It does no I/O: the
-// caller feeds it whatever each read returned, in order.
+// Parser splits a client's byte stream ([dest][payload][0x00] per frame)
+// into frames. It does no I/O: the caller feeds it whatever each read
+// returned, in order. It finds each frame's end with frame.Index, the scan
+// the readers of delivered streams (frame.Splitter) use too; what it adds
+// is the header, the limit and the zero-copy hand-out.
 //
 // A frame that lies whole inside one chunk is returned as a slice of that
 // chunk, without copying. Only a frame that straddles chunks is copied, into
@@ -36,11 +37,11 @@ const (
 // The zero Parser is not usable; create one with NewParser. A Parser is not
 // safe for concurrent use.
 type Parser struct {
-	max    int             // payload limit, excluding header and NUL
-	hdr    [headerLen]byte // header of the incomplete frame
-	nhdr   int             // bytes of hdr filled; 0 when between frames
-	accum  []byte          // payload (and finally the NUL) of the incomplete frame
-	failed bool            // a frame broke the limit; only Reset recovers
+	max    int                   // payload limit, excluding header and NUL
+	hdr    [frame.HeaderLen]byte // header of the incomplete frame
+	nhdr   int                   // bytes of hdr filled; 0 when between frames
+	accum  []byte                // payload (and finally the NUL) of the incomplete frame
+	failed bool                  // a frame broke the limit; only Reset recovers
 }
 
 // NewParser returns a parser that accepts payloads of up to maxFrame bytes,
@@ -48,7 +49,7 @@ type Parser struct {
 // maxFrame is negative or does not fit in 31 bits, which would be a
 // configuration bug rather than a runtime condition.
 func NewParser(maxFrame int) Parser {
-	if maxFrame < 0 || maxFrame >= math.MaxInt32 {
+	if maxFrame < 0 || maxFrame > frame.MaxPayload {
 		panic(fmt.Sprintf("relay: NewParser: maxFrame %d out of range", maxFrame))
 	}
 	return Parser{max: maxFrame}
@@ -57,9 +58,9 @@ func NewParser(maxFrame int) Parser {
 // Next consumes a prefix of data and reports how many bytes it used in n.
 // The caller advances data by n and calls again while data is not empty.
 //
-// When a frame completed, ok is true, dest is its destination and frame is
+// When a frame completed, ok is true, dest is its destination and fr is
 // its payload followed by the single 0x00, which is exactly what the relay
-// forwards. frame aliases either data or the parser's accumulation buffer and
+// forwards. fr aliases either data or the parser's accumulation buffer and
 // stays valid only until the next call to Next or Reset.
 //
 // When data ends inside a frame, the partial frame is kept inside the parser,
@@ -68,36 +69,35 @@ func NewParser(maxFrame int) Parser {
 // err is ErrFrameTooLong as soon as the payload seen so far is longer than the
 // limit and holds no NUL. From then on Next returns the same error without
 // consuming anything, until Reset.
-func (p *Parser) Next(data []byte) (n int, dest uint32, frame []byte, ok bool, err error) {
+func (p *Parser) Next(data []byte) (n int, dest uint32, fr []byte, ok bool, err error) {
 	if p.failed {
 		return 0, 0, nil, false, ErrFrameTooLong
 	}
 
 	// Fast path: a frame starts here and its header is in data, so the
 	// frame can be handed out in place if its NUL is in data too.
-	if p.nhdr == 0 && len(data) >= headerLen {
-		body := data[headerLen:]
+	if p.nhdr == 0 && len(data) >= frame.HeaderLen {
+		body := data[frame.HeaderLen:]
 		// Looking further than max+1 bytes is pointless: a NUL beyond
 		// that point would end an over-long payload anyway.
-		window := min(len(body), p.max+1)
-		if i := bytes.IndexByte(body[:window], 0); i >= 0 {
-			return headerLen + i + 1, binary.BigEndian.Uint32(data), body[:i+1], true, nil
+		if i := frame.Index(body, p.max+1); i >= 0 {
+			return frame.HeaderLen + i + 1, binary.BigEndian.Uint32(data), body[:i+1], true, nil
 		}
 		if len(body) > p.max {
 			return p.fail()
 		}
 		copy(p.hdr[:], data)
-		p.nhdr = headerLen
+		p.nhdr = frame.HeaderLen
 		p.accumulate(body)
 		return len(data), 0, nil, false, nil
 	}
 
 	// Slow path: finish a header that was split across chunks.
-	if p.nhdr < headerLen {
+	if p.nhdr < frame.HeaderLen {
 		c := copy(p.hdr[p.nhdr:], data)
 		p.nhdr += c
 		n = c
-		if p.nhdr < headerLen {
+		if p.nhdr < frame.HeaderLen {
 			return n, 0, nil, false, nil
 		}
 		data = data[c:]
@@ -106,7 +106,7 @@ func (p *Parser) Next(data []byte) (n int, dest uint32, frame []byte, ok bool, e
 	// Continue a payload. room counts the bytes the frame may still take,
 	// its NUL included.
 	room := p.max + 1 - len(p.accum)
-	i := bytes.IndexByte(data[:min(len(data), room)], 0)
+	i := frame.Index(data, room)
 	if i < 0 {
 		if len(data) >= room {
 			return p.fail()
@@ -115,11 +115,11 @@ func (p *Parser) Next(data []byte) (n int, dest uint32, frame []byte, ok bool, e
 		return n + len(data), 0, nil, false, nil
 	}
 	p.accumulate(data[:i+1])
-	frame = p.accum
+	fr = p.accum
 	dest = binary.BigEndian.Uint32(p.hdr[:])
 	p.nhdr = 0
 	p.accum = p.accum[:0]
-	return n + i + 1, dest, frame, true, nil
+	return n + i + 1, dest, fr, true, nil
 }
 
 // Partial reports whether the parser holds part of a frame: some header

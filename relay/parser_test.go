@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // parsed is one frame as the tests compare it: copied out of the parser,
@@ -402,19 +404,19 @@ func TestNewParserRejectsNegativeLimit(t *testing.T) {
 func referenceParse(data []byte, maxFrame int) outcome {
 	var out outcome
 	for len(data) > 0 {
-		if len(data) < headerLen {
+		if len(data) < frame.HeaderLen {
 			return outcome{frames: out.frames, partial: true, buffered: len(data)}
 		}
 		end := -1
-		for i := headerLen; i < len(data); i++ {
+		for i := frame.HeaderLen; i < len(data); i++ {
 			if data[i] == 0 {
 				end = i
 				break
 			}
 		}
-		payload := end - headerLen
+		payload := end - frame.HeaderLen
 		if end < 0 {
-			payload = len(data) - headerLen
+			payload = len(data) - frame.HeaderLen
 		}
 		if payload > maxFrame {
 			return outcome{frames: out.frames, err: ErrFrameTooLong}
@@ -423,7 +425,7 @@ func referenceParse(data []byte, maxFrame int) outcome {
 			return outcome{frames: out.frames, partial: true, buffered: len(data)}
 		}
 		dest := uint32(data[0])<<24 | uint32(data[1])<<16 | uint32(data[2])<<8 | uint32(data[3])
-		out.frames = append(out.frames, parsed{dest, string(data[headerLen : end+1])})
+		out.frames = append(out.frames, parsed{dest, string(data[frame.HeaderLen : end+1])})
 		data = data[end+1:]
 	}
 	return out
@@ -478,8 +480,8 @@ func BenchmarkParser(b *testing.B) {
 		payload int // payload bytes per frame
 		chunk   int // bytes per read
 	}{
-		{"64B-frames/16KiB-chunks", 64 - headerLen - 1, 16 << 10},
-		{"1KiB-frames/split-1500B-chunks", 1024 - headerLen - 1, 1500},
+		{"64B-frames/16KiB-chunks", 64 - frame.HeaderLen - 1, 16 << 10},
+		{"1KiB-frames/split-1500B-chunks", 1024 - frame.HeaderLen - 1, 1500},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {

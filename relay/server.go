@@ -18,8 +18,8 @@ type Server struct {
 	cfg    Config
 	loop   reactor.Loop
 	log    *slog.Logger
-	peers  []peer  // indexed by Conn.Slot
-	routes *Routes // ID -> connection; also hands out IDs
+	peers  peers   // indexed by Conn.Slot
+	routes *Routes // ID -> connection slot; also hands out IDs
 	serial uint64  // peer serial numbers, so waiters survive slot reuse
 
 	metrics *Metrics
@@ -44,7 +44,7 @@ type peer struct {
 	partialSince instant // when the current incomplete frame began; 0: none
 
 	// Backpressure bookkeeping.
-	blocked int      // destinations this peer (as a sender) waits on
+	blocked int32    // destinations this peer (as a sender) waits on
 	waiters []waiter // senders paused until this peer (as a destination) drains
 
 	// Write-progress watch.
@@ -128,8 +128,8 @@ func (s *Server) Run() error {
 		}
 		s.counts.publish(s.metrics)
 		if s.draining && s.drainDone() {
-			for i := range s.peers {
-				if p := &s.peers[i]; p.conn != nil && p.id != 0 {
+			for p := range s.peers.all() {
+				if p.conn != nil && p.id != 0 {
 					s.counts.closed[ClosedShutdown]++
 				}
 			}
@@ -157,11 +157,7 @@ func (s *Server) tickEvery() time.Duration {
 }
 
 func (s *Server) peer(c *reactor.Conn) *peer {
-	slot := c.Slot()
-	for slot >= len(s.peers) {
-		s.peers = append(s.peers, peer{})
-	}
-	return &s.peers[slot]
+	return s.peers.grow(c.Slot())
 }
 
 func (s *Server) opened(c *reactor.Conn) {
@@ -179,14 +175,14 @@ func (s *Server) opened(c *reactor.Conn) {
 		c.Close()
 		return
 	}
-	p.id = s.routes.Add(c)
+	p.id = s.routes.Add(c.Slot())
 	var hello [4]byte
 	binary.BigEndian.PutUint32(hello[:], p.id)
 	c.Send(hello[:])
 }
 
 func (s *Server) received(c *reactor.Conn, data []byte) {
-	p := &s.peers[c.Slot()]
+	p := s.peers.at(c.Slot())
 	if p.id == 0 {
 		return // already on its way out
 	}
@@ -210,12 +206,13 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 
 // route forwards one complete frame (payload and NUL) to dest.
 func (s *Server) route(src *peer, dest uint32, frame []byte) {
-	dc, ok := s.routes.Lookup(dest)
+	slot, ok := s.routes.Lookup(dest)
 	if !ok {
 		s.counts.dropped[DropUnknownDest]++
 		return
 	}
-	dp := &s.peers[dc.Slot()]
+	dp := s.peers.at(slot)
+	dc := dp.conn
 	if dc.Pending() >= s.cfg.MaxQueue {
 		switch s.cfg.SlowConsumer {
 		case Drop:
@@ -253,7 +250,7 @@ func (s *Server) pauseFor(src, dst *peer) {
 // release resumes every sender waiting on p.
 func (s *Server) release(p *peer) {
 	for _, w := range p.waiters {
-		sp := &s.peers[w.slot]
+		sp := s.peers.at(w.slot)
 		if sp.serial != w.serial || sp.conn == nil {
 			continue
 		}
@@ -267,7 +264,7 @@ func (s *Server) release(p *peer) {
 }
 
 func (s *Server) drained(c *reactor.Conn) {
-	s.release(&s.peers[c.Slot()])
+	s.release(s.peers.at(c.Slot()))
 }
 
 // kick takes p out of the routing table and closes its connection.
@@ -292,7 +289,7 @@ func (s *Server) forget(p *peer) {
 }
 
 func (s *Server) closed(c *reactor.Conn, err error) {
-	p := &s.peers[c.Slot()]
+	p := s.peers.at(c.Slot())
 	if p.id != 0 {
 		if err == nil {
 			s.counts.closed[ClosedByPeer]++
@@ -310,8 +307,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 
 // tick enforces the timed limits.
 func (s *Server) tick() {
-	for i := range s.peers {
-		p := &s.peers[i]
+	for p := range s.peers.all() {
 		if p.conn == nil || p.id == 0 {
 			continue
 		}
@@ -339,8 +335,8 @@ func (s *Server) beginDrain() {
 	s.draining = true
 	s.deadline = s.now.Add(s.cfg.ShutdownTimeout)
 	s.loop.StopAccepting()
-	for i := range s.peers {
-		if p := &s.peers[i]; p.conn != nil {
+	for p := range s.peers.all() {
+		if p.conn != nil {
 			p.conn.PauseRead()
 		}
 	}
@@ -355,13 +351,13 @@ func (s *Server) drainDone() bool {
 	if !s.now.Before(s.deadline) {
 		return true
 	}
-	for i := range s.peers {
-		if p := &s.peers[i]; p.conn != nil && p.conn.Pending() > 0 {
+	for p := range s.peers.all() {
+		if p.conn != nil && p.conn.Pending() > 0 {
 			return false
 		}
 	}
-	for i := range s.peers {
-		if p := &s.peers[i]; p.conn != nil && p.conn.Unacked() > 0 {
+	for p := range s.peers.all() {
+		if p.conn != nil && p.conn.Unacked() > 0 {
 			return false
 		}
 	}

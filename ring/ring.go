@@ -116,13 +116,18 @@ func (r *Ring) submit() (uint, error) {
 }
 
 // Accept queues a multishot accept on the listening socket fd. Accepted
-// sockets are close-on-exec and non-blocking.
+// sockets are close-on-exec and blocking: io_uring never blocks the ring
+// on them (it tries without waiting, then waits for readiness), but it
+// honours O_NONBLOCK where its own wait gives up early. Once the peer has
+// shut its sending side, that wait ends at once (EPOLLRDHUP counts as
+// ready), and on a non-blocking socket a send to a full socket buffer then
+// fails with EAGAIN instead of waiting for room.
 func (r *Ring) Accept(fd int, ud UserData) error {
 	e, err := r.sqe()
 	if err != nil {
 		return err
 	}
-	e.PrepareMultishotAccept(fd, 0, 0, syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK)
+	e.PrepareMultishotAccept(fd, 0, 0, syscall.SOCK_CLOEXEC)
 	e.UserData = uint64(ud)
 	return nil
 }

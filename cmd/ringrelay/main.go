@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	if cfg.MetricsAddr != "" {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler(m, loop.Stats(), string(loop.Backend())))
+		mux.Handle("/metrics", metrics.Handler(string(loop.Backend()), metrics.Loop{Relay: m, Reactor: loop.Stats()}))
 		if err := serveHTTP(cfg.MetricsAddr, mux, log); err != nil {
 			loop.Close()
 			log.Error("cannot serve metrics", "addr", cfg.MetricsAddr, "err", err)

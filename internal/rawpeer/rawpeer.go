@@ -6,15 +6,13 @@
 package rawpeer
 
 import (
-	"bufio"
-	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/internal/frame"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,11 +23,10 @@ type Bufs struct{ Snd, Rcv int }
 
 // Peer is one raw connection to a relay.
 type Peer struct {
-	NC   net.Conn
-	ID   uint32
-	r    *bufio.Reader
-	buf  []byte // frame being written
-	part []byte // start of a payload whose read was cut short
+	NC  net.Conn
+	ID  uint32
+	in  *frame.Splitter // keeps a payload whose read was cut short
+	buf []byte          // frame being written
 }
 
 // Connect opens a connection to addr without waiting for the ID; it is
@@ -58,17 +55,12 @@ func Connect(t testing.TB, addr string, bufs Bufs) net.Conn {
 
 // ReadID waits up to within for the 4-byte ID on nc.
 func ReadID(nc net.Conn, within time.Duration) (*Peer, error) {
-	p := &Peer{NC: nc, r: bufio.NewReaderSize(nc, 64<<10)}
-	var id [4]byte
 	nc.SetReadDeadline(time.Now().Add(within))
-	if _, err := io.ReadFull(p.r, id[:]); err != nil {
+	id, err := frame.ReadID(nc)
+	if err != nil {
 		return nil, err
 	}
-	p.ID = binary.BigEndian.Uint32(id[:])
-	if p.ID == 0 {
-		return nil, errors.New("relay assigned ID 0")
-	}
-	return p, nil
+	return &Peer{NC: nc, ID: id, in: frame.NewSplitter(64<<10, frame.MaxPayload)}, nil
 }
 
 // Dial connects and reads the ID, failing the test if either goes wrong.
@@ -83,8 +75,7 @@ func Dial(t testing.TB, addr string, bufs Bufs) *Peer {
 
 // Send writes one frame to dest in one write.
 func (p *Peer) Send(dest uint32, payload []byte) error {
-	p.buf = binary.BigEndian.AppendUint32(p.buf[:0], dest)
-	p.buf = append(append(p.buf, payload...), 0)
+	p.buf = frame.Append(p.buf[:0], dest, payload)
 	_, err := p.NC.Write(p.buf)
 	return err
 }
@@ -94,22 +85,5 @@ func (p *Peer) Send(dest uint32, payload []byte) error {
 // for the next call.
 func (p *Peer) Recv(within time.Duration) ([]byte, error) {
 	p.NC.SetReadDeadline(time.Now().Add(within))
-	for {
-		b, err := p.r.ReadSlice(0)
-		if err == nil && len(p.part) == 0 {
-			return b[:len(b)-1], nil
-		}
-		p.part = append(p.part, b...)
-		switch {
-		case err == nil:
-			whole := p.part[:len(p.part)-1]
-			p.part = p.part[:0]
-			return whole, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case err == io.EOF && len(p.part) > 0:
-			return nil, io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
+	return p.in.ReadFrame(p.NC)
 }

@@ -1,32 +1,30 @@
 package client
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // ErrNULInPayload is returned by Send for a payload holding a 0x00 byte,
 // which the protocol cannot carry: the relay would end the frame there.
 var ErrNULInPayload = errors.New("client: payload contains a NUL byte")
 
-// readBufSize is the read buffer; payloads longer than this still work, they
-// are just assembled in a second buffer.
+// readBufSize is the read buffer; it grows, by doubling, only for a payload
+// longer than it.
 const readBufSize = 64 << 10
 
 // Conn is one client connection to a relay.
 type Conn struct {
 	nc   net.Conn
 	id   uint32
-	r    *bufio.Reader
-	long []byte // assembles payloads that overflow r's buffer
+	in   *frame.Splitter
 	wbuf []byte // header + payload + NUL of the frame being sent
 }
 
@@ -38,7 +36,7 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, readBufSize)}
+	c := &Conn{nc: nc, in: frame.NewSplitter(readBufSize, frame.MaxPayload)}
 	if err := c.readID(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("read id from %s: %w", addr, err)
@@ -46,8 +44,8 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	return c, nil
 }
 
-// readID waits for the 4-byte ID. It reads through the buffered reader so
-// that frames arriving right behind the ID are kept for Recv.
+// readID waits for the 4-byte ID. It reads exactly those bytes, so frames
+// arriving right behind the ID stay in the socket for Recv.
 func (c *Conn) readID(ctx context.Context) error {
 	deadline, hasDeadline := ctx.Deadline()
 	if hasDeadline {
@@ -56,8 +54,7 @@ func (c *Conn) readID(ctx context.Context) error {
 	// A cancellation without a deadline must also unblock the read: a
 	// deadline in the past does that.
 	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
-	var b [4]byte
-	_, err := io.ReadFull(c.r, b[:])
+	id, err := frame.ReadID(c.nc)
 	if !stop() {
 		// The context ended first, and its AfterFunc may still be
 		// moving the deadline: give up on this connection.
@@ -74,10 +71,7 @@ func (c *Conn) readID(ctx context.Context) error {
 	if err := c.nc.SetReadDeadline(time.Time{}); err != nil {
 		return err
 	}
-	c.id = binary.BigEndian.Uint32(b[:])
-	if c.id == 0 {
-		return errors.New("relay assigned ID 0, which the protocol reserves")
-	}
+	c.id = id
 	return nil
 }
 
@@ -86,12 +80,10 @@ func (c *Conn) ID() uint32 { return c.id }
 
 // Send writes one frame carrying payload to dest, in a single write.
 func (c *Conn) Send(dest uint32, payload []byte) error {
-	if bytes.IndexByte(payload, 0) >= 0 {
+	if bytes.IndexByte(payload, frame.End) >= 0 {
 		return ErrNULInPayload
 	}
-	c.wbuf = binary.BigEndian.AppendUint32(c.wbuf[:0], dest)
-	c.wbuf = append(c.wbuf, payload...)
-	c.wbuf = append(c.wbuf, 0)
+	c.wbuf = frame.Append(c.wbuf[:0], dest, payload)
 	if _, err := c.nc.Write(c.wbuf); err != nil {
 		return fmt.Errorf("send to %08x: %w", dest, err)
 	}
@@ -102,35 +94,7 @@ func (c *Conn) Send(dest uint32, payload []byte) error {
 // terminating NUL. The slice is valid until the next call to Recv. When the
 // relay closes the connection between frames Recv returns io.EOF; in the
 // middle of a frame, io.ErrUnexpectedEOF.
-func (c *Conn) Recv() ([]byte, error) {
-	line, err := c.r.ReadSlice(0)
-	if err == nil {
-		return line[:len(line)-1], nil
-	}
-	if !errors.Is(err, bufio.ErrBufferFull) {
-		return nil, eofMidFrame(err, len(line))
-	}
-	// The payload is longer than the read buffer: collect it in pieces.
-	c.long = append(c.long[:0], line...)
-	for {
-		line, err = c.r.ReadSlice(0)
-		c.long = append(c.long, line...)
-		switch {
-		case err == nil:
-			return c.long[:len(c.long)-1], nil
-		case !errors.Is(err, bufio.ErrBufferFull):
-			return nil, eofMidFrame(err, len(c.long))
-		}
-	}
-}
-
-// eofMidFrame turns an EOF that cut a frame short into io.ErrUnexpectedEOF.
-func eofMidFrame(err error, held int) error {
-	if err == io.EOF && held > 0 {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
+func (c *Conn) Recv() ([]byte, error) { return c.in.ReadFrame(c.nc) }
 
 // SetDeadline sets the read and write deadlines, as net.Conn does.
 func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
