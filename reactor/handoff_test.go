@@ -295,5 +295,12 @@ func TestRingLoopClosedTarget(t *testing.T) {
 		src.do(func(map[int]*Conn) { src.loop.RingLoop(dst.loop) })
 		src.settle()
 		src.settle()
+		if msgRingRoute(from, to) {
+			// The closed ring's descriptor is gone, so the message fails and
+			// the ringing loop falls back to the (closed, harmless) eventfd.
+			if got := src.loop.Stats().RingFails.Load(); got != 1 {
+				t.Fatalf("%d failed doorbells reported, want 1", got)
+			}
+		}
 	})
 }

@@ -23,8 +23,8 @@ const (
 	// this event the Conn must not be used: its slot is recycled.
 	Closed
 	// Woken: Wake was called from another goroutine, or another loop rang
-	// this one (RingLoop). Conn is nil. Wakes and doorbells that arrive
-	// together fold into one Woken.
+	// this one (RingLoop). Conn is nil. Wakes that arrive together fold
+	// into one Woken, and so do doorbells.
 	Woken
 	// Accepted: a loop with Config.HandOff accepted a connection and did
 	// not open it. Fd is the connected socket, now the owner's: it must go
