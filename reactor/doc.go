@@ -62,8 +62,9 @@
 // costs no system call: it reaches the kernel with that loop's next Poll
 // and posts a completion on dst's ring (uring_handoff.go). Otherwise it is
 // dst.Wake(), an eventfd write. Doorbells that arrive in one Poll fold into
-// one Woken, as Wake calls do (the owner may see one Woken for each kind); Stats counts doorbells by route on the ringing loop
-// (RingsMsgRing, RingsEventfd, RingFails) and those received (DoorbellsIn).
+// one Woken, as Wake calls do (the owner may see one Woken for each kind).
+// Stats counts doorbells by route on the ringing loop (RingsMsgRing,
+// RingsEventfd, RingFails) and those received (DoorbellsIn).
 //
 // # Inside a Poll
 //
