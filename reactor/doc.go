@@ -1,6 +1,6 @@
 // Package reactor is ringrelay's event loop: one goroutine owns a listening
-// socket, every accepted connection and every buffer, and learns what
-// happened through Poll.
+// socket (or none), every connection it accepted or adopted and every
+// buffer, and learns what happened through Poll.
 //
 // # Contract
 //
@@ -44,6 +44,28 @@
 // loop return a Woken event; it is how signals and shutdown reach the loop
 // without any other goroutine touching its state.
 //
+// # Many loops
+//
+// Several loops, each on its own goroutine and thread, share nothing; two
+// calls connect them. A loop opened with Config.HandOff does not open the
+// connections it accepts: each becomes an Accepted event carrying the
+// socket, which its owner passes to Adopt on whichever loop should own it
+// (or closes). Adopt gives the socket what the adopting backend wants
+// (TCP_NODELAY, blocking on io_uring, non-blocking on epoll) and reports it
+// Opened at that loop's next Poll. Open("", cfg) makes a loop with no
+// listener, which gets connections only this way.
+//
+// RingLoop(dst), called on one loop's goroutine, is the doorbell that makes
+// dst's Poll return Woken, even from a wait with no timeout. Between two
+// io_uring loops on a kernel with IORING_OP_MSG_RING it queues a data
+// message on the ringing loop's ring, with IOSQE_CQE_SKIP_SUCCESS, so it
+// costs no system call: it reaches the kernel with that loop's next Poll
+// and posts a completion on dst's ring (uring_handoff.go). Otherwise it is
+// dst.Wake(), an eventfd write. Doorbells that arrive in one Poll fold into
+// one Woken, as Wake calls do (the owner may see one Woken for each kind).
+// Stats counts doorbells by route on the ringing loop (RingsMsgRing,
+// RingsEventfd, RingFails) and those received (DoorbellsIn).
+//
 // # Inside a Poll
 //
 // loop.go holds the one Poll; an engine (uring.go, epoll.go) supplies the
@@ -66,9 +88,10 @@
 //     only place the loop blocks.
 //  6. Translate completions into events: each completion (io_uring) or
 //     ready descriptor (epoll) becomes at most one event written straight
-//     into the caller's slice (Opened, Received, Woken on io_uring), or
-//     queues events on the pending list (Closed, Drained, and on epoll
-//     Opened and Woken), in the order they happened.
+//     into the caller's slice (Opened, Accepted, Received, Woken on
+//     io_uring), or queues events on the pending list (Closed, Drained, and
+//     on epoll Opened, Accepted and Woken), in the order they happened.
+//     Adopt queues its Opened on the pending list too.
 //  7. Hand out pending events.
 //
 // A connection's engine state (operations in flight on io_uring, the
@@ -81,7 +104,8 @@
 // blocking sockets, see ring.Ring.Accept), multishot recv with a provided
 // buffer ring, one send per connection in flight, a generation in every
 // user_data so completions for a recycled slot are ignored, and one
-// handler per operation (onAccept, onRecv, onSend, onClose, onWake).
+// handler per operation (onAccept, onRecv, onSend, onClose, onWake, and
+// for hand-off onDoorbell and onRingFailed).
 // epoll.go is the fallback: non-blocking sockets, level triggered, one
 // loop-wide read arena, EPOLLOUT only while output is pending. open.go
 // picks one (Auto probes io_uring and falls back to epoll with a reason).

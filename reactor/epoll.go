@@ -108,14 +108,15 @@ func newEpoll(addr string, cfg Config) (*eventLoop, error) {
 	if err := e.control(unix.EPOLL_CTL_ADD, l.waker.fd, unix.EPOLLIN, epollWakeSlot, 0); err != nil {
 		return fail(fmt.Errorf("epoll_ctl add eventfd: %w", err))
 	}
-	if l.listenFd, l.addr, err = listen(addr, cfg.Backlog); err != nil {
-		l.listenFd = -1
+	if err := l.listenOn(addr); err != nil {
 		return fail(err)
 	}
-	if err := e.armAccept(); err != nil {
-		return fail(err)
+	if l.listenFd >= 0 {
+		if err := e.armAccept(); err != nil {
+			return fail(err)
+		}
+		l.acceptArmed = true
 	}
-	l.acceptArmed = true
 
 	e.ready = make([]unix.EpollEvent, epollReadyMax)
 	e.arena = make([]byte, cfg.Buffers*cfg.BufferSize)
@@ -385,21 +386,43 @@ func (e *epollEngine) acceptBatch(limit int) {
 	}
 }
 
-// opened registers an accepted socket and announces it.
+// opened announces an accepted socket: as a connection of this loop, or
+// under HandOff as an Accepted event for the owner to place.
 func (e *epollEngine) opened(fd int) {
-	tuneAccepted(fd, e.cfg.NoDelay)
-	c := e.newConn(fd)
-	interest := slotState(&e.interest, c.slot)
-	*interest = 0
-	e.pending = append(e.pending, Event{Kind: Opened, Conn: c})
-	if err := e.control(unix.EPOLL_CTL_ADD, fd, epollReadInterest, c.slot, c.gen); err != nil {
+	if e.cfg.HandOff {
+		e.handOff(fd)
+		return
+	}
+	c := e.openConn(fd)
+	*slotState(&e.interest, c.slot) = 0
+	e.register(c)
+}
+
+// adopt makes a socket another loop may have accepted (blocking, on
+// io_uring) non-blocking, and registers it.
+func (e *epollEngine) adopt(c *Conn) {
+	*slotState(&e.interest, c.slot) = 0
+	if err := unix.SetNonblock(c.fd, true); err != nil {
+		e.closeConn(c, fmt.Errorf("adopt: set non-blocking: %w", err))
+		return
+	}
+	e.register(c)
+}
+
+// register adds a new connection, whose Opened is queued, to the epoll set.
+func (e *epollEngine) register(c *Conn) {
+	if err := e.control(unix.EPOLL_CTL_ADD, c.fd, epollReadInterest, c.slot, c.gen); err != nil {
 		// Out of epoll watches or memory. The owner already has its Opened
-		// (queued above), so it gets the matching Closed.
+		// (queued), so it gets the matching Closed.
 		e.closeConn(c, fmt.Errorf("epoll_ctl add: %w", err))
 		return
 	}
-	*interest = epollReadInterest
+	e.interest[c.slot] = epollReadInterest
 }
+
+// ringLoop: epoll has no ring to carry a doorbell; RingLoop uses the
+// target's eventfd.
+func (e *epollEngine) ringLoop(*eventLoop) bool { return false }
 
 // control is epoll_ctl with the slot and generation packed into the event.
 func (e *epollEngine) control(op, fd int, mask uint32, slot int32, gen uint32) error {

@@ -52,6 +52,20 @@ func listen(addr string, backlog int) (int, net.Addr, error) {
 	return fd, sockaddrToTCP(bound), nil
 }
 
+// listenOn opens the loop's listener on addr, or none when addr is "": such
+// a loop gets its connections only through Adopt.
+func (l *eventLoop) listenOn(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	fd, bound, err := listen(addr, l.cfg.Backlog)
+	if err != nil {
+		return err
+	}
+	l.listenFd, l.addr = fd, bound
+	return nil
+}
+
 func sockaddrToTCP(sa unix.Sockaddr) *net.TCPAddr {
 	switch s := sa.(type) {
 	case *unix.SockaddrInet4:

@@ -33,9 +33,12 @@ type eventLoop struct {
 	acceptPausedUntil time.Time
 	lastAcceptLog     time.Time
 
-	waker    *waker
-	err      error // first failure to hand work to the kernel; Poll reports it
-	isClosed bool
+	waker *waker
+	// doorbellSeen: a doorbell from another loop already became a Woken
+	// event in this Poll; more of them fold into it.
+	doorbellSeen bool
+	err          error // first failure to hand work to the kernel; Poll reports it
+	isClosed     bool
 }
 
 // engine is what one I/O backend provides. Poll calls it in the order the
@@ -74,6 +77,15 @@ type engine interface {
 	// ready descriptors (epoll) it handled.
 	complete(events []Event, n int) (int, int)
 
+	// adopt takes c, just opened on a descriptor another loop (or this one,
+	// under HandOff) accepted, puts it in the engine's blocking mode and
+	// starts watching it, as the accept path does. It may close c.
+	adopt(c *Conn)
+	// ringLoop queues a doorbell for dst through the kernel (io_uring:
+	// MSG_RING) and reports whether it did; if not, RingLoop writes dst's
+	// eventfd. Called on this loop's goroutine; dst belongs to another.
+	ringLoop(dst *eventLoop) bool
+
 	// close releases the engine's resources. Connections that are still
 	// open are closed by eventLoop.Close afterwards; the engine closes the
 	// descriptors of those it was tearing down.
@@ -87,6 +99,7 @@ func (l *eventLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 	if l.isClosed {
 		return 0, ErrLoopClosed
 	}
+	l.doorbellSeen = false
 	l.io.giveBack()
 	l.reuseSlots()
 	l.applyRequests()
@@ -348,6 +361,11 @@ func (l *eventLoop) Close() error {
 	l.stats.Open.Store(0)
 	clear(l.dirty)
 	l.dirty = l.dirty[:0]
+	for _, ev := range l.pending {
+		if ev.Kind == Accepted {
+			_ = unix.Close(ev.Fd) // never handed to the owner
+		}
+	}
 	clear(l.pending)
 	l.pending = l.pending[:0]
 	if l.listenFd >= 0 {

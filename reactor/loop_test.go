@@ -47,11 +47,17 @@ func forEachBackend(t *testing.T, test func(t *testing.T, b Backend)) {
 // openLoop opens a loop of backend b on a free loopback port. On io_uring
 // the calling goroutine becomes the loop's thread.
 func openLoop(b Backend, cfg Config) (*eventLoop, error) {
+	return openLoopOn(b, "127.0.0.1:0", cfg)
+}
+
+// openLoopOn opens a loop of backend b listening on addr, or on nothing
+// when addr is "".
+func openLoopOn(b Backend, addr string, cfg Config) (*eventLoop, error) {
 	cfg.fill()
 	if b == Uring {
-		return newUring("127.0.0.1:0", cfg)
+		return newUring(addr, cfg)
 	}
-	return newEpoll("127.0.0.1:0", cfg)
+	return newEpoll(addr, cfg)
 }
 
 // ownerNote is what the owner reports about one event.
@@ -60,14 +66,16 @@ type ownerNote struct {
 	slot int
 	n    int // Received: byte count
 	err  error
+	fd   int // Accepted: the socket
 }
 
 // loopOwner runs a Loop the way the contract wants it run.
 type loopOwner struct {
 	t     *testing.T
 	loop  Loop
-	addr  string // the listener's, for clients
-	echo  bool   // send every Received chunk back
+	addr  string        // the listener's, for clients ("" without one)
+	echo  bool          // send every Received chunk back
+	wait  time.Duration // Poll timeout
 	notes chan ownerNote
 
 	mu   sync.Mutex
@@ -82,7 +90,14 @@ type loopOwner struct {
 // io_uring's single-issuer setup requires.
 func startOwner(t *testing.T, open func() (Loop, error), echo bool) *loopOwner {
 	t.Helper()
-	o := &loopOwner{t: t, echo: echo, notes: make(chan ownerNote, 1<<16), done: make(chan struct{})}
+	return startOwnerWait(t, open, echo, time.Second)
+}
+
+// startOwnerWait is startOwner with the owner's Poll timeout (< 0: Poll
+// blocks until something happens).
+func startOwnerWait(t *testing.T, open func() (Loop, error), echo bool, wait time.Duration) *loopOwner {
+	t.Helper()
+	o := &loopOwner{t: t, echo: echo, wait: wait, notes: make(chan ownerNote, 1<<16), done: make(chan struct{})}
 	started := make(chan error, 1)
 	go o.run(open, started)
 	if err := <-started; err != nil {
@@ -108,21 +123,24 @@ func (o *loopOwner) run(open func() (Loop, error), started chan<- error) {
 		started <- err
 		return
 	}
-	o.loop, o.addr = l, l.Addr().String()
+	o.loop = l
+	if a := l.Addr(); a != nil {
+		o.addr = a.String()
+	}
 	started <- nil
 	defer l.Close()
 
 	events := make([]Event, 64)
 	conns := make(map[int]*Conn)
 	for !o.stop.Load() {
-		n, err := l.Poll(events, time.Second)
+		n, err := l.Poll(events, o.wait)
 		if err != nil {
 			o.t.Errorf("Poll: %v", err)
 			return
 		}
 		for i := range events[:n] {
 			ev := &events[i]
-			nt := ownerNote{kind: ev.Kind, err: ev.Err}
+			nt := ownerNote{kind: ev.Kind, err: ev.Err, fd: ev.Fd}
 			if ev.Conn != nil {
 				nt.slot = ev.Conn.Slot()
 			}

@@ -22,8 +22,14 @@ const (
 	// Closed: Conn is gone. Err says why (nil for an orderly close). After
 	// this event the Conn must not be used: its slot is recycled.
 	Closed
-	// Woken: Wake was called from another goroutine. Conn is nil.
+	// Woken: Wake was called from another goroutine, or another loop rang
+	// this one (RingLoop). Conn is nil. Wakes that arrive together fold
+	// into one Woken, and so do doorbells.
 	Woken
+	// Accepted: a loop with Config.HandOff accepted a connection and did
+	// not open it. Fd is the connected socket, now the owner's: it must go
+	// to Adopt on exactly one loop (this one or another), or be closed.
+	Accepted
 )
 
 func (k Kind) String() string {
@@ -38,6 +44,8 @@ func (k Kind) String() string {
 		return "closed"
 	case Woken:
 		return "woken"
+	case Accepted:
+		return "accepted"
 	}
 	return "unknown"
 }
@@ -48,6 +56,7 @@ type Event struct {
 	Conn *Conn
 	Data []byte
 	Err  error
+	Fd   int // Accepted only: the accepted socket
 }
 
 // Errors carried by Closed events. Socket errors (ECONNRESET, EPIPE, ...)
@@ -59,9 +68,10 @@ var (
 	ErrLoopClosed = errors.New("event loop closed")
 )
 
-// Loop is one event loop: a listener, its connections and an I/O backend.
-// Every method except Wake must be called from the goroutine that calls
-// Poll; the loop is not safe for concurrent use by design.
+// Loop is one event loop: a listener (or none), its connections and an I/O
+// backend. Every method except Wake and Stats must be called from the
+// goroutine that calls Poll; the loop is not safe for concurrent use by
+// design.
 type Loop interface {
 	// Poll applies the state changes requested since the last call (sends,
 	// pauses, closes), waits up to timeout for I/O (timeout < 0 waits for
@@ -72,9 +82,24 @@ type Loop interface {
 	// Wake makes a Poll in progress (or the next one) return with a Woken
 	// event. It is the only method safe to call from another goroutine.
 	Wake()
+	// Adopt makes fd, a connected TCP socket (from an Accepted event of any
+	// loop), a connection of this loop: it gets the socket options and the
+	// blocking mode this loop's backend wants, and an Opened event at a
+	// later Poll, exactly like a connection this loop accepted (it counts
+	// in Stats.Accepted). The loop owns fd from the call on; on a closed
+	// loop Adopt closes it.
+	Adopt(fd int)
+	// RingLoop wakes dst, another loop (or this one), so that dst's Poll
+	// returns a Woken event, even if dst is blocked waiting. Between two
+	// io_uring loops on a kernel with IORING_OP_MSG_RING, it queues a
+	// message on this loop's ring that reaches dst with this loop's next
+	// Poll, without a system call of its own; otherwise it is dst.Wake().
+	// dst may be closed or closing: the doorbell is then lost, harmlessly.
+	RingLoop(dst Loop)
 	// StopAccepting closes the listening socket; open connections stay.
+	// Without a listener it does nothing.
 	StopAccepting()
-	// Addr is the address the listener is bound to.
+	// Addr is the address the listener is bound to; nil without one.
 	Addr() net.Addr
 	// Backend names the I/O engine in use.
 	Backend() Backend
@@ -115,13 +140,19 @@ type Config struct {
 	// larger reads.
 	Buffers    int
 	BufferSize int
-	// NoDelay sets TCP_NODELAY on accepted sockets. DefaultConfig turns it on.
+	// NoDelay sets TCP_NODELAY on accepted and adopted sockets.
+	// DefaultConfig turns it on.
 	NoDelay bool
 	// Backlog is the listen(2) backlog (default 4096).
 	Backlog int
 	// AcceptRetry is how long accepting pauses after EMFILE/ENFILE
 	// (default 100ms).
 	AcceptRetry time.Duration
+	// HandOff makes the loop report each accepted connection as an Accepted
+	// event carrying its descriptor instead of opening it, so the owner can
+	// place it on any loop with Adopt. Descriptor exhaustion pauses
+	// accepting as without it.
+	HandOff bool
 	// Logger receives the rare loop-level messages (descriptor exhaustion).
 	// nil discards them.
 	Logger *slog.Logger
@@ -177,6 +208,17 @@ type Stats struct {
 	Completions atomic.Uint64 // CQEs (io_uring) or ready descriptors (epoll) handled
 	NoBuffers   atomic.Uint64 // io_uring recv found the buffer ring empty (ENOBUFS)
 	AcceptFails atomic.Uint64 // accept failed for lack of descriptors (EMFILE/ENFILE)
+	HandedOff   atomic.Uint64 // Accepted events (Config.HandOff); Accepted counts adoptions
+	// Doorbells this loop rang with RingLoop, by route: an IORING_OP_MSG_RING
+	// message from its ring, or the target's eventfd (epoll on either side,
+	// or no MSG_RING). RingFails counts MSG_RING messages the kernel could
+	// not post; each was followed by an eventfd wake.
+	RingsMsgRing atomic.Uint64
+	RingsEventfd atomic.Uint64
+	RingFails    atomic.Uint64
+	// DoorbellsIn counts MSG_RING doorbells this loop received (io_uring);
+	// those of one Poll fold into one Woken event.
+	DoorbellsIn atomic.Uint64
 	// BatchSizes is a histogram of completions per wait: bucket i counts
 	// waits that returned at most BatchBounds[i] completions; the last
 	// bucket counts the rest.

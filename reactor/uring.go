@@ -46,6 +46,7 @@ type uringEngine struct {
 	slots []uringSlot // per connection slot, as eventLoop.conns
 
 	wakeBuf []byte
+	ho      uringHandOff // adopting and doorbells (uring_handoff.go)
 }
 
 // uringSlot is what the kernel holds of one connection.
@@ -78,6 +79,7 @@ func newUring(addr string, cfg Config) (_ *eventLoop, err error) {
 	if err != nil {
 		return nil, &setupError{err}
 	}
+	u.initHandOff()
 	u.bufs, err = u.ring.NewBufferRing(bufferGroup, cfg.Buffers, cfg.BufferSize)
 	if err != nil {
 		return nil, &setupError{err}
@@ -90,8 +92,7 @@ func newUring(addr string, cfg Config) (_ *eventLoop, err error) {
 	if u.armWake(); l.err != nil {
 		return nil, l.err
 	}
-	l.listenFd, l.addr, err = listen(addr, cfg.Backlog)
-	if err != nil {
+	if err = l.listenOn(addr); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -253,6 +254,11 @@ func (u *uringEngine) dispatch(cqe *ring.Completion, ev *Event) bool {
 		return u.onAccept(cqe, ev)
 	case opWake:
 		return u.onWake(ev)
+	case opDoorbell:
+		return u.onDoorbell(ev)
+	case opRing:
+		u.onRingFailed(cqe)
+		return false
 	case opCancel:
 		return false // the cancelled operation completes on its own
 	}
@@ -296,6 +302,12 @@ func (u *uringEngine) onAccept(cqe *ring.Completion, ev *Event) bool {
 	if u.listenFd < 0 {
 		unix.Close(fd) // accepted while StopAccepting's cancel was on its way
 		return false
+	}
+	if u.cfg.HandOff {
+		// The owner places it (Adopt on some loop); it is not ours.
+		u.stats.HandedOff.Add(1)
+		*ev = Event{Kind: Accepted, Fd: fd}
+		return true
 	}
 	tuneAccepted(fd, u.cfg.NoDelay)
 	c := u.newConn(fd)
