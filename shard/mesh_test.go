@@ -230,7 +230,9 @@ func TestMeshWakeRounds(t *testing.T) {
 	m := mustMesh(t, 4096, bells)
 	done := make(chan error, 1)
 	var sleeps atomic.Int64
+	var stopped atomic.Bool // the consumer gave up: stop waiting for it to sleep
 	go func() {
+		defer stopped.Store(true)
 		p := m.Port(1)
 		got := 0
 		var bad error
@@ -260,7 +262,7 @@ func TestMeshWakeRounds(t *testing.T) {
 	for i := range rounds {
 		switch rng.IntN(3) {
 		case 0:
-			for m.loops[1].state.Load() != sleeping {
+			for m.loops[1].state.Load() != sleeping && !stopped.Load() {
 				runtime.Gosched()
 			}
 			waited++
@@ -289,7 +291,9 @@ func TestMeshWakeFromAnyGoroutine(t *testing.T) {
 	m := mustMesh(t, 1024, bells)
 	var requests atomic.Int64
 	done := make(chan error, 1)
+	var stopped atomic.Bool
 	go func() {
+		defer stopped.Store(true)
 		p := m.Port(0)
 		handled := int64(0)
 		for handled < rounds {
@@ -315,7 +319,7 @@ func TestMeshWakeFromAnyGoroutine(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	for range rounds {
 		if rng.IntN(2) == 0 {
-			for m.loops[0].state.Load() != sleeping {
+			for m.loops[0].state.Load() != sleeping && !stopped.Load() {
 				runtime.Gosched()
 			}
 		}

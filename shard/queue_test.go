@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // payloadFor builds the payload of frame seq: a readable prefix naming the
@@ -147,23 +149,21 @@ func TestQueueFullThenRoom(t *testing.T) {
 	}
 }
 
-func TestQueueRefusedPutSeesRoomMadeMeanwhile(t *testing.T) {
-	// The second look in Put: the consumer drains between the first look
-	// and the ask. Simulate it by draining before the producer refreshes
-	// its copy of consumed.
+func TestQueueRoomDisarms(t *testing.T) {
 	q := mustQueue(t, 256, 100)
 	p := bytes.Repeat([]byte{'y'}, 40)
 	p[39] = 0
 	for q.Put(1, p) {
 	}
 	q.Publish()
-	q.Drain(1<<20, func(uint32, []byte) {}) // ring empty; Armed level was met
-	q.resumeAt.Store(-1)
-	if !q.Put(2, p) {
-		t.Fatal("Put refused though the consumer had drained everything")
+	if _, room := q.Drain(1<<20, func(uint32, []byte) {}); !room {
+		t.Fatal("draining a full ring reported no room")
 	}
 	if q.Armed() {
-		t.Fatal("a Put that succeeded left the queue armed")
+		t.Fatal("armed after the consumer reported room")
+	}
+	if !q.Put(2, p) || q.Armed() {
+		t.Fatalf("Put after room: armed %v", q.Armed())
 	}
 }
 
@@ -314,9 +314,11 @@ func TestQueueConcurrent(t *testing.T) {
 		}
 	}
 	done := make(chan struct{})
+	var gaveUp atomic.Bool // the producer waited lostWakeup for room
 	go func() {
 		defer close(done)
 		prng := rand.New(rand.NewPCG(5, 6))
+		start := time.Now()
 		var buf []byte
 		for seq := 0; seq < total; {
 			for k := prng.IntN(64); k >= 0 && seq < total; k-- {
@@ -326,8 +328,12 @@ func TestQueueConcurrent(t *testing.T) {
 				seq++
 			}
 			q.Publish()
-			for q.Armed() {
-				runtime.Gosched() // the consumer must clear it
+			for q.Armed() { // the consumer must clear it
+				if time.Since(start) > lostWakeup {
+					gaveUp.Store(true)
+					return
+				}
+				runtime.Gosched()
 			}
 			if seq%4096 == 0 {
 				q.Trim()
@@ -335,12 +341,15 @@ func TestQueueConcurrent(t *testing.T) {
 		}
 	}()
 	crng := rand.New(rand.NewPCG(7, 8))
-	for c.next < total && c.bad == 0 {
+	for c.next < total && c.bad == 0 && !gaveUp.Load() {
 		if n, _ := q.Drain(1+crng.IntN(2000), c.frame); n == 0 {
 			runtime.Gosched()
 		}
 	}
 	<-done
+	if gaveUp.Load() {
+		t.Fatalf("the producer found the ring full and never heard of room (%d of %d frames received)", c.next, total)
+	}
 	if c.next != total {
 		t.Fatalf("received %d of %d frames", c.next, total)
 	}
