@@ -9,7 +9,7 @@ import (
 // change by accident: nodes of a cluster will have to agree on it.
 func TestOwnerIsStable(t *testing.T) {
 	for _, g := range []struct {
-		id              uint32
+		id             uint32
 		of2, of4, of64 int
 	}{
 		{0x1, 1, 2, 33},
