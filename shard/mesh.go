@@ -16,6 +16,12 @@ const (
 	rung            // a doorbell is on its way; nobody else needs to ring
 )
 
+// ControlDest is the destination ID of loop-to-loop control records (the
+// pause and resume messages of the backpressure plan in the package
+// comment). No connection has ID 0, so a consumer tells them from frames
+// by the ID alone.
+const ControlDest uint32 = 0
+
 // Mesh connects N loops with one Queue per (source, destination) pair,
 // created the first time the source sends to that destination. Each loop
 // uses the mesh only through its own Port.
