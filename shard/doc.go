@@ -67,8 +67,12 @@
 //
 //   - This loop: look d up in the loop's own table and deliver as today.
 //   - Another loop j: Port.Send(j, d, payload). Whether d exists is
-//     decided on j, which drops and counts a frame for an unknown or
-//     departed ID (so a frame never reaches a connection that left).
+//     decided on j when it drains the frame: an unknown or departed ID is
+//     dropped and counted there, and since j looks the ID up at that
+//     moment, a frame never reaches a reused connection slot. (So that it
+//     cannot reach a new connection that drew the same ID either, j can
+//     keep a departed ID out of its draws until its next tick: every
+//     frame queued for it has been drained by then.)
 //   - Later, another node: the node index lives in the ID too; such a
 //     frame goes to the bridge's outbox, and frames arriving from other
 //     nodes come in through the same queues and doorbell as a loop's.
@@ -96,9 +100,9 @@
 // Backpressure, slow destination (-slow-consumer=backpressure): loop j
 // delivers every frame it drains, even over -max-queue (the frame was
 // already accepted, exactly as within one loop), and when destination d
-// is over -max-queue it sends loop i a control record on the j->i queue:
-// a frame with destination ID 0, which no connection has, and payload
-// "pause d". Loop i marks d as full; each of its connections that sends to
+// is then over -max-queue it sends the loop the frame came from, i, a
+// control record on the j->i queue: a frame for ControlDest (ID 0, which
+// no connection has) with payload "pause d". Loop i marks d as full; each of its connections that sends to
 // d afterwards sends that frame and then pauses, listed under d. When d
 // drains below half its limit (NotifyDrained, as today) or leaves, j sends
 // "resume d" to every loop it paused (a bitmask per destination), and
