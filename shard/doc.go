@@ -120,10 +120,11 @@
 // # Memory
 //
 // A pair that talks holds one ring of QueueConfig.Size bytes (64 KiB by
-// default), growing (doubling, but never past one record) to hold a record
-// of MaxPayload plus its 8-byte header while frames that big pass; a pair
-// that never talks holds nothing, and Port.Trim on a tick releases rings
-// idle since the last tick and shrinks grown ones. At most:
-// N*(N-1) * max(Size, MaxPayload+11) bytes (a loop sends to itself
+// default). While frames bigger than half of that pass, the ring grows
+// (doubling) to hold two of them, and never past two records of
+// MaxPayload plus their 8-byte headers; a pair that never talks holds
+// nothing, and Port.Trim on a tick releases rings idle since the last
+// tick and shrinks grown ones. At most:
+// N*(N-1) * max(Size, 2*(MaxPayload+11)) bytes (a loop sends to itself
 // directly, not through a queue). Port.RingBytes reports what a loop holds now.
 package shard
