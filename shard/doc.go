@@ -92,8 +92,10 @@
 // the frame and the unparsed rest of that read on the sending connection
 // (as bytes read past a pause are kept today), pauses that connection's
 // reads, and lists it under destination loop j. Port.Writable names j once
-// j has drained enough; the loop sends the held frames again (any that
-// still do not fit pause the connection again) and resumes reading. No
+// j has drained enough; the loop sends the held frames again, oldest
+// refusal first (any that still do not fit pause the connection again),
+// and resumes reading. A queue that refused a frame refuses every frame
+// until it has room for it, so small frames never starve a big one. No
 // loop waits for another: the consumer rings the producer when room
 // appears, through the same sleep/wake protocol.
 //

@@ -148,10 +148,11 @@ func (p *Port) SetRinger(r Ringer) { p.ringer = r }
 func (p *Port) Stats() PortStats { return p.stats }
 
 // Send copies a frame for a connection on loop dst into the queue towards
-// dst. It reports false, taking nothing, when that queue is full: the
-// caller keeps the frame, pauses the connection it came from, and sends it
-// again once Writable names dst. The frame becomes visible to dst at the
-// next Flush.
+// dst. It reports false, taking nothing, when that queue is full or still
+// holds back for a frame it refused earlier (see Queue.Put): the caller
+// keeps the frame, pauses the connection it came from, and sends it again
+// once Writable names dst, retrying held frames in the order they were
+// refused. The frame becomes visible to dst at the next Flush.
 func (p *Port) Send(dst int, dest uint32, payload []byte) bool {
 	q := p.out[dst]
 	if q == nil {
