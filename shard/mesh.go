@@ -120,7 +120,9 @@ type PortStats struct {
 //	Drain(budget, deliver)                      (frames other loops sent here)
 //	Writable(resume)                            (queues that were full have room)
 //	Flush()                                     (publish, ring sleeping loops)
-//	if Sleep() { wait; Awake() }                (else go round again at once)
+//	if the pass did nothing and Sleep() {       (Sleep false: go round again)
+//		wait (doorbell, own I/O, timer); Awake()
+//	}
 type Port struct {
 	m      *Mesh
 	k      int
