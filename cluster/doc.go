@@ -1,0 +1,2 @@
+// Package cluster joins ringrelay nodes through NATS.
+package cluster
