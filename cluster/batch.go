@@ -38,15 +38,15 @@ type Reject uint8
 // told from two frames; it shows as a count mismatch or as a frame for
 // another node, and the batch is rejected all the same.
 const (
-	RejectTruncated  Reject = iota // shorter than its header, or a frame cut short
-	RejectMagic                    // not a batch: wrong magic or reserved bits set
-	RejectVersion                  // a batch version this node does not speak
-	RejectSource                   // source node out of range, or this node itself
-	RejectCount                    // frame count 0, or not the frames that follow
-	RejectZeroID                   // a frame for ID 0, which no connection has
-	RejectWrongNode                // a frame for an ID that another node owns
-	RejectFrameSize                // a payload longer than max-frame
-	RejectBatchSize                // the batch is larger than this node accepts
+	RejectTruncated Reject = iota // shorter than its header, or a frame cut short
+	RejectMagic                   // not a batch: wrong magic or reserved bits set
+	RejectVersion                 // a batch version this node does not speak
+	RejectSource                  // source node out of range, or this node itself
+	RejectCount                   // frame count 0, or not the frames that follow
+	RejectZeroID                  // a frame for ID 0, which no connection has
+	RejectWrongNode               // a frame for an ID that another node owns
+	RejectFrameSize               // a payload longer than max-frame
+	RejectBatchSize               // the batch is larger than this node accepts
 	NumRejects
 )
 
