@@ -211,25 +211,29 @@ func TestBridgeDuplicateNode(t *testing.T) {
 		t.Fatalf("first node 1 stopped: %v", a.b.Err())
 	}
 
-	// Two processes started together with node 2 both refuse.
+	// Two processes started together with node 2: never both serve. The
+	// later one hears the earlier one's announcement and refuses; the
+	// earlier one refuses too if the later one's came within its window.
 	errs := make([]error, 2)
+	starters := []*testNode{newTestNode(2, 0), newTestNode(2, 0)}
 	var wg sync.WaitGroup
-	for i := range errs {
+	for i, n := range starters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := newTestNode(2, 0)
 			errs[i] = n.start(testConfig(2, cl.url(i+1)))
-			if errs[i] == nil {
-				n.b.Close()
-			}
 		}()
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if !errors.Is(err, ErrDuplicateNode) {
-			t.Fatalf("simultaneous node 2, process %d: %v", i, err)
+	for i, n := range starters {
+		if errs[i] == nil {
+			defer n.b.Close()
+		} else if !errors.Is(errs[i], ErrDuplicateNode) {
+			t.Fatalf("simultaneous node 2, process %d: %v", i, errs[i])
 		}
+	}
+	if errs[0] == nil && errs[1] == nil {
+		t.Fatal("two processes serve node 2")
 	}
 
 	// Another instance announcing node 1 as serving (both sides of a bus

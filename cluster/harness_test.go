@@ -21,13 +21,13 @@ import (
 // bridge stays on the server it was given: a test that stops a server sees
 // its bridges lose the bus until the server is back.
 type natsCluster struct {
-	t          *testing.T
+	t          testing.TB
 	opts       []*server.Options
 	servers    []*server.Server
 	maxPayload int32
 }
 
-func startNATS(t *testing.T, n int, maxPayload int32) *natsCluster {
+func startNATS(t testing.TB, n int, maxPayload int32) *natsCluster {
 	t.Helper()
 	c := &natsCluster{t: t, maxPayload: maxPayload}
 	for i := 0; i < n; i++ {
@@ -119,7 +119,7 @@ func (c *natsCluster) waitInterest(subjects ...string) {
 	})
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
