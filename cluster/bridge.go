@@ -607,7 +607,7 @@ func (b *Bridge) publish(p *peer) {
 func (b *Bridge) onBatch(m *nats.Msg) {
 	b.inMu.Lock()
 	defer b.inMu.Unlock()
-	if b.inClosed || b.stopped.Load() {
+	if b.inClosed {
 		return
 	}
 	d, err := DecodeBatch(m.Data, b.lim)
@@ -620,6 +620,10 @@ func (b *Bridge) onBatch(m *nats.Msg) {
 	}
 	b.stats.batchesIn.Add(1)
 	b.inFrom = b.peer(d.Source)
+	if b.stopped.Load() {
+		b.inFrom.drop(DropStopped, d.Frames)
+		return
+	}
 	d.Each(b.deliverFn)
 	for _, k := range b.inList {
 		if b.loops.In[k].Publish() {

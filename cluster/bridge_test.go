@@ -253,11 +253,17 @@ func TestBridgeDuplicateNode(t *testing.T) {
 	if !errors.Is(a.b.Err(), ErrDuplicateNode) || !strings.Contains(a.b.Err().Error(), "000000000000002a") {
 		t.Fatalf("Err() = %v", a.b.Err())
 	}
-	a.send(0, ids(0, 1)[0], "after the stop")
-	waitFor(t, 5*time.Second, "the stopped drop", func() bool {
+	a.send(0, ids(0, 1)[0], "after the stop") // out: dropped on node 1
+	for i := 0; i < 3; i++ {
+		b.send(0, ids(1, 1)[0], "to a stopped node") // in: dropped on node 1
+	}
+	waitFor(t, 5*time.Second, "the stopped drops", func() bool {
 		p, _ := a.b.Snapshot().Peer(0)
-		return p.Drops[DropStopped] == 1
+		return p.Drops[DropStopped] == 4
 	})
+	if a.received() != 0 || b.received() != 0 {
+		t.Fatalf("frames crossed a stopped node: %d in, %d out", a.received(), b.received())
+	}
 	if a.b.Snapshot().Serving || a.log.count("stopped serving") != 1 {
 		t.Fatalf("snapshot still serving, or log:\n%s", a.log)
 	}

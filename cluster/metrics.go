@@ -17,7 +17,7 @@ const (
 	DropTooBig                // does not fit in a batch under the server's max_payload
 	DropLocal                 // for an ID of this node: a wiring error, never sent
 	DropMalformed             // handed over without its trailing NUL: a wiring error
-	DropStopped               // the bridge stopped serving (duplicate node)
+	DropStopped               // sent or received after the bridge stopped serving (duplicate node)
 	DropPublish               // the NATS client refused the batch for another reason
 	DropSinkFull              // received, but the owning loop's inbox stayed full for SinkWait
 	DropNoLoop                // received, but Owner named no loop: a wiring error
