@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // waitUp waits until every node sees every other as up, and every server
@@ -185,8 +187,12 @@ func TestBridgeOutboundDrops(t *testing.T) {
 	}
 	a.send(1, ids(0, 1)[0], "to this node")          // the loop should have kept it
 	a.out[0].pushRaw(ids(1, 1)[0], []byte("no NUL")) // nor can a frame lack its NUL
-	a.send(0, ids(1, 1)[0], "fine")
+	a.out[1].room.Store(true)                        // loop 1 had found its outbox full
+	a.send(1, ids(1, 1)[0], "fine")
 	waitFor(t, 5*time.Second, "the good frame", func() bool { return b.received() == 1 })
+	if a.wakes[1].Load() != 1 || a.wakes[0].Load() != 0 {
+		t.Fatalf("wakes %d, %d; want loop 1 woken once for room, loop 0 never", a.wakes[0].Load(), a.wakes[1].Load())
+	}
 	s := a.b.Snapshot()
 	p3, _ := s.Peer(3)
 	p0, _ := s.Peer(0)
@@ -427,4 +433,71 @@ func TestBridgeSinkFull(t *testing.T) {
 		t.Fatalf("in %d, sink-full drops %d, wakes %d; want 10, 40, some", p.FramesIn, p.Drops[DropSinkFull], b.wakes[0].Load())
 	}
 	checkStreams(t, b) // the 10 that fit are the first 10, in order
+}
+
+func TestBridgeSlowConsumer(t *testing.T) {
+	cl := startNATS(t, 3, 0)
+	a := startTestNode(t, testConfig(0, cl.url(0)))
+	cfg := testConfig(1, cl.url(1))
+	cfg.PendingMsgs = 2
+	cfg.SinkWait = 200 * time.Millisecond
+	b := newTestNode(1, 1) // room for one frame per loop, nobody takes it
+	if err := b.start(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.b.Close() })
+	waitUp(t, cl, a, b)
+
+	dest := ids(1, 1)[0]
+	const batches = 20
+	for i := 0; i < batches; i++ { // one frame per batch
+		a.send(0, dest, payload(0, 0, dest, i))
+		waitFor(t, 5*time.Second, "a batch out", func() bool { return a.b.Snapshot().BatchesOut == uint64(i+1) })
+	}
+	waitFor(t, 10*time.Second, "every batch delivered, or dropped and counted", func() bool {
+		s := b.b.Snapshot()
+		p, _ := s.Peer(0)
+		return p.FramesIn+p.Drops[DropSinkFull]+s.SlowConsumer == batches
+	})
+	s := b.b.Snapshot()
+	p, _ := s.Peer(0)
+	if p.FramesIn != 1 || p.Drops[DropSinkFull] == 0 || s.SlowConsumer == 0 {
+		t.Fatalf("in %d, sink-full %d, slow consumer %d: want 1, some, some", p.FramesIn, p.Drops[DropSinkFull], s.SlowConsumer)
+	}
+}
+
+func TestBridgeStartFailures(t *testing.T) {
+	cfg := testConfig(0, "nats://127.0.0.1:1")
+	if err := newTestNode(0, 0).start(cfg); err == nil || !strings.Contains(err.Error(), "connect to nats://127.0.0.1:1") {
+		t.Fatalf("Start with no server: %v", err)
+	}
+	if err := newTestNode(0, 0).start(Config{}); err == nil || !strings.Contains(err.Error(), "no NATS server") {
+		t.Fatalf("Start with an empty config: %v", err)
+	}
+	if _, err := Start(testConfig(0, "nats://127.0.0.1:1"), Loops{}); err == nil || !strings.Contains(err.Error(), "as many Sources as Sinks") {
+		t.Fatalf("Start without loops: %v", err)
+	}
+}
+
+func TestBridgeUserPassword(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		Username: "relay", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	cfg := testConfig(0, s.ClientURL())
+	cfg.User, cfg.Password = "relay", "wrong"
+	if err := newTestNode(0, 0).start(cfg); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	cfg.Password = "s3cret"
+	n := startTestNode(t, cfg)
+	if !n.b.Snapshot().BusConnected {
+		t.Fatal("not connected with the right password")
+	}
 }

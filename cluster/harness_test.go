@@ -135,6 +135,7 @@ func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 type outbox struct {
 	mu     sync.Mutex
 	frames []frame
+	room   atomic.Bool // report room once, as a queue a loop found full would
 }
 
 func (o *outbox) push(dest uint32, payload string) {
@@ -168,7 +169,7 @@ func (o *outbox) Drain(budget int, fn func(uint32, []byte)) (int, bool) {
 	for _, f := range taken {
 		fn(f.dest, f.data)
 	}
-	return n, false
+	return n, n > 0 && o.room.Swap(false)
 }
 
 // inbox is a test loop's Sink. Put stages, Publish makes visible; with a
