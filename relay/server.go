@@ -24,6 +24,7 @@ type Server struct {
 
 	metrics *Metrics
 	counts  counts
+	remote  *remote // link to the other nodes of a cluster (remote.go); nil on one node
 
 	stop     atomic.Bool // set by Shutdown from any goroutine
 	draining bool
@@ -119,6 +120,9 @@ func (s *Server) Run() error {
 			}
 			*ev = reactor.Event{}
 		}
+		if s.remote != nil {
+			s.pollRemote()
+		}
 		if s.stop.Load() && !s.draining {
 			s.beginDrain()
 		}
@@ -206,6 +210,10 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 
 // route forwards one complete frame (payload and NUL) to dest.
 func (s *Server) route(src *peer, dest uint32, frame []byte) {
+	if s.isRemote(dest) {
+		s.sendRemote(src, dest, frame)
+		return
+	}
 	slot, ok := s.routes.Lookup(dest)
 	if !ok {
 		s.counts.dropped[DropUnknownDest]++

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/bytesize"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
@@ -25,6 +26,7 @@ type Config struct {
 	Listen  string
 	Reactor reactor.Config
 	Relay   relay.Config
+	Cluster cluster.Config // off unless -cluster names servers (cluster.go)
 
 	MetricsAddr string
 	PprofAddr   string
@@ -39,6 +41,7 @@ func defaultConfig() Config {
 		Listen:    "127.0.0.1:8080",
 		Reactor:   reactor.DefaultConfig(),
 		Relay:     relay.DefaultConfig(),
+		Cluster:   cluster.DefaultConfig(),
 		LogLevel:  slog.LevelInfo,
 		LogFormat: "text",
 	}
@@ -91,6 +94,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"log-level", func(name, usage string) { fs.TextVar(level, name, *level, usage) }, "`level`: debug, info, warn or error; per-connection events are logged at debug only"},
 			{"log-format", bind(fs.StringVar, &c.LogFormat), "`format` of log lines: text or json"},
 		}},
+		c.clusterFlags(fs),
 		{"Other", []flagDef{
 			{"probe", bind(fs.BoolVar, &c.Probe), "print what this host's io_uring supports and which backend auto would pick, then exit"},
 		}},
@@ -194,6 +198,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Relay.Validate(); err != nil {
 		return fmt.Errorf("-%w", err)
+	}
+	if err := c.validateCluster(); err != nil {
+		return err
 	}
 	return nil
 }

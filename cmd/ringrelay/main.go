@@ -55,10 +55,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	m := new(relay.Metrics)
 	srv := relay.NewServer(loop, cfg.Relay, m)
+	// The cluster's bridge starts before the loop serves: it connects to
+	// NATS and makes sure no other process serves this -node.
+	nd, err := joinCluster(cfg, []*relay.Server{srv}, log)
+	if err != nil {
+		loop.Close()
+		log.Error("cannot join the cluster", "err", err)
+		return 1
+	}
+	defer nd.close()
 
 	if cfg.MetricsAddr != "" {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler(string(loop.Backend()), metrics.Loop{Relay: m, Reactor: loop.Stats()}))
+		mux.Handle("/metrics", metricsHandler(string(loop.Backend()), nd, metrics.Loop{Relay: m, Reactor: loop.Stats()}))
 		if err := serveHTTP(cfg.MetricsAddr, mux, log); err != nil {
 			loop.Close()
 			log.Error("cannot serve metrics", "addr", cfg.MetricsAddr, "err", err)
@@ -96,6 +105,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := srv.Run(); err != nil {
 		log.Error("event loop failed", "err", err)
 		return 1
+	}
+	if nd.close() {
+		return 1 // the bridge stopped serving: said why when it did
 	}
 	log.Info("shut down cleanly")
 	return 0

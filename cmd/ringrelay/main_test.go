@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -127,6 +128,7 @@ func TestGoodValuesParse(t *testing.T) {
 		"-listen=127.0.0.1:0", "-backend=epoll", "-buffers=512", "-ring-entries=8",
 		"-buffer-size=4KiB", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
 		"-write-timeout=1s", "-log-level=debug", "-log-format=json",
+		"-cluster=nats://127.0.0.1:4222,nats://127.0.0.1:4223", "-node=3", "-node-bits=2", "-cluster-name=rr.test",
 	}
 	c, err := parseFlags(args, io.Discard)
 	if err != nil {
@@ -137,7 +139,9 @@ func TestGoodValuesParse(t *testing.T) {
 	want.Reactor.Backend, want.Reactor.Buffers, want.Reactor.RingEntries, want.Reactor.BufferSize = "epoll", 512, 8, 4096
 	want.Relay.MaxFrame, want.Relay.MaxQueue, want.Relay.SlowConsumer = 65536, 131072, "drop"
 	want.Relay.WriteTimeout = time.Second
-	if c != want {
+	want.Cluster.Servers = []string{"nats://127.0.0.1:4222", "nats://127.0.0.1:4223"}
+	want.Cluster.Node, want.Cluster.NodeBits, want.Cluster.Name, want.Cluster.MaxFrame = 3, 2, "rr.test", 65536
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parseFlags(%q)\n got %+v\nwant %+v", args, c, want)
 	}
 }
@@ -214,8 +218,18 @@ func TestHelp(t *testing.T) {
 		"log-level":        {"Observability", "info"},
 		"log-format":       {"Observability", "text"},
 		"probe":            {"Other", ""},
+		"cluster":          {"Cluster", ""},
+		"node":             {"Cluster", "0"},
+		"node-bits":        {"Cluster", "4"},
+		"cluster-name":     {"Cluster", "ringrelay"},
+		"cluster-creds":    {"Cluster", ""},
+		"cluster-user":     {"Cluster", ""},
+		"cluster-password": {"Cluster", ""},
+		"cluster-tls-ca":   {"Cluster", ""},
+		"cluster-tls-cert": {"Cluster", ""},
+		"cluster-tls-key":  {"Cluster", ""},
 	}
-	titles := []string{"Network", "io_uring tuning", "Limits", "Observability", "Other"}
+	titles := []string{"Network", "io_uring tuning", "Limits", "Observability", "Cluster", "Other"}
 
 	for _, arg := range []string{"-h", "-help", "--help"} {
 		t.Run(arg, func(t *testing.T) {

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ringrelay/ringrelay/cluster"
+	"github.com/ringrelay/ringrelay/metrics"
+	"github.com/ringrelay/ringrelay/relay"
+)
+
+// clusterFlags is the -h group of the cluster's flags, bound to
+// c.Cluster (package cluster's Config).
+func (c *Config) clusterFlags(fs *flag.FlagSet) flagGroup {
+	cc := &c.Cluster
+	return flagGroup{"Cluster (several nodes joined through NATS; see README.md)", []flagDef{
+		{"cluster", func(name, usage string) { fs.Var(serversFlag{&cc.Servers}, name, usage) }, "NATS server `URLs`, comma-separated (nats://host:4222, tls://...); off when empty: one node, no NATS"},
+		{"node", bind(fs.IntVar, &cc.Node), "this node's `index`, unique in the cluster: 0 to 2^node-bits - 1"},
+		{"node-bits", bind(fs.IntVar, &cc.NodeBits), "`bits` at the top of every ID that hold the node index (1 to 16, the same on every node)"},
+		{"cluster-name", bind(fs.StringVar, &cc.Name), "subject `prefix`: batches for node K go on NAME.node.K, announcements on NAME.nodes"},
+		{"cluster-creds", bind(fs.StringVar, &cc.CredsFile), "NATS credentials `file` (or -cluster-user and -cluster-password)"},
+		{"cluster-user", bind(fs.StringVar, &cc.User), "NATS `user` name"},
+		{"cluster-password", bind(fs.StringVar, &cc.Password), "NATS `password`"},
+		{"cluster-tls-ca", bind(fs.StringVar, &cc.TLSCA), "CA certificate `file` that signs the NATS servers' certificates"},
+		{"cluster-tls-cert", bind(fs.StringVar, &cc.TLSCert), "client certificate `file`, for NATS servers that ask for one (with -cluster-tls-key)"},
+		{"cluster-tls-key", bind(fs.StringVar, &cc.TLSKey), "client certificate's key `file`"},
+	}}
+}
+
+// clustered reports whether -cluster was given.
+func (c *Config) clustered() bool { return len(c.Cluster.Servers) > 0 }
+
+// validateCluster checks the cluster flags when -cluster is set, and
+// refuses cluster flags given without it.
+func (c *Config) validateCluster() error {
+	cc := &c.Cluster
+	if !c.clustered() {
+		d := cluster.DefaultConfig()
+		if cc.Node != d.Node || cc.NodeBits != d.NodeBits || cc.Name != d.Name || cc.CredsFile != "" ||
+			cc.User != "" || cc.Password != "" || cc.TLSCA != "" || cc.TLSCert != "" || cc.TLSKey != "" {
+			return errors.New("-node, -node-bits and the -cluster-* flags need -cluster")
+		}
+		return nil
+	}
+	cc.MaxFrame = c.Relay.MaxFrame
+	if err := cc.Validate(); err != nil {
+		return fmt.Errorf("-%w", err)
+	}
+	return nil
+}
+
+// serversFlag is -cluster: a comma-separated list of NATS URLs.
+type serversFlag struct{ p *[]string }
+
+func (s serversFlag) String() string {
+	if s.p == nil {
+		return ""
+	}
+	return strings.Join(*s.p, ",")
+}
+
+func (s serversFlag) Set(v string) error {
+	*s.p = cluster.ParseServers(v)
+	if len(*s.p) == 0 {
+		return errors.New("no URL given")
+	}
+	return nil
+}
+
+// node is this process's part of a cluster: the bridge, and whether it
+// stopped serving.
+type node struct {
+	bridge *cluster.Bridge
+	failed atomic.Bool
+	done   chan struct{} // closed by close: the watcher ends
+	once   sync.Once
+}
+
+// joinCluster readies the servers (one per loop) for the cluster, starts
+// the bridge (it connects, and refuses a duplicate -node within its
+// startup wait), and shuts the servers down if the bridge later stops
+// serving. Call it before the servers run. It returns nil, nil without
+// -cluster.
+func joinCluster(cfg Config, servers []*relay.Server, log *slog.Logger) (*node, error) {
+	if !cfg.clustered() {
+		return nil, nil
+	}
+	cc := cfg.Cluster
+	cc.Logger = log
+	scheme, err := cluster.NewScheme(cc.NodeBits, cc.Node)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := relay.Join(servers, scheme)
+	if err != nil {
+		return nil, err
+	}
+	b, err := cluster.Start(cc, rs.Loops())
+	if errors.Is(err, cluster.ErrDuplicateNode) {
+		return nil, fmt.Errorf("%w: refusing to serve a node index another process serves", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rs.Attach(b)
+	n := &node{bridge: b, done: make(chan struct{})}
+	go func() {
+		select {
+		case <-b.Failed():
+		case <-n.done:
+			return
+		}
+		n.failed.Store(true)
+		log.Error("cluster: stopped serving; shutting down", "err", b.Err())
+		for _, s := range servers {
+			s.Shutdown()
+		}
+	}()
+	return n, nil
+}
+
+// close leaves the cluster; it reports whether the bridge had failed.
+func (n *node) close() (failed bool) {
+	if n == nil {
+		return false
+	}
+	n.once.Do(func() {
+		close(n.done)
+		n.bridge.Close()
+	})
+	return n.failed.Load() || n.bridge.Err() != nil
+}
+
+// metricsHandler serves the loops' metrics, and the bridge's when n is
+// set.
+func metricsHandler(backend string, n *node, loops ...metrics.Loop) http.Handler {
+	if n == nil {
+		return metrics.Handler(backend, loops...)
+	}
+	reg := metrics.NewRegistry(backend, loops...)
+	reg.MustRegister(metrics.NewClusterCollector(n.bridge.Snapshot))
+	return metrics.HandlerFor(reg)
+}
