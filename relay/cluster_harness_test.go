@@ -1,0 +1,230 @@
+package relay_test
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ringrelay/ringrelay/cluster"
+	"github.com/ringrelay/ringrelay/reactor"
+	"github.com/ringrelay/ringrelay/relay"
+)
+
+// The cluster tests run three relay nodes in this process, joined through
+// three embedded NATS servers routed to one another (ports chosen by the
+// kernel). Node k talks to NATS server k only: the servers do not
+// advertise each other to clients, so stopping server k cuts node k off
+// the bus until it is back, while the other two keep talking.
+
+const (
+	clusterNodes    = 3
+	clusterNodeBits = 2
+	clusterName     = "rrtest"
+	// clusterMaxPayload holds one batch of a 1 MiB frame.
+	clusterMaxPayload = 2 << 20
+)
+
+// busCluster is the embedded NATS servers.
+type busCluster struct {
+	t       testing.TB
+	opts    []*server.Options
+	servers []*server.Server
+}
+
+func startBus(t testing.TB, n int) *busCluster {
+	t.Helper()
+	bc := &busCluster{t: t}
+	for i := range n {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("bus%d", i),
+			Host:       "127.0.0.1",
+			Port:       server.RANDOM_PORT,
+			NoLog:      true,
+			NoSigs:     true,
+			MaxPayload: clusterMaxPayload,
+			Cluster: server.ClusterOpts{
+				Name:        clusterName,
+				Host:        "127.0.0.1",
+				Port:        server.RANDOM_PORT,
+				NoAdvertise: true,
+			},
+		}
+		if i > 0 {
+			o.Routes = server.RoutesFromStr(fmt.Sprintf("nats://127.0.0.1:%d", bc.servers[0].ClusterAddr().Port))
+		}
+		bc.opts = append(bc.opts, o)
+		bc.servers = append(bc.servers, bc.boot(o))
+	}
+	t.Cleanup(func() {
+		for _, s := range bc.servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	})
+	bc.waitRoutes()
+	return bc
+}
+
+func (bc *busCluster) boot(o *server.Options) *server.Server {
+	bc.t.Helper()
+	s, err := server.NewServer(o)
+	if err != nil {
+		bc.t.Fatalf("nats server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		bc.t.Fatalf("nats server %s not ready", o.ServerName)
+	}
+	return s
+}
+
+func (bc *busCluster) waitRoutes() {
+	bc.t.Helper()
+	waitFor(bc.t, "a full route mesh between the NATS servers", 20*time.Second, func() bool {
+		for _, s := range bc.servers {
+			if s.NumRemotes() != len(bc.servers)-1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// halt stops server i, keeping its ports for resume.
+func (bc *busCluster) halt(i int) {
+	s := bc.servers[i]
+	bc.opts[i].Port = s.Addr().(*net.TCPAddr).Port
+	bc.opts[i].Cluster.Port = s.ClusterAddr().Port
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+// resume starts server i again on its old ports.
+func (bc *busCluster) resume(i int) {
+	bc.servers[i] = bc.boot(bc.opts[i])
+	bc.waitRoutes()
+}
+
+// relayNode is one ringrelay node: a relay server and its bridge.
+type relayNode struct {
+	*testServer
+	index  int
+	bridge *cluster.Bridge
+}
+
+// nodeConfig is the cluster settings of the tests: short announcement
+// intervals, so nodes find each other (and find one gone) quickly, and a
+// long SinkWait, so a loop slowed by the race detector does not make the
+// bridge drop what the oracle counts on.
+func nodeConfig(url string, node, maxFrame int) cluster.Config {
+	cc := cluster.DefaultConfig()
+	cc.Servers = []string{url}
+	cc.Name = clusterName
+	cc.Node, cc.NodeBits = node, clusterNodeBits
+	cc.MaxFrame = maxFrame
+	cc.AnnounceEvery = 100 * time.Millisecond
+	cc.StartupWait = 150 * time.Millisecond
+	cc.ReconnectWait = 50 * time.Millisecond
+	cc.SinkWait = 5 * time.Second
+	cc.Logger = slog.New(slog.DiscardHandler)
+	return cc
+}
+
+// startNode runs a relay server joined to the cluster as node index, on
+// NATS server url. The bridge starts before the server serves, as in
+// cmd/ringrelay.
+func startNode(t testing.TB, backend reactor.Backend, index int, url string, edit func(*relay.Config, *reactor.Config)) *relayNode {
+	t.Helper()
+	rc := relay.DefaultConfig()
+	lc := reactor.DefaultConfig()
+	lc.Backend = backend
+	lc.Buffers = 256
+	if edit != nil {
+		edit(&rc, &lc)
+	}
+	n := &relayNode{testServer: &testServer{done: make(chan error, 1)}, index: index}
+	ready := make(chan error, 1)
+	go func() {
+		loop, err := reactor.Open("127.0.0.1:0", lc)
+		if err != nil {
+			ready <- err
+			return
+		}
+		n.addr = loop.Addr().String()
+		n.stats = loop.Stats()
+		n.srv = relay.NewServer(loop, rc, nil)
+		scheme := cluster.Scheme{Bits: clusterNodeBits, Self: index}
+		rs, err := relay.Join([]*relay.Server{n.srv}, scheme)
+		if err == nil {
+			n.bridge, err = cluster.Start(nodeConfig(url, index, rc.MaxFrame), rs.Loops())
+		}
+		if err != nil {
+			loop.Close()
+			ready <- err
+			return
+		}
+		rs.Attach(n.bridge)
+		ready <- nil
+		n.done <- n.srv.Run()
+	}()
+	if err := <-ready; err != nil {
+		t.Fatalf("start node %d (%s): %v", index, backend, err)
+	}
+	t.Cleanup(func() {
+		n.stop(t)
+		n.bridge.Close()
+	})
+	return n
+}
+
+// startNodes starts the bus and one node per NATS server, alternating
+// the backends, and waits until every node sees every other as up and
+// every server sees interest in every node's subject.
+func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config)) (*busCluster, []*relayNode) {
+	t.Helper()
+	bus := startBus(t, clusterNodes)
+	var nodes []*relayNode
+	for k := range clusterNodes {
+		nodes = append(nodes, startNode(t, backends[k%len(backends)], k, bus.servers[k].ClientURL(), edit))
+	}
+	waitMeshed(t, bus, nodes)
+	return bus, nodes
+}
+
+// waitMeshed waits until every NATS server sees interest in every node's
+// subject and every node sees every other as up.
+func waitMeshed(t testing.TB, bus *busCluster, nodes []*relayNode) {
+	t.Helper()
+	var subjects []string
+	for _, n := range nodes {
+		subjects = append(subjects, fmt.Sprintf("%s.node.%d", clusterName, n.index))
+	}
+	waitFor(t, "interest in "+strings.Join(subjects, ", ")+" on every NATS server", 10*time.Second, func() bool {
+		for _, s := range bus.servers {
+			for _, subj := range subjects {
+				if !s.GlobalAccount().SubscriptionInterest(subj) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	waitFor(t, "every node up at every other", 10*time.Second, func() bool {
+		for _, a := range nodes {
+			for _, b := range nodes {
+				if a != b && !a.bridge.Up(b.index) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// drops sums one relay drop reason over the nodes.
+func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.srv.Metrics().Dropped[r].Load() }
