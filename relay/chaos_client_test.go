@@ -68,7 +68,11 @@ func (ch *chaos) worker(slot int) {
 func (ch *chaos) dial(slot, ordinal int) *chaosInc {
 	ctx, cancel := context.WithTimeout(context.Background(), progressSlack)
 	defer cancel()
-	c, err := client.Dial(ctx, ch.ts.addr)
+	addr := ch.ts.addr
+	if len(ch.addrs) > 0 {
+		addr = ch.addrs[slot%len(ch.addrs)]
+	}
+	c, err := client.Dial(ctx, addr)
 	if err != nil {
 		ch.fail("slot %d: dial: %v", slot, err)
 		return nil

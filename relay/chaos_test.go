@@ -169,6 +169,10 @@ type chaos struct {
 	failures atomic.Int32
 
 	checked, reused, stalls, resets, halfs, closes, truncs atomic.Int64
+
+	// addrs, when set, are the nodes of a cluster: slot k dials
+	// addrs[k%len(addrs)] instead of ts.
+	addrs []string
 }
 
 func (ch *chaos) fail(format string, args ...any) {

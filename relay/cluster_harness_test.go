@@ -117,17 +117,18 @@ type relayNode struct {
 	bridge *cluster.Bridge
 }
 
-// nodeConfig is the cluster settings of the tests: short announcement
-// intervals, so nodes find each other (and find one gone) quickly, and a
-// long SinkWait, so a loop slowed by the race detector does not make the
-// bridge drop what the oracle counts on.
+// nodeConfig is the cluster settings of the tests: announcements every
+// second (the NATS client pings at that interval too, and a shorter one
+// makes it call a busy connection stale under the race detector), a short
+// startup wait, and a long SinkWait, so a loop slowed by the race
+// detector does not make the bridge drop what the oracle counts on.
 func nodeConfig(url string, node, maxFrame int) cluster.Config {
 	cc := cluster.DefaultConfig()
 	cc.Servers = []string{url}
 	cc.Name = clusterName
 	cc.Node, cc.NodeBits = node, clusterNodeBits
 	cc.MaxFrame = maxFrame
-	cc.AnnounceEvery = 100 * time.Millisecond
+	cc.AnnounceEvery = time.Second
 	cc.StartupWait = 150 * time.Millisecond
 	cc.ReconnectWait = 50 * time.Millisecond
 	cc.SinkWait = 5 * time.Second
