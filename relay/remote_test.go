@@ -1,0 +1,189 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ringrelay/ringrelay/cluster"
+	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/reactor"
+	"github.com/ringrelay/ringrelay/relay/client"
+)
+
+// joinedServer runs one relay server joined to a cluster as node 0 of 4,
+// with no bridge: the test plays the bridge through the Loops' queues.
+func joinedServer(t *testing.T, backend reactor.Backend) (*Server, *Remotes, string) {
+	t.Helper()
+	type started struct {
+		srv  *Server
+		rs   *Remotes
+		addr string
+		err  error
+	}
+	ready := make(chan started, 1)
+	done := make(chan error, 1)
+	go func() {
+		lc := reactor.DefaultConfig()
+		lc.Backend = backend
+		lc.Buffers = 64
+		loop, err := reactor.Open("127.0.0.1:0", lc)
+		if err != nil {
+			ready <- started{err: err}
+			return
+		}
+		srv := NewServer(loop, DefaultConfig(), nil)
+		rs, err := Join([]*Server{srv}, cluster.Scheme{Bits: 2, Self: 0})
+		if err != nil {
+			loop.Close()
+			ready <- started{err: err}
+			return
+		}
+		ready <- started{srv: srv, rs: rs, addr: loop.Addr().String()}
+		done <- srv.Run()
+	}()
+	st := <-ready
+	if st.err != nil {
+		t.Fatalf("start %s server: %v", backend, st.err)
+	}
+	t.Cleanup(func() {
+		st.srv.Shutdown()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("server did not stop")
+		}
+	})
+	return st.srv, st.rs, st.addr
+}
+
+func dialTest(t *testing.T, addr string) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestRemoteOutboxFullPausesSender fills the outbox while nothing drains
+// it: the sender must be paused (not a frame lost), and once the "bridge"
+// drains and reports room, every frame comes out whole and in order.
+func TestRemoteOutboxFullPausesSender(t *testing.T) {
+	for _, backend := range []reactor.Backend{reactor.Uring, reactor.Epoll} {
+		t.Run(string(backend), func(t *testing.T) {
+			srv, rs, addr := joinedServer(t, backend)
+			a := dialTest(t, addr)
+			if n := (cluster.Scheme{Bits: 2}).NodeOf(a.ID()); n != 0 {
+				t.Fatalf("ID %08x belongs to node %d, want 0", a.ID(), n)
+			}
+			remoteID := cluster.Scheme{Bits: 2, Self: 3}.Stamp(0x00123456)
+			const frames, size = 96, 32 << 10 // 3 MiB: three outboxes' worth
+			writeErr := make(chan error, 1)
+			go func() {
+				var buf []byte
+				for i := range frames {
+					p := bytes.Repeat([]byte{byte('a' + i%26)}, size)
+					copy(p, fmt.Sprintf("#%03d", i))
+					buf = frame.Append(buf, remoteID, p)
+				}
+				_, err := a.NetConn().Write(buf)
+				writeErr <- err
+			}()
+			loops := rs.Loops()
+			waitUntil(t, "the sender to be paused on the full outbox", func() bool {
+				return srv.Metrics().BackpressurePauses.Load() > 0
+			})
+			var got int
+			deadline := time.Now().Add(20 * time.Second)
+			for got < frames {
+				if time.Now().After(deadline) {
+					t.Fatalf("drained %d of %d frames", got, frames)
+				}
+				n, room := loops.Out[0].Drain(256<<10, func(dest uint32, f []byte) {
+					want := bytes.Repeat([]byte{byte('a' + got%26)}, size)
+					copy(want, fmt.Sprintf("#%03d", got))
+					if dest != remoteID || !bytes.Equal(f, append(want, 0)) {
+						t.Fatalf("frame %d: dest %08x, %d bytes starting %q", got, dest, len(f), f[:min(len(f), 8)])
+					}
+					got++
+				})
+				if room {
+					loops.Wake(0)
+				}
+				if n == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			if err := <-writeErr; err != nil {
+				t.Fatal(err)
+			}
+			// The sender was resumed: it still talks.
+			b := dialTest(t, addr)
+			if err := a.Send(b.ID(), []byte("resumed")); err != nil {
+				t.Fatal(err)
+			}
+			b.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if p, err := b.Recv(); err != nil || string(p) != "resumed" {
+				t.Fatalf("after the outbox drained: %q, %v", p, err)
+			}
+		})
+	}
+}
+
+// TestRemoteInboxDelivers hands frames to the inbox as the bridge does:
+// one for a live ID arrives whole, one for an unknown ID of this node is
+// counted here.
+func TestRemoteInboxDelivers(t *testing.T) {
+	srv, rs, addr := joinedServer(t, reactor.Epoll)
+	a := dialTest(t, addr)
+	loops := rs.Loops()
+	unknown := cluster.Scheme{Bits: 2, Self: 0}.Stamp(a.ID() ^ 0x00ffffff)
+	for _, f := range []struct {
+		dest uint32
+		data string
+	}{{unknown, "lost\x00"}, {a.ID(), "from afar\x00"}} {
+		if !loops.In[0].Put(f.dest, []byte(f.data)) {
+			t.Fatal("inbox refused a frame")
+		}
+	}
+	loops.In[0].Publish()
+	loops.Wake(loops.Owner(a.ID()))
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if p, err := a.Recv(); err != nil || string(p) != "from afar" {
+		t.Fatalf("got %q, %v", p, err)
+	}
+	waitUntil(t, "the unknown ID to be counted", func() bool {
+		return srv.Metrics().Dropped[DropUnknownDest].Load() == 1
+	})
+	// A frame for ID 0 is never handed to the bus.
+	if err := a.Send(0, []byte("nobody")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the frame for ID 0 to be counted", func() bool {
+		return srv.Metrics().Dropped[DropUnknownDest].Load() == 2
+	})
+	if n, _ := loops.Out[0].Drain(1<<20, func(uint32, []byte) {}); n != 0 {
+		t.Fatalf("%d frames went to the outbox", n)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
