@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,9 +43,23 @@ func (c *Config) validateCluster() error {
 	cc := &c.Cluster
 	if !c.clustered() {
 		d := cluster.DefaultConfig()
-		if cc.Node != d.Node || cc.NodeBits != d.NodeBits || cc.Name != d.Name || cc.CredsFile != "" ||
-			cc.User != "" || cc.Password != "" || cc.TLSCA != "" || cc.TLSCert != "" || cc.TLSKey != "" {
-			return errors.New("-node, -node-bits and the -cluster-* flags need -cluster")
+		for _, f := range []struct {
+			name, value string
+			set         bool
+		}{
+			{"node", strconv.Itoa(cc.Node), cc.Node != d.Node},
+			{"node-bits", strconv.Itoa(cc.NodeBits), cc.NodeBits != d.NodeBits},
+			{"cluster-name", cc.Name, cc.Name != d.Name},
+			{"cluster-creds", cc.CredsFile, cc.CredsFile != ""},
+			{"cluster-user", cc.User, cc.User != ""},
+			{"cluster-password", "(hidden)", cc.Password != ""},
+			{"cluster-tls-ca", cc.TLSCA, cc.TLSCA != ""},
+			{"cluster-tls-cert", cc.TLSCert, cc.TLSCert != ""},
+			{"cluster-tls-key", cc.TLSKey, cc.TLSKey != ""},
+		} {
+			if f.set {
+				return fmt.Errorf("-%s %s: a cluster setting, but -cluster names no NATS server", f.name, f.value)
+			}
 		}
 		return nil
 	}

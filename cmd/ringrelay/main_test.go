@@ -89,6 +89,10 @@ func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
 		// Valid alone; wrong only against the default -max-frame of 1 MiB.
 		{"queue smaller than a frame", []string{"-max-queue=1KiB"}, []string{"max-queue", "max-frame"}, "1024"},
 		{"stray argument", []string{"-backend=epoll", "stray"}, nil, "stray"},
+		{"cluster URL scheme", []string{"-cluster=http://127.0.0.1:4222"}, []string{"cluster"}, "http://127.0.0.1:4222"},
+		{"node past node-bits", []string{"-cluster=nats://127.0.0.1:4222", "-node=16"}, []string{"node"}, "16"},
+		{"node-bits too many", []string{"-cluster=nats://127.0.0.1:4222", "-node-bits=17"}, []string{"node-bits"}, "17"},
+		{"node without cluster", []string{"-node=1"}, []string{"node", "cluster"}, "1"},
 	}
 	seen := map[string]string{} // error line -> case that produced it
 	for _, tc := range cases {
