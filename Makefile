@@ -10,18 +10,23 @@ ARGS ?=
 FUZZTIME ?= 10s
 DURATION ?= 10m
 
-.PHONY: all build run test vet fuzz lint bench bench-quick soak clean
+.PHONY: all build run cluster test vet fuzz lint bench bench-quick soak clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./internal/devnats
 
 run: build
 	./$(BIN)/ringrelay $(ARGS)
 
 vet:
 	$(GO) vet ./...
+
+# A local cluster: one NATS server and three nodes on 127.0.0.1:7000-7002
+# (scripts/cluster.sh; ARGS go to every node). Ctrl-C stops it.
+cluster: build
+	./scripts/cluster.sh $(ARGS)
 
 test: vet
 	$(GO) test -race -count=1 -timeout 20m ./...
