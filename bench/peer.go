@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,26 +32,45 @@ func appendFrame(dst []byte, dest uint32, c *Codec, sender uint32, seq uint64) [
 // frameOverhead is what the protocol adds around a payload on the way in.
 const frameOverhead = 5
 
-// dialer opens connections to one server address. It does not use
+// dialer opens connections to one server address, or to the nodes of a
+// cluster given as a comma-separated list. It does not use
 // relay/client: the generator needs the raw socket (one write per batch of
 // frames, its own splitting of large reads) and a choice of source address.
 // Against a loopback server
 // it spreads connections over several 127.0.0.x source addresses, so that
 // tens of thousands of sockets (and the TIME_WAIT entries they leave behind)
 // never exhaust one address's ephemeral ports.
+//
+// With several addresses, connection i of n goes to address i*k/n of k:
+// contiguous blocks, so a pingpong run's A ends (the first half) dial the
+// first node and its B ends the second, and every pair crosses nodes.
 type dialer struct {
-	addr    string
+	addrs   []string
 	sources []net.IP
 	next    atomic.Uint32
 }
 
 func newDialer(addr string) (*dialer, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("server address %q: %w", addr, err)
+	d := &dialer{}
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			d.addrs = append(d.addrs, a)
+		}
 	}
-	d := &dialer{addr: addr}
-	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil && ip.IsLoopback() {
+	if len(d.addrs) == 0 {
+		return nil, fmt.Errorf("server address %q: none given", addr)
+	}
+	loopback := true
+	for _, a := range d.addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("server address %q: %w", a, err)
+		}
+		if ip := net.ParseIP(host); ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+			loopback = false
+		}
+	}
+	if loopback {
 		for i := 2; i <= 9; i++ {
 			d.sources = append(d.sources, net.IPv4(127, 0, 0, byte(i)))
 		}
@@ -58,29 +78,30 @@ func newDialer(addr string) (*dialer, error) {
 	return d, nil
 }
 
-// dial connects and reads the ID the server sends first.
-func (d *dialer) dial(ctx context.Context) (*peer, error) {
+// dial opens connection i of n and reads the ID the server sends first.
+func (d *dialer) dial(ctx context.Context, i, n int) (*peer, error) {
+	addr := d.addrs[i*len(d.addrs)/max(n, 1)]
 	var nd net.Dialer
 	if len(d.sources) > 0 {
 		src := d.sources[int(d.next.Add(1))%len(d.sources)]
 		nd.LocalAddr = &net.TCPAddr{IP: src}
 	}
-	c, err := nd.DialContext(ctx, "tcp", d.addr)
+	c, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", d.addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	tc := c.(*net.TCPConn)
 	var id [4]byte
 	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(tc, id[:]); err != nil {
 		tc.Close()
-		return nil, fmt.Errorf("read ID from %s: %w", d.addr, err)
+		return nil, fmt.Errorf("read ID from %s: %w", addr, err)
 	}
 	_ = tc.SetReadDeadline(time.Time{})
 	p := &peer{conn: tc, id: binary.BigEndian.Uint32(id[:])}
 	if p.id == 0 {
 		tc.Close()
-		return nil, fmt.Errorf("server at %s assigned ID 0, which the protocol reserves", d.addr)
+		return nil, fmt.Errorf("server at %s assigned ID 0, which the protocol reserves", addr)
 	}
 	return p, nil
 }
@@ -104,7 +125,7 @@ func (d *dialer) dialMany(ctx context.Context, n int) ([]*peer, error) {
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				p, err := d.dial(ctx)
+				p, err := d.dial(ctx, i, n)
 				if err != nil {
 					errOnce.Do(func() { first = fmt.Errorf("connection %d of %d: %w", i+1, n, err) })
 					cancel()

@@ -195,7 +195,7 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		addr     = fs.String("addr", "", "server address HOST:PORT (required)")
+		addr     = fs.String("addr", "", "server address HOST:PORT (required); HOST:PORT,HOST:PORT,... for the nodes of a cluster: connections are split into contiguous blocks, one per node, so pingpong's pairs cross nodes")
 		workload = fs.String("workload", "", "workload: "+strings.Join(bench.Workloads, ", ")+" (required)")
 		pairs    = fs.Int("pairs", 0, "pingpong: pairs of connections (default 1)")
 		window   = fs.Int("window", 0, "pingpong: frames in flight per pair (default 1)")
