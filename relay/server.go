@@ -359,6 +359,9 @@ func (s *Server) drainDone() bool {
 	if !s.now.Before(s.deadline) {
 		return true
 	}
+	if s.remote != nil && len(s.remote.held) > 0 {
+		return false // frames for other nodes still wait for the outbox
+	}
 	for p := range s.peers.all() {
 		if p.conn != nil && p.conn.Pending() > 0 {
 			return false
