@@ -24,7 +24,7 @@ type Server struct {
 
 	metrics *Metrics
 	counts  counts
-	remote  *remote // link to the other nodes of a cluster (remote.go); nil on one node
+	link    *nodeLink // link to the other nodes of a cluster (nodes.go); nil on one node
 
 	stop     atomic.Bool // set by Shutdown from any goroutine
 	draining bool
@@ -120,8 +120,8 @@ func (s *Server) Run() error {
 			}
 			*ev = reactor.Event{}
 		}
-		if s.remote != nil {
-			s.pollRemote()
+		if s.link != nil {
+			s.pollNodes()
 		}
 		if s.stop.Load() && !s.draining {
 			s.beginDrain()
@@ -210,8 +210,8 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 
 // route forwards one complete frame (payload and NUL) to dest.
 func (s *Server) route(src *peer, dest uint32, frame []byte) {
-	if s.isRemote(dest) {
-		s.sendRemote(src, dest, frame)
+	if s.forOtherNode(dest) {
+		s.sendToNode(src, dest, frame)
 		return
 	}
 	slot, ok := s.routes.Lookup(dest)
@@ -359,7 +359,7 @@ func (s *Server) drainDone() bool {
 	if !s.now.Before(s.deadline) {
 		return true
 	}
-	if s.remote != nil && len(s.remote.held) > 0 {
+	if s.link != nil && len(s.link.held) > 0 {
 		return false // frames for other nodes still wait for the outbox
 	}
 	for p := range s.peers.all() {

@@ -9,18 +9,18 @@ import (
 )
 
 // Cluster mode: several relay nodes joined through NATS (package cluster).
-// Each loop (Server) gets a remote: an outbox of frames for IDs of other
+// Each loop (Server) gets a nodeLink: an outbox of frames for IDs of other
 // nodes, which the bridge goroutine drains, and an inbox of frames from
 // other nodes, which the bridge fills. Both are shard.Queues, so the loop
 // never calls the NATS client and never waits for the bus:
 //
 //   - route() hands a frame whose ID belongs to another node to
-//     sendRemote, which copies it into the outbox. A full outbox holds the
+//     sendToNode, which copies it into the outbox. A full outbox holds the
 //     frame (in arrival order, behind any frame already held) and pauses
 //     its sender; the bridge wakes the loop when it has drained enough,
 //     and the loop sends the held frames again, oldest first, and resumes
 //     the senders once every held frame is out.
-//   - Every pass, pollRemote delivers what the inbox holds to this loop's
+//   - Every pass, pollNodes delivers what the inbox holds to this loop's
 //     connections (an unknown ID is dropped and counted here, on the
 //     owner), sends held frames again, and publishes the outbox and rings
 //     the bridge.
@@ -38,16 +38,16 @@ import (
 // bridge delivers between two loop passes (the bridge waits up to the
 // cluster's SinkWait for room before it drops).
 const (
-	remoteOutbox = 1 << 20
-	remoteInbox  = 1 << 20
-	// remoteBudget is how many bytes of inbox a pass delivers before it
+	nodeOutbox = 1 << 20
+	nodeInbox  = 1 << 20
+	// nodeBudget is how many bytes of inbox a pass delivers before it
 	// lets the loop look at its sockets again.
-	remoteBudget = 256 << 10
+	nodeBudget = 256 << 10
 )
 
-// remote is one loop's link to the other nodes. It belongs to the loop's
+// nodeLink is one loop's link to the other nodes. It belongs to the loop's
 // goroutine, except the queues' other ends, which belong to the bridge.
-type remote struct {
+type nodeLink struct {
 	scheme cluster.Scheme
 	out    *shard.Queue // this loop -> bridge (cluster.Source)
 	in     *shard.Queue // bridge -> this loop (cluster.Sink)
@@ -55,21 +55,21 @@ type remote struct {
 
 	// Frames the outbox refused, oldest first, their bytes in heldBuf,
 	// and the senders paused for them (slot -> serial).
-	held    []heldFrame
+	held    []nodeHeld
 	heldBuf []byte
 	paused  map[int]uint64
 
 	deliverFn func(uint32, []byte)
 }
 
-type heldFrame struct {
+type nodeHeld struct {
 	dest     uint32
 	off, end int
 }
 
-// Remotes are the links of a process's loops to the bridge, one per
+// NodeLinks are the links of a process's loops to the bridge, one per
 // Server, made by Join. Loops is what cluster.Start needs.
-type Remotes struct {
+type NodeLinks struct {
 	servers []*Server
 	loops   cluster.Loops
 }
@@ -78,37 +78,40 @@ type Remotes struct {
 // cluster: each gets an outbox and an inbox, and draws its IDs with this
 // node's index in the top bits. Call it before the servers run, then
 // start the bridge with Loops and hand it to Attach.
-func Join(servers []*Server, scheme cluster.Scheme) (*Remotes, error) {
+func Join(servers []*Server, scheme cluster.Scheme) (*NodeLinks, error) {
 	if err := scheme.Validate(); err != nil {
 		return nil, err
 	}
 	if scheme.Bits == 0 {
 		return nil, errors.New("relay: a cluster needs node-bits of at least 1")
 	}
-	rs := &Remotes{servers: servers}
+	rs := &NodeLinks{servers: servers}
 	n := len(servers)
 	rs.loops.Owner = func(id uint32) int { return shard.Owner(id, n) }
 	rs.loops.Wake = func(k int) { servers[k].loop.Wake() }
-	for _, s := range servers {
-		if s.remote != nil {
+	for k, s := range servers {
+		if s.link != nil {
 			return nil, errors.New("relay: server already joined a cluster")
 		}
-		qc := shard.QueueConfig{Size: remoteOutbox, MaxPayload: s.cfg.MaxFrame + 1}
+		qc := shard.QueueConfig{Size: nodeOutbox, MaxPayload: s.cfg.MaxFrame + 1}
 		out, err := shard.NewQueue(qc)
 		if err != nil {
 			return nil, fmt.Errorf("relay: outbox: %w", err)
 		}
-		qc.Size = remoteInbox
+		qc.Size = nodeInbox
 		in, err := shard.NewQueue(qc)
 		if err != nil {
 			return nil, fmt.Errorf("relay: inbox: %w", err)
 		}
-		r := &remote{scheme: scheme, out: out, in: in, ring: func() {}, paused: make(map[int]uint64)}
-		r.deliverFn = s.deliverRemote
-		s.remote = r
-		// Every ID this loop hands out carries the node index.
+		r := &nodeLink{scheme: scheme, out: out, in: in, ring: func() {}, paused: make(map[int]uint64)}
+		r.deliverFn = s.deliverFromNode
+		s.link = r
+		// Every ID this loop hands out carries the node index, and is one
+		// that this loop owns (shard.Owner hashes the whole ID, node bits
+		// included); the table still checks it is not in use.
 		routes := s.routes
-		routes.next = func() uint32 { return scheme.Stamp(routes.random()) }
+		owns := func(id uint32) bool { return shard.Owner(id, n) == k }
+		routes.next = func() uint32 { return scheme.Draw(routes.random, owns) }
 		rs.loops.Out = append(rs.loops.Out, out)
 		rs.loops.In = append(rs.loops.In, in)
 	}
@@ -117,25 +120,25 @@ func Join(servers []*Server, scheme cluster.Scheme) (*Remotes, error) {
 
 // Loops is what cluster.Start takes: the outboxes, inboxes, the owning
 // loop of an ID and how to wake a loop.
-func (rs *Remotes) Loops() cluster.Loops { return rs.loops }
+func (rs *NodeLinks) Loops() cluster.Loops { return rs.loops }
 
 // Attach tells every loop how to ring the bridge. Call it after
 // cluster.Start and before the servers run.
-func (rs *Remotes) Attach(b *cluster.Bridge) {
+func (rs *NodeLinks) Attach(b *cluster.Bridge) {
 	for _, s := range rs.servers {
-		s.remote.ring = b.Ring
+		s.link.ring = b.Ring
 	}
 }
 
-// isRemote reports whether route must hand dest to another node.
-func (s *Server) isRemote(dest uint32) bool {
-	return s.remote != nil && !s.remote.scheme.Local(dest)
+// forOtherNode reports whether route must hand dest to another node.
+func (s *Server) forOtherNode(dest uint32) bool {
+	return s.link != nil && !s.link.scheme.Local(dest)
 }
 
-// sendRemote queues one frame (payload and NUL) for an ID of another
+// sendToNode queues one frame (payload and NUL) for an ID of another
 // node. Whether the ID exists is the owning node's to find out.
-func (s *Server) sendRemote(src *peer, dest uint32, frame []byte) {
-	r := s.remote
+func (s *Server) sendToNode(src *peer, dest uint32, frame []byte) {
+	r := s.link
 	if dest == 0 {
 		// No connection has ID 0, and a batch holding it would be
 		// rejected whole by the receiver.
@@ -147,7 +150,7 @@ func (s *Server) sendRemote(src *peer, dest uint32, frame []byte) {
 	}
 	off := len(r.heldBuf)
 	r.heldBuf = append(r.heldBuf, frame...)
-	r.held = append(r.held, heldFrame{dest: dest, off: off, end: len(r.heldBuf)})
+	r.held = append(r.held, nodeHeld{dest: dest, off: off, end: len(r.heldBuf)})
 	if serial, ok := r.paused[src.conn.Slot()]; ok && serial == src.serial {
 		return
 	}
@@ -159,13 +162,13 @@ func (s *Server) sendRemote(src *peer, dest uint32, frame []byte) {
 	}
 }
 
-// pollRemote is the loop's part of the cluster each pass: deliver what
+// pollNodes is the loop's part of the cluster each pass: deliver what
 // came in, send what was held, hand the outbox to the bridge.
-func (s *Server) pollRemote() {
-	r := s.remote
-	r.in.Drain(remoteBudget, r.deliverFn)
+func (s *Server) pollNodes() {
+	r := s.link
+	r.in.Drain(nodeBudget, r.deliverFn)
 	if len(r.held) > 0 {
-		s.sendHeld()
+		s.sendHeldToNode()
 	}
 	if r.out.Publish() {
 		r.ring()
@@ -175,10 +178,10 @@ func (s *Server) pollRemote() {
 	}
 }
 
-// sendHeld puts held frames into the outbox, oldest first, and resumes
+// sendHeldToNode puts held frames into the outbox, oldest first, and resumes
 // their senders once none is left.
-func (s *Server) sendHeld() {
-	r := s.remote
+func (s *Server) sendHeldToNode() {
+	r := s.link
 	i := 0
 	for ; i < len(r.held); i++ {
 		h := r.held[i]
@@ -209,9 +212,9 @@ func (s *Server) sendHeld() {
 	clear(r.paused)
 }
 
-// deliverRemote hands one frame from another node to its destination on
+// deliverFromNode hands one frame from another node to its destination on
 // this loop, under this node's limits.
-func (s *Server) deliverRemote(dest uint32, frame []byte) {
+func (s *Server) deliverFromNode(dest uint32, frame []byte) {
 	slot, ok := s.routes.Lookup(dest)
 	if !ok {
 		s.counts.dropped[DropUnknownDest]++

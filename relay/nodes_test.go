@@ -15,11 +15,11 @@ import (
 
 // joinedServer runs one relay server joined to a cluster as node 0 of 4,
 // with no bridge: the test plays the bridge through the Loops' queues.
-func joinedServer(t *testing.T, backend reactor.Backend) (*Server, *Remotes, string) {
+func joinedServer(t *testing.T, backend reactor.Backend) (*Server, *NodeLinks, string) {
 	t.Helper()
 	type started struct {
 		srv  *Server
-		rs   *Remotes
+		rs   *NodeLinks
 		addr string
 		err  error
 	}
@@ -74,10 +74,10 @@ func dialTest(t *testing.T, addr string) *client.Conn {
 	return c
 }
 
-// TestRemoteOutboxFullPausesSender fills the outbox while nothing drains
+// TestNodeOutboxFullPausesSender fills the outbox while nothing drains
 // it: the sender must be paused (not a frame lost), and once the "bridge"
 // drains and reports room, every frame comes out whole and in order.
-func TestRemoteOutboxFullPausesSender(t *testing.T) {
+func TestNodeOutboxFullPausesSender(t *testing.T) {
 	for _, backend := range []reactor.Backend{reactor.Uring, reactor.Epoll} {
 		t.Run(string(backend), func(t *testing.T) {
 			srv, rs, addr := joinedServer(t, backend)
@@ -139,10 +139,10 @@ func TestRemoteOutboxFullPausesSender(t *testing.T) {
 	}
 }
 
-// TestRemoteInboxDelivers hands frames to the inbox as the bridge does:
+// TestNodeInboxDelivers hands frames to the inbox as the bridge does:
 // one for a live ID arrives whole, one for an unknown ID of this node is
 // counted here.
-func TestRemoteInboxDelivers(t *testing.T) {
+func TestNodeInboxDelivers(t *testing.T) {
 	srv, rs, addr := joinedServer(t, reactor.Epoll)
 	a := dialTest(t, addr)
 	loops := rs.Loops()
@@ -184,5 +184,42 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestNodeIDsOwnedByLoopAndNode: with the servers of four loops joined as
+// node 5 of 16, every ID a loop hands out carries node 5 in its top bits
+// and is owned by the loop that drew it, so both the node and the loop of
+// a frame's destination follow from its header.
+func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
+	const loops = 4
+	scheme := cluster.Scheme{Bits: 4, Self: 5}
+	var servers []*Server
+	for range loops {
+		servers = append(servers, NewServer(nil, DefaultConfig(), nil))
+	}
+	links, err := Join(servers, scheme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := links.Loops().Owner
+	seen := map[uint32]bool{}
+	for k, s := range servers {
+		for slot := range 500 {
+			id := s.routes.Add(slot)
+			if id == 0 || seen[id] {
+				t.Fatalf("loop %d: ID %08x is zero or repeated", k, id)
+			}
+			seen[id] = true
+			if scheme.NodeOf(id) != 5 || owner(id) != k {
+				t.Fatalf("loop %d drew %08x: node %d, owner loop %d", k, id, scheme.NodeOf(id), owner(id))
+			}
+		}
+	}
+	if _, err := Join(servers[:1], scheme); err == nil {
+		t.Errorf("joining a server twice did not fail")
+	}
+	if _, err := Join([]*Server{NewServer(nil, DefaultConfig(), nil)}, cluster.Scheme{}); err == nil {
+		t.Errorf("joining with node-bits 0 did not fail")
 	}
 }
