@@ -135,14 +135,19 @@ func WriteScaleMarkdown(w io.Writer, r *ScaleReport) error {
 	if s.Handoff {
 		scaling = "vs 1st: frames/s over frames/s at the first loop count, on the same one CPU (the cost of handing frames between loops)"
 	}
-	fmt.Fprintf(&b, "- frames/s: frames delivered to clients (pingpong counts both directions); %s; "+
-		"vs %s: frames/s over %s's at the same loop count; CPU µs/frame: server CPU time over the window / frames delivered; "+
+	vs := ""
+	if len(s.Columns) > 1 {
+		vs = fmt.Sprintf("vs %s: frames/s over %s's at the same loop count; ", s.Columns[0], s.Columns[0])
+	}
+	fmt.Fprintf(&b, "- frames/s: frames delivered to clients (pingpong counts both directions); %s; %s"+
+		"CPU µs/frame: server CPU time over the window / frames delivered; "+
 		"gen CPU %%: the generator's CPU time, %% of one core; * marks a median taken with the generator near saturation\n\n",
-		scaling, s.Columns[0], s.Columns[0])
+		scaling, vs)
 
 	for _, p := range r.Points {
 		writeScalePoint(&b, r, p)
 	}
+	writeHandoff(&b, r)
 	writeScaleSaturation(&b, r)
 	writeScaleErrors(&b, r)
 	_, err := io.WriteString(w, b.String())
@@ -156,8 +161,14 @@ func writeScalePoint(b *strings.Builder, r *ScaleReport, p ScalePoint) {
 	if s.Handoff {
 		scaling = "vs 1st"
 	}
-	row(b, "loops", "server CPUs", "server", "frames/s", scaling, "vs "+s.Columns[0], "CPU µs/frame", "p99 µs", "gen CPU %", "status")
-	row(b, "---:", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---")
+	several := len(s.Columns) > 1
+	head := []string{"loops", "server CPUs", "server", "frames/s", scaling, "vs " + s.Columns[0], "CPU µs/frame", "p99 µs", "gen CPU %", "status"}
+	align := []string{"---:", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---"}
+	if !several {
+		head, align = slices.Delete(head, 5, 6), slices.Delete(align, 5, 6)
+	}
+	row(b, head...)
+	row(b, align...)
 	for _, rw := range p.Rows {
 		f := rw.Median
 		rate := count(f.FramesPerSec)
@@ -176,8 +187,42 @@ func writeScalePoint(b *strings.Builder, r *ScaleReport, p ScalePoint) {
 		if f.Failed() {
 			st = "FAILED"
 		}
-		row(b, fmt.Sprint(rw.Loops), cpuList(rw.CPUs), rw.Column, rate, fixed(rw.Scaling, 2), fixed(rw.VsFirst, 2),
-			fixed(cpu, 2), micros(p99), fixed(f.GeneratorCPU, 0), st)
+		cells := []string{fmt.Sprint(rw.Loops), cpuList(rw.CPUs), rw.Column, rate, fixed(rw.Scaling, 2), fixed(rw.VsFirst, 2),
+			fixed(cpu, 2), micros(p99), fixed(f.GeneratorCPU, 0), st}
+		if !several {
+			cells = slices.Delete(cells, 5, 6)
+		}
+		row(b, cells...)
+	}
+	b.WriteString("\n")
+}
+
+// writeHandoff sums up a -handoff run: for each point, column and loop
+// count after the first, frames/s and server CPU per frame against the
+// first loop count's, all on the same CPU.
+func writeHandoff(b *strings.Builder, r *ScaleReport) {
+	steps := r.Settings.Steps
+	if !r.Settings.Handoff || len(steps) < 2 {
+		return
+	}
+	b.WriteString("### Handoff cost\n\n")
+	for pi, p := range r.Points {
+		for _, col := range r.Settings.Columns {
+			if slices.Contains(r.Settings.Fixed, col) {
+				continue // the same server at every step: no handoff to measure
+			}
+			base := r.row(pi, steps[0].Loops, col)
+			for _, st := range steps[1:] {
+				rw := r.row(pi, st.Loops, col)
+				if base == nil || rw == nil {
+					continue
+				}
+				fmt.Fprintf(b, "- %s, %s: %d loops sharing CPU %s deliver %sx the frames/s of %d (%s against %s), at %sx the server CPU per frame\n",
+					p.Point.Name, col, st.Loops, cpuList(st.CPUs), ratio(rw.Median.FramesPerSec, base.Median.FramesPerSec), base.Loops,
+					count(rw.Median.FramesPerSec), count(base.Median.FramesPerSec),
+					ratio(rw.Median.ServerCPUPerFrameUs, base.Median.ServerCPUPerFrameUs))
+			}
+		}
 	}
 	b.WriteString("\n")
 }

@@ -45,7 +45,7 @@ func ParseOpponent(spec string) (Contender, error) {
 	if !ok || name == "" || strings.ContainsFunc(name, unicode.IsSpace) {
 		return Contender{}, fmt.Errorf("opponent %q: want NAME=COMMAND, e.g. 'c=/tmp/ref/c-uring-relay {addr}'", spec)
 	}
-	argv, err := splitCommand(line)
+	argv, err := SplitCommand(line)
 	if err != nil {
 		return Contender{}, fmt.Errorf("opponent %s: %w", name, err)
 	}
@@ -59,9 +59,13 @@ func ParseOpponent(spec string) (Contender, error) {
 	return Contender{Name: name, Argv: argv}, nil
 }
 
-// splitCommand splits a command line at unquoted blanks. Quotes group; a
+// LoopFlags are the flags `ringbench scale` gives ringrelay to say how many
+// loops to run and on which CPUs.
+const LoopFlags = "-loops {loops} -cpus {cpus}"
+
+// SplitCommand splits a command line at unquoted blanks. Quotes group; a
 // backslash outside single quotes takes the next character literally.
-func splitCommand(line string) ([]string, error) {
+func SplitCommand(line string) ([]string, error) {
 	var (
 		args  []string
 		cur   strings.Builder

@@ -65,7 +65,8 @@ func (w *stream) open(ctx context.Context, d *dialer) error {
 	w.n = len(peers)
 	ends := make([]streamEnd, total)
 	first := make([]uint32, len(w.groups)) // each group's first sender index
-	next, slot := 0, 0 // the next sender index and connection slot
+	// next is the next sender index, slot the next connection slot.
+	next, slot := 0, 0
 	for gi, g := range w.groups {
 		first[gi] = uint32(next)
 		ends[g.receiver] = streamEnd{group: gi, sender: -1, slot: slot}
