@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"time"
 
@@ -131,9 +132,11 @@ func Scale(ctx context.Context, cfg ScaleConfig, progress *Progress) (*ScaleRepo
 		}
 	}
 	if len(cfg.GeneratorCPUs) > 0 {
-		if err := servertest.PinSelf(cfg.GeneratorCPUs...); err != nil {
+		restore, err := pinGenerator(cfg.GeneratorCPUs)
+		if err != nil {
 			return nil, err
 		}
+		defer restore()
 	}
 	if limit, err := servertest.RaiseFileLimit(); err != nil {
 		progress.Log("warning: %v", err)
@@ -236,4 +239,21 @@ func (s *scaling) measure(ctx context.Context, srv *Server, run int, st Step, p 
 	}
 	s.progress.Log("%s %s frames/s  gen CPU %.0f%%  %s", label, count(fig.FramesPerSec), fig.GeneratorCPU, verdict)
 	return srv, fig, nil
+}
+
+// pinGenerator moves this process to cpus (see servertest.PinSelf) and
+// returns what puts it back where it was.
+func pinGenerator(cpus []int) (restore func(), err error) {
+	old, err := servertest.AllowedCPUs()
+	if err != nil {
+		return nil, err
+	}
+	procs := runtime.GOMAXPROCS(0)
+	if err := servertest.PinSelf(cpus...); err != nil {
+		return nil, err
+	}
+	return func() {
+		_ = servertest.PinSelf(old...)
+		runtime.GOMAXPROCS(procs)
+	}, nil
 }
