@@ -80,7 +80,7 @@ func TestParseScaleRejects(t *testing.T) {
 	server := fakeServer(t)
 	base := []string{"-server", server}
 	for _, args := range [][]string{
-		{"-server-cpus", "0-3", "-gen-cpus", "3-7"},               // overlap
+		{"-server-cpus", "0-3", "-gen-cpus", "3-7"},                // overlap
 		{"-server-cpus", "0-3", "-gen-cpus", "4-7", "-loops", "8"}, // more loops than server CPUs
 		{"-server-cpus", "0-3", "-gen-cpus", "4-7", "-loops", "two"},
 		{"-server-cpus", "0-3", "-gen-cpus", "4-7", "-workloads", "fanin"},
