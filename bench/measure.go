@@ -46,6 +46,9 @@ type Figures struct {
 
 	Errors       int      `json:"errors"`
 	ErrorSamples []string `json:"error_samples,omitempty"`
+
+	// Interrupted says the context ended before the window did.
+	Interrupted bool `json:"-"`
 }
 
 // Failed reports whether the window saw any error.
@@ -105,6 +108,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 		}
 	}
 	if err := tr.open(ctx, d); err != nil {
+		fig.Interrupted = ctx.Err() != nil
 		m.fail("%s: %v", p.Name, err)
 		return fig
 	}
@@ -119,6 +123,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 	m.measuring.Store(false)
 	after := take(m, pid)
 	if !ok {
+		fig.Interrupted = true
 		m.fail("%s: interrupted", p.Name)
 	}
 	if pid > 0 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
@@ -157,26 +158,18 @@ func Scale(ctx context.Context, cfg ScaleConfig, progress *Progress) (*ScaleRepo
 	for run := range cfg.Runs {
 		for si, st := range steps {
 			for ci, col := range cfg.Columns {
-				srv, err := s.start(ctx, col, st)
-				if err != nil {
-					return nil, fmt.Errorf("run %d, %d loop(s): %w", run+1, st.Loops, err)
+				if ctx.Err() != nil {
+					break
 				}
-				r.Settings.StartLines[col.Name][st.Loops] = srv.StartLine()
-				for pi, p := range cfg.Points {
-					var fig Figures
-					if srv, fig, err = s.measure(ctx, srv, run, st, p); err != nil {
-						return nil, err
-					}
+				for pi, fig := range s.serve(ctx, r, col, st, run) {
 					figs[pi][si][ci] = append(figs[pi][si][ci], fig)
-				}
-				if err := srv.Stop(); err != nil {
-					progress.Log("warning: %s server (pid %d) stop: %v", col.Name, srv.Pid(), err)
-				}
-				if err := ctx.Err(); err != nil {
-					return nil, err
 				}
 			}
 		}
+	}
+	if ctx.Err() != nil {
+		r.Interrupted = true
+		progress.Log("interrupted: reporting what was measured so far")
 	}
 	progress.Done()
 
@@ -185,6 +178,9 @@ func Scale(ctx context.Context, cfg ScaleConfig, progress *Progress) (*ScaleRepo
 		for si, st := range steps {
 			for ci, col := range cfg.Columns {
 				runs := figs[pi][si][ci]
+				if len(runs) == 0 {
+					continue // interrupted before it ran
+				}
 				sp.Rows = append(sp.Rows, ScaleRow{Step: st, Column: col.Name, Median: MedianFigures(runs), Runs: runs})
 			}
 		}
@@ -202,6 +198,53 @@ type scaling struct {
 	step, total int
 }
 
+// serve starts col placed for st and runs every point against it, once.
+// It returns the points' figures in order, fewer when ctx ends first (a
+// measurement cut short is no result). A server that does not start, or
+// cannot be restarted after it died, fails the points it should have run.
+func (s *scaling) serve(ctx context.Context, r *ScaleReport, col Contender, st Step, run int) []Figures {
+	var figs []Figures
+	var srv *Server
+	defer func() {
+		if srv != nil {
+			if err := srv.Stop(); err != nil {
+				s.progress.Log("warning: %s server (pid %d) stop: %v", srv.Name, srv.Pid(), err)
+			}
+		}
+	}()
+	for _, p := range s.cfg.Points {
+		s.step++
+		label := fmt.Sprintf("[%d/%d] run %d/%d  %2d loop(s)  %-24s %-6s", s.step, s.total, run+1, s.cfg.Runs, st.Loops, p.Name, col.Name)
+		if srv == nil || !srv.Alive() {
+			if srv != nil {
+				s.progress.Log("%s server exited; restarting it. Its output:\n%s", col.Name, srv.Logs())
+				_ = srv.Stop()
+				srv = nil
+			}
+			started, err := s.start(ctx, col, st)
+			if ctx.Err() != nil {
+				return figs
+			}
+			if err != nil {
+				s.progress.Log("%s FAILED: %v", label, err)
+				figs = append(figs, Figures{Errors: 1, ErrorSamples: []string{"server did not start: " + firstLine(err.Error())}})
+				continue
+			}
+			srv = started
+			r.Settings.StartLines[col.Name][st.Loops] = srv.StartLine()
+		}
+		fig := s.measure(ctx, srv, label, p)
+		if fig.Interrupted {
+			return figs
+		}
+		figs = append(figs, fig)
+		if ctx.Err() != nil {
+			return figs
+		}
+	}
+	return figs
+}
+
 func (s *scaling) start(ctx context.Context, col Contender, st Step) (*Server, error) {
 	srv, err := StartServer(ctx, col, Placement{Loops: st.Loops, CPUs: st.CPUs})
 	if err != nil {
@@ -211,18 +254,8 @@ func (s *scaling) start(ctx context.Context, col Contender, st Step) (*Server, e
 	return srv, nil
 }
 
-// measure runs one point against srv, restarting it first if it died
-// during an earlier point.
-func (s *scaling) measure(ctx context.Context, srv *Server, run int, st Step, p Point) (*Server, Figures, error) {
-	s.step++
-	if !srv.Alive() {
-		s.progress.Log("%s server exited; restarting it. Its output:\n%s", srv.Name, srv.Logs())
-		var err error
-		if srv, err = s.start(ctx, srv.Contender, st); err != nil {
-			return nil, Figures{}, err
-		}
-	}
-	label := fmt.Sprintf("[%d/%d] run %d/%d  %2d loop(s)  %-24s %-6s", s.step, s.total, run+1, s.cfg.Runs, st.Loops, p.Name, srv.Name)
+// measure runs one point against srv.
+func (s *scaling) measure(ctx context.Context, srv *Server, label string, p Point) Figures {
 	fig := Measure(ctx, srv.Addr, p, Options{
 		Warmup: s.cfg.Warmup, Duration: s.cfg.Duration, ServerPID: srv.Pid(), WorkerCPUs: s.cfg.GeneratorCPUs,
 		Progress: func(elapsed time.Duration, fps float64) {
@@ -238,7 +271,14 @@ func (s *scaling) measure(ctx context.Context, srv *Server, run int, st Step, p 
 		verdict = fmt.Sprintf("FAILED: %d error(s), first: %s", fig.Errors, fig.ErrorSamples[0])
 	}
 	s.progress.Log("%s %s frames/s  gen CPU %.0f%%  %s", label, count(fig.FramesPerSec), fig.GeneratorCPU, verdict)
-	return srv, fig, nil
+	return fig
+}
+
+// firstLine is s up to its first line break: a start error carries the
+// server's whole output after it.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // pinGenerator moves this process to cpus (see servertest.PinSelf) and

@@ -20,6 +20,9 @@ type ScaleReport struct {
 	Command  []string      `json:"command"`
 	Settings ScaleSettings `json:"settings"`
 	Points   []ScalePoint  `json:"points"`
+	// Interrupted says the run was stopped before the end: the report
+	// holds what was measured by then.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 // ScaleSettings records how a scale run was set up.
@@ -107,6 +110,9 @@ func WriteScaleMarkdown(w io.Writer, r *ScaleReport) error {
 		title += " -handoff"
 	}
 	fmt.Fprintf(&b, "## %s, %s\n\n", title, r.Started.UTC().Format("2006-01-02 15:04:05 MST"))
+	if r.Interrupted {
+		b.WriteString("**Interrupted**: this is what was measured before the run was stopped; rows and runs are missing.\n\n")
+	}
 	fmt.Fprintf(&b, "- machine: %s", r.Machine)
 	if s.ThreadsPerCore > 1 {
 		fmt.Fprintf(&b, "; %d hyperthreads per core", s.ThreadsPerCore)

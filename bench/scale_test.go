@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,7 +228,7 @@ func TestScaleEndToEnd(t *testing.T) {
 		}
 		for _, rw := range p.Rows {
 			f := rw.Median
-			if f.FramesPerSec <= 0 || !f.ServerMeasured || f.ServerCPUPerFrameUs <= 0 || rw.Scaling <= 0 || !slices.Equal(rw.CPUs, cpus[:1]) {
+			if f.FramesPerSec <= 0 || !f.ServerMeasured || f.ServerRSS <= 0 || rw.Scaling <= 0 || !slices.Equal(rw.CPUs, cpus[:1]) {
 				t.Errorf("%s, %d loops, %s: %+v", p.Point.Name, rw.Loops, rw.Column, rw)
 			}
 			// One worker per generator CPU, at most one per pair
@@ -250,5 +251,89 @@ func TestScaleEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(md.String(), ", plain: 2 loops") {
 		t.Errorf("a column without {loops} has a handoff cost:\n%s", md.String())
+	}
+}
+
+// cancelOn cancels a context when the result line of a measurement whose
+// label contains text is written.
+type cancelOn struct {
+	mu     sync.Mutex
+	text   string
+	cancel context.CancelFunc
+	log    strings.Builder
+}
+
+func (c *cancelOn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.log.Write(p)
+	if line := string(p); strings.Contains(line, c.text) && strings.Contains(line, "gen CPU") {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+// A server that does not start fails its rows, with the reason, and the
+// other columns are still measured. Stopped half way, scale reports what it
+// measured and says it was interrupted.
+func TestScaleFailuresAndInterruption(t *testing.T) {
+	bin := filepath.Join(servertest.Binaries(t), "ringrelay")
+	cpus, err := servertest.AllowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken, err := ParseOpponent("broken=/bin/sh -c 'echo flag provided but not defined: -loops {loops} {addr} >&2; exit 2'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := ParseOpponent("good=" + bin + " -listen {addr} -backend epoll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp := must(NewPoint("pingpong", 2, 2, 0, 0, 64))
+	fl := must(NewPoint("flood", 2, 0, 0, 0, 256))
+	cfg := ScaleConfig{
+		Columns: []Contender{broken, good}, Points: []Point{pp, fl},
+		Loops: []int{1}, ServerCPUs: cpus[:1], GeneratorCPUs: cpus[1:],
+		Runs: 2, Warmup: 20 * time.Millisecond, Duration: 100 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Stop during run 2, once good has measured its first point there.
+	w := &cancelOn{text: "[7/8]", cancel: cancel}
+	r, err := Scale(ctx, cfg, NewProgress(w))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, w.log.String())
+	}
+	if !r.Interrupted {
+		t.Errorf("not marked interrupted:\n%s", w.log.String())
+	}
+	byColumn := map[string][]ScaleRow{}
+	for _, p := range r.Points {
+		for _, rw := range p.Rows {
+			byColumn[rw.Column] = append(byColumn[rw.Column], rw)
+		}
+	}
+	for _, rw := range byColumn["broken"] {
+		if !rw.Median.Failed() || !strings.Contains(strings.Join(rw.Median.ErrorSamples, "\n"), "server did not start") {
+			t.Errorf("broken's row: %+v", rw.Median)
+		}
+	}
+	// good: both points in run 1, and the first again in run 2 (its
+	// second was cut short and is left out).
+	if rows := byColumn["good"]; len(rows) != 2 || len(rows[0].Runs) != 2 || len(rows[1].Runs) != 1 {
+		t.Fatalf("good's rows: %+v\n%s", rows, w.log.String())
+	}
+	for _, rw := range byColumn["good"] {
+		if rw.Median.Failed() || rw.Median.FramesPerSec <= 0 {
+			t.Errorf("good, %s: %+v", rw.Column, rw.Median)
+		}
+	}
+	var md strings.Builder
+	if err := WriteScaleMarkdown(&md, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "**Interrupted**") {
+		t.Errorf("the report does not say it is incomplete:\n%s", md.String())
 	}
 }

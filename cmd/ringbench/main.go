@@ -132,6 +132,7 @@ func reportOutcome(r *bench.Report) outcome {
 	}
 }
 
+// scaleOutcome fails an interrupted run too: it is incomplete.
 func scaleOutcome(r *bench.ScaleReport) outcome {
 	return outcome{
 		write: func(w io.Writer) error { return bench.WriteScaleMarkdown(w, r) },
@@ -139,7 +140,7 @@ func scaleOutcome(r *bench.ScaleReport) outcome {
 			path, err := bench.SaveScaleReport(dir, r)
 			return []string{path}, err
 		},
-		failed: r.Failed(),
+		failed: r.Failed() || r.Interrupted,
 	}
 }
 
