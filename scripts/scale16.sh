@@ -94,10 +94,12 @@ bench() {
 	local tmp
 	tmp=$(mktemp -d)
 	log "ringbench scale $* (at most $limit s)"
+	# SIGINT first: ringbench then prints what it measured before the limit.
 	timeout --signal=INT --kill-after=15 "$limit" bin/ringbench scale -backends "$backends" "${opponents[@]}" \
 		-runs "$runs" -duration "$duration" -warmup "$warmup" -out "$tmp" "${extra[@]}" "$@" \
-		>"$out/$name.md" 2> >(tee -a "$logf" >&2)
+		>"$tmp/stdout" 2> >(tee -a "$logf" >&2)
 	local rc=$?
+	grep -v '^results: ' "$tmp/stdout" >"$out/$name.md"
 	mv "$tmp"/ringbench-scale-*.json "$out/$name.json" 2>/dev/null
 	rm -rf "$tmp"
 	log "$name: exit $rc after $(($(date +%s) - start)) s"
