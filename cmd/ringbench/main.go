@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/bench"
+	"github.com/ringrelay/ringrelay/internal/bytesize"
 )
 
 func main() {
@@ -110,6 +111,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "results: %s\n", strings.Join(paths, ", "))
 	}
+	if out.interrupted {
+		fmt.Fprintln(stderr, "ringbench: interrupted; the report holds what was measured until then")
+		return 1
+	}
 	if out.failed {
 		fmt.Fprintln(stderr, "ringbench: some points FAILED (see Errors in the report)")
 		return 1
@@ -119,9 +124,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // outcome is what a command produced, whichever report it is.
 type outcome struct {
-	write  func(io.Writer) error
-	save   func(dir string) ([]string, error)
-	failed bool
+	write       func(io.Writer) error
+	save        func(dir string) ([]string, error)
+	failed      bool
+	interrupted bool // the report is incomplete
 }
 
 func reportOutcome(r *bench.Report) outcome {
@@ -132,7 +138,6 @@ func reportOutcome(r *bench.Report) outcome {
 	}
 }
 
-// scaleOutcome fails an interrupted run too: it is incomplete.
 func scaleOutcome(r *bench.ScaleReport) outcome {
 	return outcome{
 		write: func(w io.Writer) error { return bench.WriteScaleMarkdown(w, r) },
@@ -140,7 +145,8 @@ func scaleOutcome(r *bench.ScaleReport) outcome {
 			path, err := bench.SaveScaleReport(dir, r)
 			return []string{path}, err
 		},
-		failed: r.Failed() || r.Interrupted,
+		failed:      r.Failed(),
+		interrupted: r.Interrupted,
 	}
 }
 
@@ -224,7 +230,7 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 		window   = fs.Int("window", 0, "pingpong: frames in flight per pair (default 1)")
 		senders  = fs.Int("senders", 0, "fanin: sending connections (default 100)")
 		conns    = fs.Int("conns", 0, "idle: connections to hold (default 10000)")
-		size     = fs.Int("size", 0, fmt.Sprintf("payload bytes, at least %d (default: pingpong 64, flood 1024, fanin 256)", bench.MinPayload))
+		size     = sizeVar(fs, "size", 0, fmt.Sprintf("payload `size`, at least %dB, like 64 or 1KiB (default: pingpong 64B, flood 1KiB, fanin 256B)", bench.MinPayload))
 		pairing  = fs.String("pairing", bench.PairAdjacent, "pingpong, flood: which connections pair up: "+strings.Join(bench.Pairings, " or "))
 		seed     = fs.Uint64("seed", bench.DefaultSeed, "the seed of -pairing random")
 		duration = fs.Duration("duration", 5*time.Second, "measured time")
@@ -243,7 +249,7 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 	if fs.NArg() > 0 {
 		return bench.LoadConfig{}, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	p, err := bench.NewPoint(*workload, *pairs, *window, *senders, *conns, *size)
+	p, err := bench.NewPoint(*workload, *pairs, *window, *senders, *conns, int(*size))
 	if err == nil && *pairing != bench.PairAdjacent {
 		p, err = p.Paired(*pairing, *seed)
 	}
@@ -311,4 +317,34 @@ func pointNames(points []bench.Point) string {
 		names = append(names, p.Name)
 	}
 	return strings.Join(names, ", ")
+}
+
+// payloadSize is a payload size flag, read and shown by internal/bytesize
+// (64, 1KiB); 0 stands for the workload's default.
+type payloadSize int
+
+func (s *payloadSize) String() string {
+	if s == nil || *s == 0 {
+		return "0"
+	}
+	return bytesize.Format(int64(*s))
+}
+
+func (s *payloadSize) Set(v string) error {
+	n, err := bytesize.Parse(v)
+	if err != nil {
+		return err
+	}
+	if n > 1<<30 {
+		return fmt.Errorf("%s is over the 1GiB a payload can be here", bytesize.Format(n))
+	}
+	*s = payloadSize(n)
+	return nil
+}
+
+// sizeVar defines a payload size flag with a default.
+func sizeVar(fs *flag.FlagSet, name string, def int, usage string) *payloadSize {
+	s := payloadSize(def)
+	fs.Var(&s, name, usage)
+	return &s
 }

@@ -31,9 +31,9 @@ func parseScale(args []string, stderr io.Writer) (bench.ScaleConfig, string, err
 		works    = fs.String("workloads", "pingpong,flood", "comma-separated: pingpong, flood (default with -handoff: pingpong)")
 		pairs    = fs.Int("pairs", 500, "pingpong: pairs of connections")
 		window   = fs.Int("window", 16, "pingpong: frames in flight per pair")
-		size     = fs.Int("size", 64, "pingpong: payload bytes")
+		size     = sizeVar(fs, "size", 64, "pingpong: payload `size` (64, 1KiB)")
 		fpairs   = fs.Int("flood-pairs", 64, "flood: sender-receiver pairs, each sending as fast as the server takes it")
-		fsize    = fs.Int("flood-size", 1024, "flood: payload bytes")
+		fsize    = sizeVar(fs, "flood-size", 1024, "flood: payload `size`")
 		pairing  = fs.String("pairing", bench.PairRandom, "which connections pair up: "+strings.Join(bench.Pairings, " or "))
 		seed     = fs.Uint64("seed", bench.DefaultSeed, "the seed of -pairing random")
 		runs     = fs.Int("runs", 3, "runs per point, loop count and server; the median is reported")
@@ -79,7 +79,7 @@ func parseScale(args []string, stderr io.Writer) (bench.ScaleConfig, string, err
 	if *handoff && !set["workloads"] {
 		*works = "pingpong"
 	}
-	if cfg.Points, err = scalePoints(splitList(*works), *pairs, *window, *size, *fpairs, *fsize, *pairing, *seed); err != nil {
+	if cfg.Points, err = scalePoints(splitList(*works), *pairs, *window, int(*size), *fpairs, int(*fsize), *pairing, *seed); err != nil {
 		return cfg, "", usageError{err}
 	}
 	flags, err := bench.SplitCommand(*loopFlags)

@@ -28,7 +28,7 @@ func TestParseScale(t *testing.T) {
 	var stderr strings.Builder
 	cfg, out, err := parseScale([]string{
 		"-server", server, "-server-cpus", "0-3", "-gen-cpus", "4-7",
-		"-opponent", "gnet=/tmp/ref/gnet-relay -addr {addr} -loops {loops}", "-out", "/tmp/x",
+		"-opponent", "gnet=/tmp/ref/gnet-relay -addr {addr} -loops {loops}", "-out", "/tmp/x", "-flood-size", "4KiB",
 	}, &stderr)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
@@ -42,7 +42,7 @@ func TestParseScale(t *testing.T) {
 	if want := []string{server, "-listen", "{addr}", "-backend", "uring", "-loops", "{loops}", "-cpus", "{cpus}"}; !slices.Equal(cfg.Columns[0].Argv, want) {
 		t.Errorf("ringrelay argv %q, want %q", cfg.Columns[0].Argv, want)
 	}
-	if got := pointNamesOf(cfg.Points); !slices.Equal(got, []string{"pingpong-p500-w16-random", "flood-p64-1k-random"}) {
+	if got := pointNamesOf(cfg.Points); !slices.Equal(got, []string{"pingpong-p500-w16-random", "flood-p64-4k-random"}) || cfg.Points[1].Size != 4096 {
 		t.Errorf("points %v", got)
 	}
 	if cfg.Handoff || cfg.Points[0].Seed != bench.DefaultSeed {
