@@ -41,9 +41,9 @@ const frameOverhead = 5
 // tens of thousands of sockets (and the TIME_WAIT entries they leave behind)
 // never exhaust one address's ephemeral ports.
 //
-// With several addresses, connection i of n goes to address i*k/n of k:
-// contiguous blocks, so a pingpong run's A ends (the first half) dial the
-// first node and its B ends the second, and every pair crosses nodes.
+// With k addresses, connection i goes to address i mod k: with two nodes
+// and the adjacent pairing (connection 2i with 2i+1), every pingpong pair
+// has its A on the first node and its B on the second.
 type dialer struct {
 	addrs   []string
 	sources []net.IP
@@ -78,9 +78,9 @@ func newDialer(addr string) (*dialer, error) {
 	return d, nil
 }
 
-// dial opens connection i of n and reads the ID the server sends first.
-func (d *dialer) dial(ctx context.Context, i, n int) (*peer, error) {
-	addr := d.addrs[i*len(d.addrs)/max(n, 1)]
+// dial opens connection i and reads the ID the server sends first.
+func (d *dialer) dial(ctx context.Context, i int) (*peer, error) {
+	addr := d.addrs[i%len(d.addrs)]
 	var nd net.Dialer
 	if len(d.sources) > 0 {
 		src := d.sources[int(d.next.Add(1))%len(d.sources)]
@@ -125,7 +125,7 @@ func (d *dialer) dialMany(ctx context.Context, n int) ([]*peer, error) {
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				p, err := d.dial(ctx, i, n)
+				p, err := d.dial(ctx, i)
 				if err != nil {
 					errOnce.Do(func() { first = fmt.Errorf("connection %d of %d: %w", i+1, n, err) })
 					cancel()
