@@ -151,6 +151,9 @@ func (s *Server) sendToNode(src *peer, dest uint32, frame []byte) {
 	off := len(r.heldBuf)
 	r.heldBuf = append(r.heldBuf, frame...)
 	r.held = append(r.held, nodeHeld{dest: dest, off: off, end: len(r.heldBuf)})
+	if src == nil || src.conn == nil {
+		return // a sender that left: nobody to pause
+	}
 	if serial, ok := r.paused[src.conn.Slot()]; ok && serial == src.serial {
 		return
 	}
