@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"github.com/ringrelay/ringrelay/internal/servertest"
@@ -137,5 +139,40 @@ func TestClusterStartFailures(t *testing.T) {
 				t.Errorf("stderr does not say why (%q):\n%s", tc.want, stderr.String())
 			}
 		})
+	}
+}
+
+// TestClusterDuplicateWhileServing: when another instance announces that
+// it serves this node's index (as after two starts on the two sides of a
+// bus outage), the node stops serving, shuts down and exits 1 saying why.
+// The other instance is forged: a raw NATS client publishes its
+// announcement (cluster/announce.go's 16-byte layout).
+func TestClusterDuplicateWhileServing(t *testing.T) {
+	url := natsServer(t, 2<<20)
+	maddr := opsFreeAddr(t)
+	p := servertest.Launch(t, servertest.Options{Args: []string{
+		"-cluster=" + url, "-node=2", "-node-bits=2", "-cluster-name=rrdup", "-metrics-addr=" + maddr, "-backend=epoll",
+	}})
+	opsWaitMetric(t, maddr, "the node to serve", 15*time.Second, func(m opsMetrics) bool {
+		return m.value["ringrelay_cluster_serving"] == 1 && m.value["ringrelay_cluster_bus_connected"] == 1
+	})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ann := []byte{'R', 'R', 'A', 1, 0, 2, 2 /* serving */, 0}
+	ann = binary.BigEndian.AppendUint64(ann, 0x0123456789abcdef)
+	if err := nc.Publish("rrdup.nodes", ann); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.Wait(t, 15*time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, p.Logs())
+	}
+	if !strings.Contains(p.Logs(), "also served by instance 0123456789abcdef") {
+		t.Errorf("the logs do not say why it stopped:\n%s", p.Logs())
 	}
 }
