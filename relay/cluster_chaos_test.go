@@ -27,7 +27,11 @@ const clusterChaosTraffic = 5 * time.Second
 func TestClusterChaos(t *testing.T) {
 	base := chaosBaseSeed(t)
 	t.Logf("chaos seed %d (replay with RINGRELAY_CHAOS_SEED=%d)", base, base)
-	_, nodes := startNodes(t, chaosEdit)
+	// A node counts as down after 10 missed announcements (10 s), not 3:
+	// this run is the one most likely to starve a bridge goroutine for a
+	// few seconds on a loaded machine, and a node counted down loses the
+	// frames sent to it meanwhile, which the oracle would rightly flag.
+	_, nodes := startNodes(t, chaosEdit, func(cc *cluster.Config) { cc.AnnounceMissed = 10 })
 	seed := chaosMix(base, len(backends), 0)
 	ch := &chaos{
 		t:    t,
@@ -128,7 +132,7 @@ func TestClusterChaos(t *testing.T) {
 // and counted (bus_down on node 2, node_down on the others, once they see
 // node 2 expire); after the restart, traffic across nodes resumes.
 func TestClusterBusOutage(t *testing.T) {
-	bus, nodes := startNodes(t, nil)
+	bus, nodes := startNodes(t, nil, nil)
 
 	// A pump sends numbered frames from a to b, one every 200µs, and
 	// records what arrives.

@@ -139,7 +139,7 @@ func nodeConfig(url string, node, maxFrame int) cluster.Config {
 // startNode runs a relay server joined to the cluster as node index, on
 // NATS server url. The bridge starts before the server serves, as in
 // cmd/ringrelay.
-func startNode(t testing.TB, backend reactor.Backend, index int, url string, edit func(*relay.Config, *reactor.Config)) *relayNode {
+func startNode(t testing.TB, backend reactor.Backend, index int, url string, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) *relayNode {
 	t.Helper()
 	rc := relay.DefaultConfig()
 	lc := reactor.DefaultConfig()
@@ -162,7 +162,11 @@ func startNode(t testing.TB, backend reactor.Backend, index int, url string, edi
 		scheme := cluster.Scheme{Bits: clusterNodeBits, Self: index}
 		rs, err := relay.Join([]*relay.Server{n.srv}, scheme)
 		if err == nil {
-			n.bridge, err = cluster.Start(nodeConfig(url, index, rc.MaxFrame), rs.Loops())
+			cc := nodeConfig(url, index, rc.MaxFrame)
+			if editCluster != nil {
+				editCluster(&cc)
+			}
+			n.bridge, err = cluster.Start(cc, rs.Loops())
 		}
 		if err != nil {
 			loop.Close()
@@ -186,12 +190,12 @@ func startNode(t testing.TB, backend reactor.Backend, index int, url string, edi
 // startNodes starts the bus and one node per NATS server, alternating
 // the backends, and waits until every node sees every other as up and
 // every server sees interest in every node's subject.
-func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config)) (*busCluster, []*relayNode) {
+func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) (*busCluster, []*relayNode) {
 	t.Helper()
 	bus := startBus(t, clusterNodes)
 	var nodes []*relayNode
 	for k := range clusterNodes {
-		nodes = append(nodes, startNode(t, backends[k%len(backends)], k, bus.servers[k].ClientURL(), edit))
+		nodes = append(nodes, startNode(t, backends[k%len(backends)], k, bus.servers[k].ClientURL(), edit, editCluster))
 	}
 	waitMeshed(t, bus, nodes)
 	return bus, nodes

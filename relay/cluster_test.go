@@ -203,7 +203,7 @@ var clusterCases = []struct {
 }
 
 func TestClusterEndToEnd(t *testing.T) {
-	_, nodes := startNodes(t, nil)
+	_, nodes := startNodes(t, nil, nil)
 	for _, tc := range clusterCases {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, nodes) })
 	}
