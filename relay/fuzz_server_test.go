@@ -39,7 +39,7 @@ const (
 const fzWait = 10 * time.Second
 
 type fzTarget struct {
-	backend reactor.Backend
+	backend string // and loop count, for messages
 	ts      *testServer
 	a, b    *client.Conn
 	round   int
@@ -121,12 +121,15 @@ func FuzzServer(f *testing.F) {
 	}
 	f.Add([]byte{13, 7, 250}, garbage)
 
-	// One relay per backend, and one well-behaved pair on each, for the
+	// One relay per backend and loop count, and one well-behaved pair on each, for the
 	// whole run; they are shut down by f's cleanup when the run ends.
 	var targets []*fzTarget
 	for _, backend := range backends {
-		ts := startServer(f, backend, func(rc *relay.Config, _ *reactor.Config) { rc.MaxFrame = fzMaxFrame })
-		targets = append(targets, &fzTarget{backend: backend, ts: ts, a: ts.dial(f), b: ts.dial(f)})
+		for _, loops := range loopCounts {
+			ts := startServerN(f, backend, loops, func(rc *relay.Config, _ *reactor.Config) { rc.MaxFrame = fzMaxFrame })
+			name := fmt.Sprintf("%s/loops=%d", backend, loops)
+			targets = append(targets, &fzTarget{backend: name, ts: ts, a: ts.dial(f), b: ts.dial(f)})
+		}
 	}
 
 	f.Cleanup(func() {
