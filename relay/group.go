@@ -97,7 +97,8 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		err error
 	}
 	ready := make(chan opened, n)
-	start := make(chan bool) // closed (true) to run, or false sent by close to abort
+	start := make(chan struct{}) // closed once the servers are made, or on failure
+	abort := false               // set before start is closed
 	for k := range n {
 		go func() {
 			runtime.LockOSThread()
@@ -121,7 +122,8 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 			}
 			g.loops[k] = loop
 			ready <- opened{k, nil}
-			if !<-start {
+			<-start
+			if abort {
 				loop.Close()
 				return
 			}
@@ -135,11 +137,8 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		}
 	}
 	if len(errs) > 0 {
-		for k := range n {
-			if g.loops[k] != nil {
-				start <- false
-			}
-		}
+		abort = true
+		close(start)
 		return nil, errors.Join(errs...)
 	}
 	g.addr = g.loops[0].Addr()
@@ -164,9 +163,8 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		// header (the destination travels in the record's own header).
 		mesh, err := shard.NewMesh(shard.QueueConfig{Size: qsize, MaxPayload: gc.Relay.MaxFrame + 1}, bells)
 		if err != nil {
-			for range n {
-				start <- false
-			}
+			abort = true
+			close(start)
 			return nil, err
 		}
 		g.mesh = mesh

@@ -40,9 +40,9 @@ var loopCounts = []int{1, 4}
 
 // testServer is a relay (a Group of one or more loops) running in-process.
 type testServer struct {
-	addr  string
-	g     *relay.Group
-	done  chan error
+	addr string
+	g    *relay.Group
+	done chan error
 }
 
 // startServer runs a one-loop relay on a free loopback port.
