@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/binary"
 
 	"golang.org/x/sys/unix"
@@ -76,6 +77,10 @@ type cross struct {
 	// destination loop, and their held bytes by slot.
 	stalled [][]waiter
 	held    map[int][]byte
+	// Frames that senders which have since closed had read, waiting for
+	// room in the queue towards their loop, by destination loop.
+	orphans   [][]orphan
+	orphanAny int
 	// As a destination: the loops asked to pause for one of this loop's
 	// connections, by slot.
 	paused map[int]*remotePause
@@ -88,6 +93,11 @@ type cross struct {
 
 	deliverFn func(src int, dest uint32, payload []byte)
 	resumeFn  func(dst int)
+}
+
+type orphan struct {
+	dest  uint32
+	frame []byte
 }
 
 type ctlRecord struct {
@@ -117,6 +127,7 @@ func newCross(g *Group, s *Server, k int) *cross {
 		held:    make(map[int][]byte),
 		paused:  make(map[int]*remotePause),
 		ctl:     make([][]ctlRecord, g.n),
+		orphans: make([][]orphan, g.n),
 	}
 	if k == 0 {
 		x.placed = make([]uint64, g.n)
@@ -192,6 +203,9 @@ func (s *Server) wait(src *peer, ws *[]waiter) {
 // sender that held frames for it routes them now (and may hold again).
 func (s *Server) queueWritable(o int) {
 	x := s.x
+	if len(x.orphans[o]) > 0 && !s.sendOrphans(o) {
+		return // still full: Writable names o again when it has room
+	}
 	ws := x.stalled[o]
 	x.stalled[o] = nil
 	for _, w := range ws {
@@ -207,6 +221,55 @@ func (s *Server) queueWritable(o int) {
 		}
 		s.unblock(p)
 	}
+}
+
+// orphan routes what a held sender that closed had read: a sender's EOF
+// comes after its data, which is delivered as on one loop. The held bytes
+// start at a frame boundary; a trailing partial frame is discarded, as
+// the parser would at EOF. Frames for a full queue wait in x.orphans.
+func (s *Server) orphan(p *peer) {
+	x := s.x
+	slot := p.conn.Slot()
+	buf := x.held[slot]
+	delete(x.held, slot)
+	p.held = false
+	pr := NewParser(s.cfg.MaxFrame)
+	for len(buf) > 0 {
+		n, dest, fr, ok, err := pr.Next(buf)
+		buf = buf[n:]
+		if err != nil {
+			return
+		}
+		if !ok {
+			continue
+		}
+		if o := shard.Owner(dest, x.n); dest != 0 && o != x.k {
+			if len(x.orphans[o]) > 0 || !x.port.Send(o, dest, fr) {
+				x.orphans[o] = append(x.orphans[o], orphan{dest, bytes.Clone(fr)})
+				x.orphanAny++
+				continue
+			}
+			s.counts.crossOut++
+			continue
+		}
+		s.route(nil, dest, fr)
+	}
+}
+
+// sendOrphans sends the frames that wait for loop o, in order, and
+// reports whether all went.
+func (s *Server) sendOrphans(o int) bool {
+	x := s.x
+	pend := x.orphans[o]
+	i := 0
+	for i < len(pend) && x.port.Send(o, pend[i].dest, pend[i].frame) {
+		i++
+	}
+	x.orphanAny -= i
+	s.counts.crossOut += uint64(i)
+	clear(pend[:i])
+	x.orphans[o] = pend[i:]
+	return len(x.orphans[o]) == 0
 }
 
 // deliverRemote handles one record another loop sent here.
@@ -370,5 +433,5 @@ func (s *Server) pass() {
 
 // quiet reports whether this loop has nothing in or for the mesh.
 func (x *cross) quiet() bool {
-	return len(x.held) == 0 && x.ctlAny == 0 && x.port.Unread() == 0 && !x.port.Pending()
+	return len(x.held) == 0 && x.ctlAny == 0 && x.orphanAny == 0 && x.port.Unread() == 0 && !x.port.Pending()
 }

@@ -270,7 +270,7 @@ func (s *Server) route(src *peer, dest uint32, frame []byte) {
 		return
 	}
 	dp := s.peers.at(slot)
-	if s.deliver(dp, frame) {
+	if s.deliver(dp, frame) && src != nil {
 		s.pauseFor(src, dp)
 	}
 }
@@ -364,8 +364,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 	}
 	s.forget(p)
 	if p.held {
-		delete(s.x.held, c.Slot())
-		p.held = false
+		s.orphan(p)
 	}
 	p.parser.Reset()
 	p.conn = nil
