@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/binary"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -91,6 +92,9 @@ type cross struct {
 	// Placement (loop 0 only): connections handed to each loop so far.
 	placed []uint64
 
+	active     bool      // events were handled in this iteration (shutdown only)
+	quietSince time.Time // when settled first saw every loop quiet; zero: not now
+
 	deliverFn func(src int, dest uint32, payload []byte)
 	resumeFn  func(dst int)
 }
@@ -165,6 +169,7 @@ func (s *Server) hold(src *peer, o int, dest uint32, frame, rest []byte) {
 	buf = append(buf, rest...)
 	slot := src.conn.Slot()
 	x.held[slot] = buf
+	s.counts.received-- // counted again when parsed anew
 	src.held = true
 	x.stalled[o] = append(x.stalled[o], waiter{slot: slot, serial: src.serial})
 	s.block(src)
@@ -233,6 +238,7 @@ func (s *Server) orphan(p *peer) {
 	buf := x.held[slot]
 	delete(x.held, slot)
 	p.held = false
+	s.counts.received-- // the first frame was counted when it was held
 	pr := NewParser(s.cfg.MaxFrame)
 	for len(buf) > 0 {
 		n, dest, fr, ok, err := pr.Next(buf)
@@ -243,6 +249,7 @@ func (s *Server) orphan(p *peer) {
 		if !ok {
 			continue
 		}
+		s.counts.received++
 		if o := shard.Owner(dest, x.n); dest != 0 && o != x.k {
 			if len(x.orphans[o]) > 0 || !x.port.Send(o, dest, fr) {
 				x.orphans[o] = append(x.orphans[o], orphan{dest, bytes.Clone(fr)})
@@ -427,9 +434,34 @@ func (s *Server) pass() {
 	}
 	x.port.Flush()
 	if s.draining {
-		x.g.state[x.k].quiet.Store(x.quiet())
+		x.g.state[x.k].quiet.Store(!x.active && x.quiet())
+		x.active = false
 	}
 }
+
+// busy marks this loop as possibly sending to others in this iteration.
+func (x *cross) busy() {
+	x.active = true
+	x.g.state[x.k].quiet.Store(false)
+}
+
+// settled reports whether every loop has been quiet for a while (two
+// drain polls): long enough for reads that were in flight when reading
+// stopped to have become frames in some queue, which makes a loop busy
+// again. Only then may a loop leave: a frame sent to a loop that left
+// would be lost.
+func (x *cross) settled(now time.Time) bool {
+	if !x.g.allQuiet() {
+		x.quietSince = time.Time{}
+		return false
+	}
+	if x.quietSince.IsZero() {
+		x.quietSince = now
+	}
+	return now.Sub(x.quietSince) >= settleTime
+}
+
+const settleTime = 20 * time.Millisecond
 
 // quiet reports whether this loop has nothing in or for the mesh.
 func (x *cross) quiet() bool {

@@ -3,7 +3,6 @@ package relay_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -42,16 +41,18 @@ func (ts *testServer) dialOn(t testing.TB, k int) *client.Conn {
 	return nil
 }
 
-// seqPayload is a payload of size bytes that names its sender and number.
+// seqPayload is a payload of size bytes (at least seqHeader) that names
+// its sender and number in decimal (a payload holds no NUL), then letters
+// that depend on both.
 func seqPayload(sender, seq, size int) []byte {
-	p := make([]byte, size)
-	binary.BigEndian.PutUint32(p, uint32(sender))
-	binary.BigEndian.PutUint32(p[4:], uint32(seq))
-	for i := 8; i < size; i++ {
-		p[i] = byte('a' + (sender*7+seq+i)%26)
+	p := fmt.Appendf(make([]byte, 0, size), "%02d:%09d", sender, seq)
+	for i := len(p); i < size; i++ {
+		p = append(p, byte('a'+(sender*7+seq+i)%26))
 	}
 	return p
 }
+
+const seqHeader = 12
 
 // checkSeq checks that p is seqPayload(sender, want, size) for some sender
 // and returns the sender.
@@ -64,11 +65,14 @@ func checkSeq(t testing.TB, p []byte, next map[int]int, size int) {
 
 // seqError is checkSeq for goroutines that may not end the test.
 func seqError(p []byte, next map[int]int, size int) error {
-	if len(p) != size {
+	if len(p) != size || size < seqHeader {
 		return fmt.Errorf("payload of %d bytes, want %d", len(p), size)
 	}
-	sender := int(binary.BigEndian.Uint32(p))
-	seq := int(binary.BigEndian.Uint32(p[4:]))
+	sender, err1 := strconv.Atoi(string(p[:2]))
+	seq, err2 := strconv.Atoi(string(p[3:seqHeader]))
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("payload does not start with a sender and number: %q", trim(p))
+	}
 	if seq != next[sender] {
 		return fmt.Errorf("sender %d: frame %d arrived, want %d (order broken)", sender, seq, next[sender])
 	}

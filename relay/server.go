@@ -125,6 +125,11 @@ func (s *Server) Run() error {
 		}
 		s.now = time.Now()
 		s.clock = instant(s.now.Sub(s.start)) + 1
+		if s.x != nil && s.draining && n > 0 {
+			// Bytes read before the pause took effect may become frames
+			// for other loops: not quiet until the pass says so.
+			s.x.busy()
+		}
 		for i := range events[:n] {
 			ev := &events[i]
 			switch ev.Kind {
@@ -418,7 +423,7 @@ func (s *Server) drainDone() bool {
 	if !s.now.Before(s.deadline) {
 		return true
 	}
-	if s.x != nil && !s.x.g.allQuiet() {
+	if s.x != nil && !s.x.settled(s.now) {
 		return false
 	}
 	for p := range s.peers.all() {
