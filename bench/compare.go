@@ -128,7 +128,7 @@ func (c *comparison) run(ctx context.Context, run int, servers []*Server) error 
 			c.step++
 			if !servers[ci].Alive() {
 				c.progress.Log("%s server exited; restarting it. Its output:\n%s", col.Name, servers[ci].Logs())
-				s, err := StartServer(ctx, col, c.serverCPUs)
+				s, err := StartServer(ctx, col, OnCPUs(c.serverCPUs))
 				if err != nil {
 					return err
 				}
@@ -187,7 +187,7 @@ func maxConns(points []Point) int {
 func (c *comparison) startAll(ctx context.Context) ([]*Server, error) {
 	var servers []*Server
 	for _, col := range c.cfg.Columns {
-		s, err := StartServer(ctx, col, c.serverCPUs)
+		s, err := StartServer(ctx, col, OnCPUs(c.serverCPUs))
 		if err != nil {
 			c.stopAll(servers)
 			return nil, err

@@ -15,12 +15,22 @@
 //     for a warm-up and a measured window and turns counters into Figures.
 //   - A Contender (server.go) is one column of a comparison: a ringrelay
 //     backend or any other relay given by its command line. StartServer runs
-//     it on a free port, pinned to one CPU, through internal/servertest,
+//     it on a free port, pinned to its CPUs, through internal/servertest,
 //     which also reads its CPU time and RSS. Compare (compare.go) runs every
 //     point against every column and aggregates the medians into a Report,
 //     which report.go prints as markdown, svg.go draws as a chart and save.go
 //     stores as JSON. Load (load.go) runs one point against a server that is
 //     already running.
+//   - Scale (scale.go) runs the columns at several loop counts: a server's
+//     command line takes {loops} and {cpus} (Placement), the server gets
+//     the first N of its CPUs, the generator one pinned worker per CPU of
+//     its own (cpus.go splits the machine by physical cores). With Handoff
+//     every loop count shares one CPU. scale_report.go prints and saves its
+//     ScaleReport, with each row's scaling against the first loop count.
+//   - Pairings (pairing.go) say which connections of pingpong and flood
+//     talk to each other: adjacent (2i with 2i+1) or a random perfect
+//     matching from a seed, so that on a server with N loops about
+//     (N-1)/N of the pairs span two loops.
 //
 // # Rules the load generator keeps
 //

@@ -60,7 +60,9 @@ var shortRun = Options{Warmup: 50 * time.Millisecond, Duration: 300 * time.Milli
 func TestWorkloadsAgainstRelay(t *testing.T) {
 	points := []Point{
 		must(NewPoint("pingpong", 3, 4, 0, 0, 64)),
+		must(must(NewPoint("pingpong", 4, 4, 0, 0, 64)).Paired(PairRandom, 9)),
 		must(NewPoint("flood", 0, 0, 0, 0, 1024)),
+		must(must(NewPoint("flood", 4, 0, 0, 0, 512)).Paired(PairRandom, 9)),
 		must(NewPoint("flood", 0, 0, 0, 0, 64<<10)),
 		must(NewPoint("fanin", 0, 0, 5, 0, 256)),
 		must(NewPoint("idle", 0, 0, 0, 200, 0)),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -73,6 +74,7 @@ type engine struct {
 
 // worker owns its connections and its epoll instance.
 type worker struct {
+	cpu       int // pinned to this CPU; -1: not pinned
 	m         *meter
 	epfd      int
 	wake      int // eventfd that stop writes to
@@ -86,10 +88,15 @@ type worker struct {
 // wakeSlot is the epoll user data of a worker's eventfd.
 const wakeSlot = -1
 
-func newEngine(workers int) (*engine, error) {
+// newEngine makes workers workers; worker i is pinned to cpus[i] when cpus
+// lists that many.
+func newEngine(workers int, cpus []int) (*engine, error) {
 	e := &engine{}
-	for range max(1, workers) {
-		w := &worker{epfd: -1, wake: -1, rtt: newRTTHistogram()}
+	for i := range max(1, workers) {
+		w := &worker{cpu: -1, epfd: -1, wake: -1, rtt: newRTTHistogram()}
+		if i < len(cpus) {
+			w.cpu = cpus[i]
+		}
 		e.workers = append(e.workers, w)
 		var err error
 		if w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -164,6 +171,15 @@ func (e *engine) stop() {
 }
 
 func (w *worker) run() {
+	if w.cpu >= 0 {
+		// Never unlocked: when the worker returns, its pinned thread ends
+		// with it instead of going back to the runtime's pool.
+		runtime.LockOSThread()
+		if err := pinThread(w.cpu); err != nil {
+			w.m.fail("generator: %v", err)
+			return
+		}
+	}
 	w.measuring = w.m.measuring.Load()
 	now := nanotime()
 	for _, c := range w.conns {

@@ -46,6 +46,9 @@ type Figures struct {
 
 	Errors       int      `json:"errors"`
 	ErrorSamples []string `json:"error_samples,omitempty"`
+
+	// Interrupted says the context ended before the window did.
+	Interrupted bool `json:"-"`
 }
 
 // Failed reports whether the window saw any error.
@@ -57,6 +60,9 @@ type Options struct {
 	Duration  time.Duration // the measured window
 	ServerPID int           // 0: server CPU and RSS are not measured
 	Workers   int           // the generator's threads at most; 0: one per CPU it may use
+	// WorkerCPUs, if set, gives the generator one thread per CPU listed,
+	// each pinned to its own (Workers is then ignored).
+	WorkerCPUs []int
 	// Progress, if set, is called a few times a second with the time since
 	// traffic started and the current delivery rate.
 	Progress func(elapsed time.Duration, framesPerSec float64)
@@ -83,7 +89,7 @@ func Measure(ctx context.Context, addr string, p Point, o Options) Figures {
 
 func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Figures {
 	var fig Figures
-	tr, err := newTraffic(p, o.Workers)
+	tr, err := newTraffic(p, o.Workers, o.WorkerCPUs)
 	if err != nil {
 		m.fail("%v", err)
 		return fig
@@ -102,6 +108,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 		}
 	}
 	if err := tr.open(ctx, d); err != nil {
+		fig.Interrupted = ctx.Err() != nil
 		m.fail("%s: %v", p.Name, err)
 		return fig
 	}
@@ -116,6 +123,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 	m.measuring.Store(false)
 	after := take(m, pid)
 	if !ok {
+		fig.Interrupted = true
 		m.fail("%s: interrupted", p.Name)
 	}
 	if pid > 0 {

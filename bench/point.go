@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,11 +11,15 @@ import (
 type Point struct {
 	Name     string `json:"name"`
 	Workload string `json:"workload"`          // pingpong, flood, fanin or idle
-	Pairs    int    `json:"pairs,omitempty"`   // pingpong
+	Pairs    int    `json:"pairs,omitempty"`   // pingpong; flood: independent sender-receiver pairs
 	Window   int    `json:"window,omitempty"`  // pingpong: frames in flight per pair
 	Senders  int    `json:"senders,omitempty"` // fanin
 	Conns    int    `json:"conns,omitempty"`   // idle
 	Size     int    `json:"payload_bytes,omitempty"`
+	// Pairing says which connections form the pairs of pingpong and flood:
+	// PairAdjacent ("" too) or PairRandom, drawn from Seed.
+	Pairing string `json:"pairing,omitempty"`
+	Seed    uint64 `json:"seed,omitempty"`
 }
 
 // Workloads lists the workload names Point.Workload accepts.
@@ -27,20 +32,55 @@ func NewPoint(workload string, pairs, window, senders, conns, size int) (Point, 
 	switch workload {
 	case "pingpong":
 		p.Pairs, p.Window, p.Size = or(pairs, 1), or(window, 1), or(size, 64)
-		p.Name = fmt.Sprintf("pingpong-p%d-w%d", p.Pairs, p.Window)
 	case "flood":
-		p.Size = or(size, 1024)
-		p.Name = "flood-" + sizeName(p.Size)
+		p.Pairs, p.Size = or(pairs, 1), or(size, 1024)
 	case "fanin":
 		p.Senders, p.Size = or(senders, 100), or(size, 256)
-		p.Name = fmt.Sprintf("fanin-%dx%s", p.Senders, sizeName(p.Size))
 	case "idle":
 		p.Conns = or(conns, 10000)
-		p.Name = fmt.Sprintf("idle-%d", p.Conns)
 	default:
 		return Point{}, fmt.Errorf("unknown workload %q (want one of %s)", workload, strings.Join(Workloads, ", "))
 	}
+	p.Name = p.defaultName()
 	return p, p.Validate()
+}
+
+// Paired returns p with its connections paired as pairing says (a random
+// pairing drawn from seed), renamed to match.
+func (p Point) Paired(pairing string, seed uint64) (Point, error) {
+	if pairing == PairAdjacent {
+		pairing = ""
+	}
+	p.Pairing, p.Seed = pairing, 0
+	if pairing == PairRandom {
+		p.Seed = seed
+	}
+	p.Name = p.defaultName()
+	return p, p.Validate()
+}
+
+// defaultName names p after its parameters: pingpong-p500-w16,
+// flood-1k, flood-p64-1k-random, fanin-100x256, idle-10000. A random
+// pairing adds -random (the seed is in the JSON, not in the name).
+func (p Point) defaultName() string {
+	var name string
+	switch p.Workload {
+	case "pingpong":
+		name = fmt.Sprintf("pingpong-p%d-w%d", p.Pairs, p.Window)
+	case "flood":
+		name = "flood-" + sizeName(p.Size)
+		if p.Pairs > 1 {
+			name = fmt.Sprintf("flood-p%d-%s", p.Pairs, sizeName(p.Size))
+		}
+	case "fanin":
+		name = fmt.Sprintf("fanin-%dx%s", p.Senders, sizeName(p.Size))
+	case "idle":
+		name = fmt.Sprintf("idle-%d", p.Conns)
+	}
+	if p.Pairing == PairRandom {
+		name += "-random"
+	}
+	return name
 }
 
 func or(v, def int) int {
@@ -66,26 +106,28 @@ func (p Point) Validate() error {
 		return nil
 	}
 	var errs []error
+	if err := checkPairing(p.Pairing); err != nil {
+		errs = append(errs, fmt.Errorf("point %s: %w", p.Name, err))
+	} else if p.Pairing != "" && p.Pairing != PairAdjacent && p.Workload != "pingpong" && p.Workload != "flood" {
+		errs = append(errs, fmt.Errorf("point %s: only pingpong and flood pair their connections", p.Name))
+	}
 	switch p.Workload {
 	case "pingpong":
 		errs = append(errs, positive("pairs", p.Pairs), positive("window", p.Window))
 	case "fanin":
 		errs = append(errs, positive("senders", p.Senders))
 	case "idle":
-		return positive("conns", p.Conns)
+		errs = append(errs, positive("conns", p.Conns))
+		return errors.Join(errs...)
 	case "flood":
+		errs = append(errs, positive("pairs", p.Pairs))
 	default:
 		return fmt.Errorf("point %s: unknown workload %q", p.Name, p.Workload)
 	}
 	if p.Size < MinPayload {
 		errs = append(errs, fmt.Errorf("point %s: payload size %d is below the minimum of %d bytes", p.Name, p.Size, MinPayload))
 	}
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // DefaultPoints are the points `ringbench compare` runs. idle comes first so

@@ -181,8 +181,12 @@ const saturated = 90
 // generatorBound reports whether the generator was near saturation: its
 // CPU time reached saturated% of the CPUs it could use, the fewer of its
 // worker threads and the CPUs it was pinned to.
-func generatorBound(r *Report, f Figures) bool {
-	cores := len(r.Settings.GeneratorCPUs)
+func generatorBound(r *Report, f Figures) bool { return genSaturated(len(r.Settings.GeneratorCPUs), f) }
+
+// genSaturated is generatorBound for a generator pinned to cpus CPUs (0:
+// not pinned).
+func genSaturated(cpus int, f Figures) bool {
+	cores := cpus
 	if f.GeneratorThreads > 0 && (cores == 0 || f.GeneratorThreads < cores) {
 		cores = f.GeneratorThreads
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -18,7 +20,9 @@ import (
 type Contender struct {
 	Name string
 	// Argv is the program and its arguments. In each argument {addr} is
-	// replaced by HOST:PORT, {host} by HOST and {port} by PORT.
+	// replaced by HOST:PORT, {host} by HOST and {port} by PORT, {loops} by
+	// the number of loops the server is to run and {cpus} by the CPUs it
+	// runs on (see Placement).
 	Argv []string
 	// marker, if set, is the text of the log line StartLine waits for.
 	marker string
@@ -41,7 +45,7 @@ func ParseOpponent(spec string) (Contender, error) {
 	if !ok || name == "" || strings.ContainsFunc(name, unicode.IsSpace) {
 		return Contender{}, fmt.Errorf("opponent %q: want NAME=COMMAND, e.g. 'c=/tmp/ref/c-uring-relay {addr}'", spec)
 	}
-	argv, err := splitCommand(line)
+	argv, err := SplitCommand(line)
 	if err != nil {
 		return Contender{}, fmt.Errorf("opponent %s: %w", name, err)
 	}
@@ -55,9 +59,13 @@ func ParseOpponent(spec string) (Contender, error) {
 	return Contender{Name: name, Argv: argv}, nil
 }
 
-// splitCommand splits a command line at unquoted blanks. Quotes group; a
+// LoopFlags are the flags `ringbench scale` gives ringrelay to say how many
+// loops to run and on which CPUs.
+const LoopFlags = "-loops {loops} -cpus {cpus}"
+
+// SplitCommand splits a command line at unquoted blanks. Quotes group; a
 // backslash outside single quotes takes the next character literally.
-func splitCommand(line string) ([]string, error) {
+func SplitCommand(line string) ([]string, error) {
 	var (
 		args  []string
 		cur   strings.Builder
@@ -110,10 +118,31 @@ func (c Contender) CommandLine() string {
 	return strings.Join(parts, " ")
 }
 
-// argv is Argv with the address filled in.
-func (c Contender) argv(addr string) []string {
+// Placement is how many loops a server runs and where.
+type Placement struct {
+	// Loops is what {loops} becomes: the server's event loops.
+	Loops int
+	// CPUs pins the server process to these CPUs (none: not pinned), and
+	// {cpus} becomes them, comma-separated. With fewer CPUs than loops,
+	// loops share CPUs: ringrelay's -loops 2 -cpus 0 puts both on CPU 0.
+	CPUs []int
+}
+
+// OnCPUs is one loop on cpus (one loop unpinned when cpus is empty): how
+// compare runs its servers.
+func OnCPUs(cpus []int) Placement { return Placement{Loops: 1, CPUs: cpus} }
+
+// Scales reports whether the command line says how many loops to run:
+// otherwise the server runs the same whatever the placement's loop count.
+func (c Contender) Scales() bool {
+	return slices.ContainsFunc(c.Argv, func(a string) bool { return strings.Contains(a, "{loops}") })
+}
+
+// argv is Argv with the address and placement filled in.
+func (c Contender) argv(addr string, at Placement) []string {
 	host, port, _ := strings.Cut(addr, ":")
-	r := strings.NewReplacer("{addr}", addr, "{host}", host, "{port}", port)
+	r := strings.NewReplacer("{addr}", addr, "{host}", host, "{port}", port,
+		"{loops}", strconv.Itoa(max(at.Loops, 1)), "{cpus}", FormatCPUList(at.CPUs))
 	out := make([]string, len(c.Argv))
 	for i, a := range c.Argv {
 		out[i] = r.Replace(a)
@@ -131,16 +160,16 @@ type Server struct {
 // messages.
 const serverOutputTail = 16 << 10
 
-// StartServer starts c on a free loopback port, pinned to cpus when there
-// are any, and returns once it accepts connections and sends IDs.
-func StartServer(ctx context.Context, c Contender, cpus []int) (*Server, error) {
+// StartServer starts c on a free loopback port, placed as at says, and
+// returns once it accepts connections and sends IDs.
+func StartServer(ctx context.Context, c Contender, at Placement) (*Server, error) {
 	addr, err := servertest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	argv := c.argv(addr)
+	argv := c.argv(addr, at)
 	p, err := servertest.Run(servertest.Command{
-		Path: argv[0], Args: argv[1:], Addr: addr, CPUs: cpus,
+		Path: argv[0], Args: argv[1:], Addr: addr, CPUs: at.CPUs,
 		RaiseFileLimit: true, OutputTail: serverOutputTail,
 	})
 	if err != nil {

@@ -50,7 +50,7 @@ func TestContenderAddressAndCommandLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := c.argv("127.0.0.1:9106")
+	got := c.argv("127.0.0.1:9106", Placement{})
 	want := []string{"/bin/relay", "-addr", "127.0.0.1:9106", "-host", "127.0.0.1", "-port", "9106", "two words"}
 	if !slices.Equal(got, want) {
 		t.Errorf("argv %q, want %q", got, want)
@@ -64,8 +64,8 @@ func TestContenderAddressAndCommandLine(t *testing.T) {
 		t.Errorf("round trip: %q, %v", back.Argv, err)
 	}
 	b := Backend("/bin/ringrelay", "epoll", []string{"-max-conns=5"})
-	if !slices.Equal(b.argv("h:1"), []string{"/bin/ringrelay", "-listen", "h:1", "-backend", "epoll", "-max-conns=5"}) {
-		t.Errorf("backend argv %q", b.argv("h:1"))
+	if !slices.Equal(b.argv("h:1", Placement{}), []string{"/bin/ringrelay", "-listen", "h:1", "-backend", "epoll", "-max-conns=5"}) {
+		t.Errorf("backend argv %q", b.argv("h:1", Placement{}))
 	}
 }
 
@@ -126,7 +126,7 @@ func TestStartServerReportsAFailedOpponent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = StartServer(context.Background(), c, nil)
+	_, err = StartServer(context.Background(), c, Placement{})
 	if err == nil || !strings.Contains(err.Error(), "broken") || !strings.Contains(err.Error(), "no such flag 127.0.0.1:") {
 		t.Errorf("error: %v", err)
 	}

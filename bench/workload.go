@@ -23,11 +23,15 @@ type traffic interface {
 	threads() int
 }
 
-// newTraffic builds point p's workload; workers bounds the generator's
-// threads (0: one per CPU the Go scheduler may use).
-func newTraffic(p Point, workers int) (traffic, error) {
+// newTraffic builds point p's workload. workers bounds the generator's
+// threads (0: one per CPU the Go scheduler may use); when cpus is given,
+// there is one worker per CPU listed, each pinned to its own.
+func newTraffic(p Point, workers int, cpus []int) (traffic, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
+	}
+	if len(cpus) > 0 {
+		workers = len(cpus)
 	}
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -39,13 +43,17 @@ func newTraffic(p Point, workers int) (traffic, error) {
 			return nil, err
 		}
 	}
+	et := engineTraffic{cpus: cpus}
 	switch p.Workload {
 	case "pingpong":
-		return &pingpong{pairs: p.Pairs, window: p.Window, codec: codec, workers: min(workers, p.Pairs)}, nil
+		return &pingpong{pairs: p.Pairs, window: p.Window, codec: codec, workers: min(workers, p.Pairs),
+			pairing: pairUp(p.Pairs, p.Pairing, p.Seed), engineTraffic: et}, nil
 	case "flood":
-		return &stream{senders: 1, codec: codec, label: "flood", workers: min(workers, 2)}, nil
+		return &stream{groups: floodGroups(pairUp(p.Pairs, p.Pairing, p.Seed)), codec: codec, label: "flood",
+			workers: min(workers, 2*p.Pairs), engineTraffic: et}, nil
 	case "fanin":
-		return &stream{senders: p.Senders, codec: codec, label: "fanin", workers: min(workers, p.Senders+1)}, nil
+		return &stream{groups: []streamGroup{faninGroup(p.Senders)}, codec: codec, label: "fanin",
+			workers: min(workers, p.Senders+1), engineTraffic: et}, nil
 	case "idle":
 		return &idle{count: p.Conns}, nil
 	}
@@ -64,7 +72,8 @@ const (
 
 // engineTraffic is the part of a workload that runs on an engine.
 type engineTraffic struct {
-	eng *engine
+	eng  *engine
+	cpus []int // worker i is pinned to cpus[i]; empty: not pinned
 }
 
 // build detaches peers from the Go runtime, makes an engine of workers and
@@ -75,7 +84,7 @@ func (t *engineTraffic) build(peers []*peer, workers int, place func(i int, c *g
 	if err != nil {
 		return err
 	}
-	if t.eng, err = newEngine(workers); err != nil {
+	if t.eng, err = newEngine(workers, t.cpus); err != nil {
 		closeFDs(fds)
 		return err
 	}

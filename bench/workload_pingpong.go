@@ -16,6 +16,7 @@ import (
 type pingpong struct {
 	pairs, window, workers int
 	codec                  *Codec
+	pairing                [][2]int // the connection numbers of each pair's A and B
 	n                      int
 	engineTraffic
 }
@@ -26,19 +27,25 @@ func (w *pingpong) open(ctx context.Context, d *dialer) error {
 		return err
 	}
 	w.n = len(peers)
-	a, b := peers[:w.pairs], peers[w.pairs:]
 	pairs := make([]*pair, w.pairs)
-	for i := range pairs {
-		pairs[i] = newPair(w.codec, uint32(i), w.window, a[i].id, b[i].id)
+	end := make([]struct {
+		p *pair
+		a bool
+	}, len(peers))
+	for i, ends := range w.pairing {
+		a, b := ends[0], ends[1]
+		pairs[i] = newPair(w.codec, uint32(i), w.window, peers[a].id, peers[b].id)
+		end[a].p, end[a].a = pairs[i], true
+		end[b].p = pairs[i]
 	}
 	// A window of small frames fits in a few KiB; 2000 connections with a
 	// 64 KiB buffer each would make the generator itself heavy.
 	chunk := min(readChunk, max(4<<10, 2*w.window*(w.codec.Size()+1)))
 	return w.build(peers, w.workers, func(i int, c *gconn) int {
-		p := pairs[i%w.pairs]
+		p := end[i].p
 		c.in = frame.NewSplitter(chunk, frameLimit)
 		c.out = make([]byte, 0, w.window*(w.codec.Size()+frameOverhead))
-		if i < w.pairs {
+		if end[i].a {
 			c.role = (*pingA)(p)
 		} else {
 			c.role = (*pingB)(p)

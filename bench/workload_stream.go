@@ -7,40 +7,104 @@ import (
 	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
-// stream is N senders sending to one receiver as fast as the server lets
-// them: the flood workload with one sender, the fanin workload with many.
-// The receiver checks every sender's frames for integrity and order, and
-// its count is what the point reports.
+// stream is groups of senders, each group sending to its own receiver as
+// fast as the server lets them: the flood workload is one group of one
+// sender per pair, the fanin workload one group of many senders. Each
+// receiver checks its senders' frames for integrity and order, and the
+// receivers' counts are what the point reports.
 type stream struct {
-	senders, workers int
-	codec            *Codec
-	label            string
-	n                int
+	groups  []streamGroup
+	workers int
+	codec   *Codec
+	label   string
+	n       int
 	engineTraffic
 }
 
+// streamGroup names, by connection number, one receiver and its senders.
+type streamGroup struct {
+	receiver int
+	senders  []int
+}
+
+// floodGroups turns pairs (sender, receiver) into one group per pair.
+func floodGroups(pairs [][2]int) []streamGroup {
+	groups := make([]streamGroup, len(pairs))
+	for i, p := range pairs {
+		groups[i] = streamGroup{receiver: p[1], senders: []int{p[0]}}
+	}
+	return groups
+}
+
+// faninGroup is senders connections 0 .. senders-1 sending to connection
+// senders.
+func faninGroup(senders int) streamGroup {
+	g := streamGroup{receiver: senders, senders: make([]int, senders)}
+	for i := range g.senders {
+		g.senders[i] = i
+	}
+	return g
+}
+
+// streamEnd is what connection i of a stream is.
+type streamEnd struct {
+	group  int
+	sender int // index among all the workload's senders; -1 for a receiver
+	slot   int // the connection's place in group order, for spreading over workers
+}
+
 func (w *stream) open(ctx context.Context, d *dialer) error {
-	peers, err := d.dialMany(ctx, w.senders+1) // the senders, then the receiver
+	total := 0
+	for _, g := range w.groups {
+		total += 1 + len(g.senders)
+	}
+	peers, err := d.dialMany(ctx, total)
 	if err != nil {
 		return err
 	}
 	w.n = len(peers)
-	to := peers[w.senders].id
+	ends := make([]streamEnd, total)
+	first := make([]uint32, len(w.groups)) // each group's first sender index
+	// next is the next sender index, slot the next connection slot.
+	next, slot := 0, 0
+	for gi, g := range w.groups {
+		first[gi] = uint32(next)
+		ends[g.receiver] = streamEnd{group: gi, sender: -1, slot: slot}
+		slot++
+		for _, c := range g.senders {
+			ends[c] = streamEnd{group: gi, sender: next, slot: slot}
+			next++
+			slot++
+		}
+	}
 	perWrite := max(1, writeBatch/(w.codec.Size()+frameOverhead))
 	return w.build(peers, w.workers, func(i int, c *gconn) int {
-		if i == w.senders {
+		e := ends[i]
+		g := w.groups[e.group]
+		if e.sender < 0 {
 			c.in = frame.NewSplitter(readChunk, frameLimit)
-			c.role = &receiver{codec: w.codec, order: NewOrder(0, w.senders), what: w.label + " receiver"}
-			return 0
+			c.role = &receiver{codec: w.codec, order: NewOrder(first[e.group], len(g.senders)), what: w.label + " receiver"}
+		} else {
+			c.stream = true
+			c.out = make([]byte, 0, perWrite*(w.codec.Size()+frameOverhead))
+			c.role = &sender{codec: w.codec, to: peers[g.receiver].id, index: uint32(e.sender), perWrite: perWrite, what: w.label + " sender"}
 		}
-		c.stream = true
-		c.out = make([]byte, 0, perWrite*(w.codec.Size()+frameOverhead))
-		c.role = &sender{codec: w.codec, to: to, index: uint32(i), perWrite: perWrite, what: w.label + " sender"}
-		if w.workers > 1 {
-			return 1 + i%(w.workers-1) // the receiver has worker 0 to itself
-		}
-		return 0
+		return w.worker(e)
 	})
+}
+
+// worker spreads the connections over the workers. With one group (flood
+// of one pair, fanin) the receiver has worker 0 to itself and the senders
+// share the others; with several, connections take the workers in turn,
+// group by group.
+func (w *stream) worker(e streamEnd) int {
+	if len(w.groups) > 1 || w.workers <= 1 {
+		return e.slot
+	}
+	if e.sender < 0 {
+		return 0
+	}
+	return 1 + e.sender%(w.workers-1)
 }
 
 func (w *stream) conns() int { return w.n }

@@ -574,6 +574,35 @@ func TestWake(t *testing.T) {
 	})
 }
 
+// TestWakeNeverLost wakes the loop from several goroutines at once, round
+// after round: wakes coalesce, and none of the rounds may go unanswered.
+func TestWakeNeverLost(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		o := startLoopOwner(t, b, Config{}, false)
+		for range 300 {
+			var wg sync.WaitGroup
+			for range 3 {
+				wg.Go(o.loop.Wake)
+			}
+			o.expect(Woken)
+			wg.Wait()
+			// The round's other wakes may have come after the loop consumed
+			// the first: take their Woken events, so the next round starts
+			// from a loop that owes nothing.
+			for settled := false; !settled; {
+				select {
+				case nt := <-o.notes:
+					if nt.kind != Woken {
+						t.Fatalf("unexpected %v event", nt.kind)
+					}
+				case <-time.After(5 * time.Millisecond):
+					settled = true
+				}
+			}
+		}
+	})
+}
+
 func TestNoDescriptorLeak(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		openFdCount(t) // let the runtime's own poller open its descriptors first

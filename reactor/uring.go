@@ -320,6 +320,7 @@ func (u *uringEngine) onAccept(cqe *ring.Completion, ev *Event) bool {
 // onWake: another goroutine called Wake. The read folds every Wake since
 // the last one into this event; the next read is queued at once.
 func (u *uringEngine) onWake(ev *Event) bool {
+	u.waker.consumed()
 	u.armWake()
 	*ev = Event{Kind: Woken}
 	return true

@@ -67,8 +67,12 @@
 //
 //   - This loop: look d up in the loop's own table and deliver as today.
 //   - Another loop j: Port.Send(j, d, payload). Whether d exists is
-//     decided on j, which drops and counts a frame for an unknown or
-//     departed ID (so a frame never reaches a connection that left).
+//     decided on j when it drains the frame: an unknown or departed ID is
+//     dropped and counted there, and since j looks the ID up at that
+//     moment, a frame never reaches a reused connection slot. (So that it
+//     cannot reach a new connection that drew the same ID either, j can
+//     keep a departed ID out of its draws until its next tick: every
+//     frame queued for it has been drained by then.)
 //   - Later, another node: the node index lives in the ID too; such a
 //     frame goes to the bridge's outbox, and frames arriving from other
 //     nodes come in through the same queues and doorbell as a loop's.
@@ -88,17 +92,19 @@
 // the frame and the unparsed rest of that read on the sending connection
 // (as bytes read past a pause are kept today), pauses that connection's
 // reads, and lists it under destination loop j. Port.Writable names j once
-// j has drained enough; the loop sends the held frames again (any that
-// still do not fit pause the connection again) and resumes reading. No
+// j has drained enough; the loop sends the held frames again, oldest
+// refusal first (any that still do not fit pause the connection again),
+// and resumes reading. A queue that refused a frame refuses every frame
+// until it has room for it, so small frames never starve a big one. No
 // loop waits for another: the consumer rings the producer when room
 // appears, through the same sleep/wake protocol.
 //
 // Backpressure, slow destination (-slow-consumer=backpressure): loop j
 // delivers every frame it drains, even over -max-queue (the frame was
 // already accepted, exactly as within one loop), and when destination d
-// is over -max-queue it sends loop i a control record on the j->i queue:
-// a frame with destination ID 0, which no connection has, and payload
-// "pause d". Loop i marks d as full; each of its connections that sends to
+// is then over -max-queue it sends the loop the frame came from, i, a
+// control record on the j->i queue: a frame for ControlDest (ID 0, which
+// no connection has) with payload "pause d". Loop i marks d as full; each of its connections that sends to
 // d afterwards sends that frame and then pauses, listed under d. When d
 // drains below half its limit (NotifyDrained, as today) or leaves, j sends
 // "resume d" to every loop it paused (a bitmask per destination), and
@@ -116,10 +122,11 @@
 // # Memory
 //
 // A pair that talks holds one ring of QueueConfig.Size bytes (64 KiB by
-// default), growing (doubling, but never past one record) to hold a record
-// of MaxPayload plus its 8-byte header while frames that big pass; a pair
-// that never talks holds nothing, and Port.Trim on a tick releases rings
-// idle since the last tick and shrinks grown ones. At most:
-// N*(N-1) * max(Size, MaxPayload+11) bytes (a loop sends to itself
+// default). While frames bigger than half of that pass, the ring grows
+// (doubling) to hold two of them, and never past two records of
+// MaxPayload plus their 8-byte headers; a pair that never talks holds
+// nothing, and Port.Trim on a tick releases rings idle since the last
+// tick and shrinks grown ones. At most:
+// N*(N-1) * max(Size, 2*(MaxPayload+11)) bytes (a loop sends to itself
 // directly, not through a queue). Port.RingBytes reports what a loop holds now.
 package shard

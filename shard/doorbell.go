@@ -90,7 +90,7 @@ func (e *EventFD) Rearm() { e.pending.Store(false) }
 func (e *EventFD) Wait(timeout time.Duration) (bool, error) {
 	ms := -1
 	if timeout >= 0 {
-		ms = int(timeout.Milliseconds())
+		ms = int((timeout + time.Millisecond - 1) / time.Millisecond) // never round a wait down to a spin
 	}
 	for {
 		e.pfd[0] = unix.PollFd{Fd: int32(e.fd), Events: unix.POLLIN}

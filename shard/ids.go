@@ -6,8 +6,8 @@ import (
 	"fmt"
 )
 
-// Owner is the loop, of n, that owns connection ID id. It is a pure
-// function of the ID and the loop count, so a sender's loop finds a
+// Owner is the loop, of n (at least 1), that owns connection ID id. It is
+// a pure function of the ID and the loop count, so a sender's loop finds a
 // frame's destination loop from the 4-byte header alone, with no table.
 //
 // The ID is first mixed (two rounds of xor-shift and multiply by an odd

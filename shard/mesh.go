@@ -16,6 +16,12 @@ const (
 	rung            // a doorbell is on its way; nobody else needs to ring
 )
 
+// ControlDest is the destination ID of loop-to-loop control records (the
+// pause and resume messages of the backpressure plan in the package
+// comment). No connection has ID 0, so a consumer tells them from frames
+// by the ID alone.
+const ControlDest uint32 = 0
+
 // Mesh connects N loops with one Queue per (source, destination) pair,
 // created the first time the source sends to that destination. Each loop
 // uses the mesh only through its own Port.
@@ -114,7 +120,9 @@ type PortStats struct {
 //	Drain(budget, deliver)                      (frames other loops sent here)
 //	Writable(resume)                            (queues that were full have room)
 //	Flush()                                     (publish, ring sleeping loops)
-//	if Sleep() { wait; Awake() }                (else go round again at once)
+//	if the pass did nothing and Sleep() {       (Sleep false: go round again)
+//		wait (doorbell, own I/O, timer); Awake()
+//	}
 type Port struct {
 	m      *Mesh
 	k      int
@@ -142,10 +150,11 @@ func (p *Port) SetRinger(r Ringer) { p.ringer = r }
 func (p *Port) Stats() PortStats { return p.stats }
 
 // Send copies a frame for a connection on loop dst into the queue towards
-// dst. It reports false, taking nothing, when that queue is full: the
-// caller keeps the frame, pauses the connection it came from, and sends it
-// again once Writable names dst. The frame becomes visible to dst at the
-// next Flush.
+// dst. It reports false, taking nothing, when that queue is full or still
+// holds back for a frame it refused earlier (see Queue.Put): the caller
+// keeps the frame, pauses the connection it came from, and sends it again
+// once Writable names dst, retrying held frames in the order they were
+// refused. The frame becomes visible to dst at the next Flush.
 func (p *Port) Send(dst int, dest uint32, payload []byte) bool {
 	q := p.out[dst]
 	if q == nil {

@@ -31,9 +31,10 @@ type QueueConfig struct {
 	// also how much a queue holds before Put reports it full.
 	Size int
 	// MaxPayload is the largest payload, trailing NUL included, that Put
-	// must accept. A payload whose record does not fit in Size makes the
-	// ring grow (by doubling, up to one record's size), once the queue is
-	// empty; Trim shrinks it back.
+	// must accept. A ring always has room for two of the largest records
+	// it was recently asked to take: a bigger one makes it grow (by
+	// doubling from Size, to at most two records of MaxPayload) as soon as
+	// the queue is empty; Trim shrinks it back.
 	MaxPayload int
 }
 
@@ -51,9 +52,9 @@ func (c QueueConfig) check() error {
 	return nil
 }
 
-// maxRing is the largest ring the queue may grow to: room for Size bytes,
-// or for one record of the largest payload.
-func (c QueueConfig) maxRing() int { return max(c.Size, recSize(c.MaxPayload)) }
+// maxRing is the largest ring the queue may grow to: Size, or room for two
+// records of the largest payload.
+func (c QueueConfig) maxRing() int { return max(c.Size, 2*recSize(c.MaxPayload)) }
 
 // Queue carries frames from one goroutine (the producer: the source loop)
 // to one other (the consumer: the destination loop). It is a byte ring:
@@ -78,6 +79,7 @@ type Queue struct {
 	wpos      int    // offset of the next record in pbuf
 	tail      uint64 // bytes written, published or not
 	seen      uint64 // consumed, as last loaded
+	growFor   int    // a refused record needs a bigger ring: place one when empty
 	unsent    bool   // a Put happened since the last Publish
 	wroteAny  bool   // a Put happened since the last Trim
 	neededBig bool   // a record over Size passed since the last Trim
@@ -125,8 +127,11 @@ func newQueue(cfg QueueConfig) *Queue {
 // Put copies one frame (destination ID and payload, trailing NUL included)
 // into the ring. It returns false when the ring has no room: the frame was
 // not taken, and the producer should hold it and pause whoever sent it.
-// The queue then remembers to tell the consumer's side to report room (see
-// Drain and Armed). The frame stays invisible to the consumer until Publish.
+// The queue then asks the consumer's side to report room (see Drain and
+// Armed), and until it does every Put is refused: no frame overtakes one
+// that waits, or a stream of small frames could keep a big one out for
+// ever. (The caller should retry its held frames in the order they were
+// refused.) The frame stays invisible to the consumer until Publish.
 //
 // Put panics if the payload is longer than MaxPayload: the caller's parser
 // enforces that limit, so a longer one is a bug.
@@ -135,15 +140,13 @@ func (q *Queue) Put(dest uint32, payload []byte) bool {
 		panic(fmt.Sprintf("shard: Put of %d bytes, over MaxPayload %d", len(payload), q.cfg.MaxPayload))
 	}
 	r := recSize(len(payload))
-	if !q.reserve(r) {
-		// Ask to hear about room, then look once more: the consumer may
-		// have drained everything between the look above and the ask,
-		// and then it would not have seen the ask.
-		q.resumeAt.Store(q.resumeLevel(r))
-		if !q.reserve(r) {
+	if q.Armed() || !q.reserve(r) {
+		if 2*r > len(q.pbuf) {
+			q.growFor = max(q.growFor, r)
+		}
+		if !q.ask(r) || !q.reserve(r) {
 			return false
 		}
-		q.resumeAt.Store(-1)
 	}
 	b := q.pbuf[q.wpos : q.wpos+r]
 	binary.LittleEndian.PutUint32(b[0:], uint32(len(payload)))
@@ -152,7 +155,7 @@ func (q *Queue) Put(dest uint32, payload []byte) bool {
 	q.advance(r)
 	q.unsent = true
 	q.wroteAny = true
-	if r > q.cfg.Size {
+	if 2*r > q.cfg.Size {
 		q.neededBig = true
 	}
 	return true
@@ -170,29 +173,50 @@ func (q *Queue) advance(n int) {
 // reserve makes room for a record of r bytes at wpos, padding to the end
 // of the ring or replacing the ring when that is what it takes.
 func (q *Queue) reserve(r int) bool {
-	if q.fits(r) {
+	if q.growFor == 0 && q.fits(r) {
 		return true
 	}
 	q.seen = q.consumed.Load()
-	if q.fits(r) {
+	if q.tail == q.seen {
+		// Empty: nothing published is unread and nothing unpublished is
+		// waiting, so the consumer is not looking at the ring. Start
+		// again at offset 0, in a bigger ring if this record or one that
+		// was refused needs it.
+		need := max(r, q.growFor)
+		q.growFor = 0
+		if 2*need > len(q.pbuf) && len(q.pbuf) < q.cfg.maxRing() {
+			size := q.cfg.Size
+			for size < 2*need {
+				size *= 2
+			}
+			q.place(make([]byte, min(size, q.cfg.maxRing())))
+		} else {
+			q.place(q.pbuf)
+		}
 		return true
 	}
-	if q.tail != q.seen {
-		return false
-	}
-	// Empty: nothing published is unread and nothing unpublished is
-	// waiting, so the consumer is not looking at the ring. Start again at
-	// offset 0, in a bigger ring if the record needs one.
-	if r > len(q.pbuf) {
-		size := q.cfg.Size
-		for size < r {
-			size *= 2
+	return q.growFor == 0 && q.fits(r)
+}
+
+// ask records that a refused record of r bytes waits for room. The level
+// only ever goes down (the lowest level asked for suits every waiting
+// record). Then it looks at the consumer's position once more: a consumer
+// that drained before the ask did not see it, and might never drain
+// again. It reports whether the room is there already, the ask withdrawn.
+func (q *Queue) ask(r int) bool {
+	want := q.resumeLevel(r)
+	for {
+		level := q.resumeAt.Load()
+		if level >= 0 && level <= want {
+			want = level
+			break
 		}
-		q.place(make([]byte, min(size, q.cfg.maxRing())))
-	} else {
-		q.place(q.pbuf)
+		if q.resumeAt.CompareAndSwap(level, want) {
+			break
+		}
 	}
-	return true
+	q.seen = q.consumed.Load()
+	return int64(q.tail-q.seen) <= want && q.resumeAt.CompareAndSwap(want, -1)
 }
 
 // fits reports whether r bytes fit at wpos given the last known consumed
@@ -224,7 +248,7 @@ func (q *Queue) place(buf []byte) {
 // paused sender does not resume for a few bytes only to pause again.
 func (q *Queue) resumeLevel(r int) int64 {
 	level := len(q.pbuf) - 2*r
-	if level < 0 {
+	if level < 0 || q.growFor > 0 {
 		return 0
 	}
 	return int64(min(level, len(q.pbuf)/2))

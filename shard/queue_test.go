@@ -129,6 +129,9 @@ func TestQueueFullThenRoom(t *testing.T) {
 	if !q.Armed() {
 		t.Fatal("a refused Put did not ask to hear about room")
 	}
+	if q.Put(99, []byte{0}) {
+		t.Fatal("a 1-byte frame overtook the refused one")
+	}
 	q.Publish()
 	// Room for a 48-byte record after any wrap means 96 bytes free, and
 	// never less than half the ring: the producer hears at 128 bytes held.
@@ -228,7 +231,7 @@ func TestQueueWrapsWithPadding(t *testing.T) {
 
 func TestQueueGrowsForBigFramesAndTrims(t *testing.T) {
 	q := mustQueue(t, 256, 4000)
-	c := &checker{t: t, sizes: []int{10, 1000, 20, 4000, 30, 40}}
+	c := &checker{t: t, sizes: []int{10, 20, 1000, 4000, 30, 40}}
 	var buf []byte
 	put := func(seq int) bool { return q.Put(uint32(seq), payloadFor(buf, seq, c.sizes[seq])) }
 	drainAll := func() bool {
@@ -240,32 +243,33 @@ func TestQueueGrowsForBigFramesAndTrims(t *testing.T) {
 	if !put(0) || len(q.pbuf) != 256 {
 		t.Fatalf("first Put: ring of %d bytes, want 256", len(q.pbuf))
 	}
-	if put(1) {
+	if put(2) {
 		t.Fatal("a 1000-byte frame went into a busy 256-byte ring")
+	}
+	if put(1) {
+		t.Fatal("a small frame overtook the big one waiting for room")
 	}
 	if !drainAll() {
 		t.Fatal("no room reported once the ring emptied")
 	}
-	if !put(1) || len(q.pbuf) != 1024 {
-		t.Fatalf("after growing: ring of %d bytes, want 1024 (256 doubled until 1008 fits)", len(q.pbuf))
+	// The small frame comes back first, and the ring grows for the big
+	// one that waits: room for two records of 1008 bytes.
+	if !put(1) || len(q.pbuf) != 2048 {
+		t.Fatalf("after growing: ring of %d bytes, want 2048 (256 doubled until 2*1008 fits)", len(q.pbuf))
 	}
-	if put(2) {
-		t.Fatal("a 28-byte record went into a 1024-byte ring holding 1008")
-	}
-	drainAll()
 	if !put(2) {
-		t.Fatal("a small frame was refused by the drained ring")
+		t.Fatal("the big frame was refused by the ring grown for it")
 	}
 	drainAll()
-	if !put(3) || len(q.pbuf) != recSize(4000) {
-		t.Fatalf("largest frame: ring of %d bytes, want %d (never past one record)", len(q.pbuf), recSize(4000))
+	if !put(3) || len(q.pbuf) != 2*recSize(4000) {
+		t.Fatalf("largest frame: ring of %d bytes, want %d (never past two records)", len(q.pbuf), 2*recSize(4000))
 	}
 	drainAll()
 
 	if freed := q.Trim(); freed != 0 {
 		t.Fatalf("Trim right after a big frame freed %d bytes", freed)
 	}
-	if freed := q.Trim(); freed != recSize(4000) || q.pbuf != nil {
+	if freed := q.Trim(); freed != 2*recSize(4000) || q.pbuf != nil {
 		t.Fatalf("Trim of an idle grown ring freed %d bytes (ring %d)", freed, len(q.pbuf))
 	}
 	if !put(4) || len(q.pbuf) != 256 {
@@ -287,6 +291,39 @@ func TestQueueGrowsForBigFramesAndTrims(t *testing.T) {
 	}
 	if freed := q.Trim(); freed != 256 {
 		t.Fatalf("Trim of a ring idle for a whole tick freed %d, want 256", freed)
+	}
+}
+
+// TestQueueBigFrameIsNotStarved: a steady stream of small frames, offered
+// before the big one every pass (the worst order), faster than the
+// consumer drains them, must not keep a big frame out for long.
+func TestQueueBigFrameIsNotStarved(t *testing.T) {
+	q := mustQueue(t, 1024, 3000)
+	small := bytes.Repeat([]byte{'s'}, 40)
+	small[39] = 0
+	big := bytes.Repeat([]byte{'B'}, 2500)
+	big[2499] = 0
+	const bigs = 20
+	bigSent, bigGot, round, lastBig := 0, 0, 0, 0
+	count := func(dest uint32, p []byte) {
+		if dest == 1 {
+			bigGot++
+		}
+	}
+	for bigGot < bigs {
+		round++
+		if round-lastBig > 50 {
+			t.Fatalf("big frame %d still out after 50 passes (pass %d)", bigSent, round)
+		}
+		for range 10 {
+			q.Put(0, small)
+		}
+		if bigSent < bigs && q.Put(1, big) {
+			bigSent++
+			lastBig = round
+		}
+		q.Publish()
+		q.Drain(300, count)
 	}
 }
 

@@ -2,12 +2,14 @@
 //
 //	ringbench compare [flags]   start ringrelay once per backend (and any other
 //	                            relay given with -opponent) and compare them
+//	ringbench scale [flags]     run ringrelay (and each -opponent) at 1, 2, 4, ...
+//	                            loops, each loop pinned to a CPU of its own
 //	ringbench load [flags]      run one workload against a running server
 //
-// Both print markdown tables on stdout and exit 1 if any point failed its
+// All print markdown tables on stdout and exit 1 if any point failed its
 // integrity checks. compare also writes JSON and an SVG chart to
-// bench/results/. Run `ringbench compare -h` or `ringbench load -h` for
-// the flags.
+// bench/results/, scale its JSON. Run `ringbench COMMAND -h` for the
+// flags.
 package main
 
 import (
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/bench"
+	"github.com/ringrelay/ringrelay/internal/bytesize"
 )
 
 func main() {
@@ -32,8 +35,9 @@ func main() {
 
 const usage = `usage:
   ringbench compare [flags]   start ringrelay per backend and each -opponent, run every load point, compare
+  ringbench scale [flags]     the same at 1, 2, 4, ... loops, one CPU per loop (-handoff: loops sharing one CPU)
   ringbench load [flags]      run one workload against a server that is already running
-run "ringbench compare -h" or "ringbench load -h" for the flags
+run "ringbench COMMAND -h" for the flags
 `
 
 // run returns the exit status: 0 all points passed, 1 a point failed or the
@@ -47,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	progress := bench.NewProgress(os.Stderr)
 	var (
-		report *bench.Report
+		out    outcome
 		outDir string
 		err    error
 	)
@@ -55,12 +59,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "compare":
 		var cfg bench.CompareConfig
 		if cfg, outDir, err = parseCompare(args[1:], stderr); err == nil {
-			report, err = bench.Compare(ctx, cfg, progress)
+			var r *bench.Report
+			if r, err = bench.Compare(ctx, cfg, progress); err == nil {
+				out = reportOutcome(r)
+			}
+		}
+	case "scale":
+		var cfg bench.ScaleConfig
+		if cfg, outDir, err = parseScale(args[1:], stderr); err == nil {
+			var r *bench.ScaleReport
+			if r, err = bench.Scale(ctx, cfg, progress); err == nil {
+				out = scaleOutcome(r)
+			}
 		}
 	case "load":
 		var cfg bench.LoadConfig
 		if cfg, err = parseLoad(args[1:], stderr); err == nil {
-			report, err = bench.Load(ctx, cfg, progress)
+			var r *bench.Report
+			if r, err = bench.Load(ctx, cfg, progress); err == nil {
+				out = reportOutcome(r)
+			}
 		}
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -81,23 +99,55 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ringbench %s: %v\n", args[0], err)
 		return 1
 	}
-	if err := bench.WriteMarkdown(stdout, report); err != nil {
+	if err := out.write(stdout); err != nil {
 		fmt.Fprintf(stderr, "ringbench: %v\n", err)
 		return 1
 	}
 	if outDir != "" {
-		paths, err := bench.SaveReport(outDir, report)
+		paths, err := out.save(outDir)
 		if err != nil {
 			fmt.Fprintf(stderr, "ringbench: %v\n", err)
 			return 1
 		}
 		fmt.Fprintf(stdout, "results: %s\n", strings.Join(paths, ", "))
 	}
-	if report.Failed() {
+	if out.interrupted {
+		fmt.Fprintln(stderr, "ringbench: interrupted; the report holds what was measured until then")
+		return 1
+	}
+	if out.failed {
 		fmt.Fprintln(stderr, "ringbench: some points FAILED (see Errors in the report)")
 		return 1
 	}
 	return 0
+}
+
+// outcome is what a command produced, whichever report it is.
+type outcome struct {
+	write       func(io.Writer) error
+	save        func(dir string) ([]string, error)
+	failed      bool
+	interrupted bool // the report is incomplete
+}
+
+func reportOutcome(r *bench.Report) outcome {
+	return outcome{
+		write:  func(w io.Writer) error { return bench.WriteMarkdown(w, r) },
+		save:   func(dir string) ([]string, error) { return bench.SaveReport(dir, r) },
+		failed: r.Failed(),
+	}
+}
+
+func scaleOutcome(r *bench.ScaleReport) outcome {
+	return outcome{
+		write: func(w io.Writer) error { return bench.WriteScaleMarkdown(w, r) },
+		save: func(dir string) ([]string, error) {
+			path, err := bench.SaveScaleReport(dir, r)
+			return []string{path}, err
+		},
+		failed:      r.Failed(),
+		interrupted: r.Interrupted,
+	}
 }
 
 // usageError marks a problem with the command line.
@@ -156,30 +206,9 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 			return bench.CompareConfig{}, "", usageError{err}
 		}
 	}
-	var columns []bench.Contender
-	if names := splitList(*backends); len(names) > 0 {
-		path, err := bench.FindServer(*server)
-		if err != nil {
-			return bench.CompareConfig{}, "", err
-		}
-		for _, b := range names {
-			columns = append(columns, bench.Backend(path, b, serverFlags))
-		}
-	}
-	for _, spec := range opponents {
-		o, err := bench.ParseOpponent(spec)
-		if err != nil {
-			return bench.CompareConfig{}, "", usageError{err}
-		}
-		columns = append(columns, o)
-	}
-	if *baseline != "" {
-		i := slices.IndexFunc(columns, func(c bench.Contender) bool { return c.Name == *baseline })
-		if i < 0 {
-			return bench.CompareConfig{}, "", usageError{fmt.Errorf("-baseline %s: no backend or opponent has that name", *baseline)}
-		}
-		first := columns[i]
-		columns = slices.Insert(slices.Delete(columns, i, i+1), 0, first)
+	columns, err := buildColumns(*server, splitList(*backends), serverFlags, opponents, *baseline)
+	if err != nil {
+		return bench.CompareConfig{}, "", err
 	}
 	cfg := bench.CompareConfig{
 		Columns: columns, Points: chosen,
@@ -197,11 +226,13 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 	var (
 		addr     = fs.String("addr", "", "server address HOST:PORT (required)")
 		workload = fs.String("workload", "", "workload: "+strings.Join(bench.Workloads, ", ")+" (required)")
-		pairs    = fs.Int("pairs", 0, "pingpong: pairs of connections (default 1)")
+		pairs    = fs.Int("pairs", 0, "pingpong: pairs of connections; flood: sender-receiver pairs (default 1)")
 		window   = fs.Int("window", 0, "pingpong: frames in flight per pair (default 1)")
 		senders  = fs.Int("senders", 0, "fanin: sending connections (default 100)")
 		conns    = fs.Int("conns", 0, "idle: connections to hold (default 10000)")
-		size     = fs.Int("size", 0, fmt.Sprintf("payload bytes, at least %d (default: pingpong 64, flood 1024, fanin 256)", bench.MinPayload))
+		size     = sizeVar(fs, "size", 0, fmt.Sprintf("payload `size`, at least %dB, like 64 or 1KiB (default: pingpong 64B, flood 1KiB, fanin 256B)", bench.MinPayload))
+		pairing  = fs.String("pairing", bench.PairAdjacent, "pingpong, flood: which connections pair up: "+strings.Join(bench.Pairings, " or "))
+		seed     = fs.Uint64("seed", bench.DefaultSeed, "the seed of -pairing random")
 		duration = fs.Duration("duration", 5*time.Second, "measured time")
 		warmup   = fs.Duration("warmup", time.Second, "unmeasured traffic before the measurement")
 		pid      = fs.Int("pid", 0, "server process ID; when set, server CPU and RSS are read from /proc")
@@ -218,7 +249,10 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 	if fs.NArg() > 0 {
 		return bench.LoadConfig{}, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	p, err := bench.NewPoint(*workload, *pairs, *window, *senders, *conns, *size)
+	p, err := bench.NewPoint(*workload, *pairs, *window, *senders, *conns, int(*size))
+	if err == nil && *pairing != bench.PairAdjacent {
+		p, err = p.Paired(*pairing, *seed)
+	}
 	if err != nil {
 		return bench.LoadConfig{}, usageError{err}
 	}
@@ -227,6 +261,38 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 		return cfg, usageError{err}
 	}
 	return cfg, nil
+}
+
+// buildColumns makes the columns: one per backend (the ringrelay binary
+// at server, or the one FindServer finds, with -backend and flags), then
+// the opponents in order; baseline, if set, moves that column first.
+func buildColumns(server string, backends, flags, opponents []string, baseline string) ([]bench.Contender, error) {
+	var columns []bench.Contender
+	if len(backends) > 0 {
+		path, err := bench.FindServer(server)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range backends {
+			columns = append(columns, bench.Backend(path, b, flags))
+		}
+	}
+	for _, spec := range opponents {
+		o, err := bench.ParseOpponent(spec)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		columns = append(columns, o)
+	}
+	if baseline != "" {
+		i := slices.IndexFunc(columns, func(c bench.Contender) bool { return c.Name == baseline })
+		if i < 0 {
+			return nil, usageError{fmt.Errorf("-baseline %s: no backend or opponent has that name", baseline)}
+		}
+		first := columns[i]
+		columns = slices.Insert(slices.Delete(columns, i, i+1), 0, first)
+	}
+	return columns, nil
 }
 
 // multiFlag collects every use of a repeatable flag.
@@ -251,4 +317,34 @@ func pointNames(points []bench.Point) string {
 		names = append(names, p.Name)
 	}
 	return strings.Join(names, ", ")
+}
+
+// payloadSize is a payload size flag, read and shown by internal/bytesize
+// (64, 1KiB); 0 stands for the workload's default.
+type payloadSize int
+
+func (s *payloadSize) String() string {
+	if s == nil || *s == 0 {
+		return "0"
+	}
+	return bytesize.Format(int64(*s))
+}
+
+func (s *payloadSize) Set(v string) error {
+	n, err := bytesize.Parse(v)
+	if err != nil {
+		return err
+	}
+	if n > 1<<30 {
+		return fmt.Errorf("%s is over the 1GiB a payload can be here", bytesize.Format(n))
+	}
+	*s = payloadSize(n)
+	return nil
+}
+
+// sizeVar defines a payload size flag with a default.
+func sizeVar(fs *flag.FlagSet, name string, def int, usage string) *payloadSize {
+	s := payloadSize(def)
+	fs.Var(&s, name, usage)
+	return &s
 }

@@ -1,5 +1,5 @@
 // Command ringrelay is the relay server. See README.md for the flags and
-// PROTOCOL.md for the wire contract.
+// docs/protocol.md for the wire contract.
 package main
 
 import (
@@ -37,24 +37,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printProbe(stdout)
 		return 0
 	}
-	level, _ := cfg.level()
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	var log *slog.Logger
 	if cfg.LogFormat == "json" {
 		log = slog.New(slog.NewJSONHandler(stderr, opts))
 	} else {
 		log = slog.New(slog.NewTextHandler(stderr, opts))
 	}
+	cfg.Reactor.Logger, cfg.Relay.Logger = log, log
 
 	// The loop is opened on this goroutine and run on it: on io_uring the
 	// goroutine is locked to its thread, which is the ring's only issuer.
-	loop, err := reactor.Open(cfg.Listen, cfg.reactorConfig(log))
+	loop, err := reactor.Open(cfg.Listen, cfg.Reactor)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
 	m := new(relay.Metrics)
-	srv := relay.NewServer(loop, cfg.relayConfig(log), m)
+	srv := relay.NewServer(loop, cfg.Relay, m)
 
 	if cfg.MetricsAddr != "" {
 		mux := http.NewServeMux()

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,9 +133,10 @@ func TestGoodValuesParse(t *testing.T) {
 		t.Fatalf("parseFlags(%q): %v", args, err)
 	}
 	want := defaultConfig()
-	want.Listen, want.Backend, want.Buffers, want.RingEntries = "127.0.0.1:0", "epoll", 512, 8
-	want.BufferSize, want.MaxFrame, want.MaxQueue, want.SlowConsumer = 4096, 65536, 131072, "drop"
-	want.WriteTimeout, want.LogLevel, want.LogFormat = time.Second, "debug", "json"
+	want.Listen, want.LogLevel, want.LogFormat = "127.0.0.1:0", slog.LevelDebug, "json"
+	want.Reactor.Backend, want.Reactor.Buffers, want.Reactor.RingEntries, want.Reactor.BufferSize = "epoll", 512, 8, 4096
+	want.Relay.MaxFrame, want.Relay.MaxQueue, want.Relay.SlowConsumer = 65536, 131072, "drop"
+	want.Relay.WriteTimeout = time.Second
 	if c != want {
 		t.Errorf("parseFlags(%q)\n got %+v\nwant %+v", args, c, want)
 	}
@@ -142,7 +145,7 @@ func TestGoodValuesParse(t *testing.T) {
 func TestSizeSuffixes(t *testing.T) {
 	cases := []struct {
 		in   string
-		want size
+		want int
 	}{
 		{"512", 512},
 		{"512B", 512},
@@ -159,11 +162,21 @@ func TestSizeSuffixes(t *testing.T) {
 			t.Errorf("parseFlags(%q): %v", args, err)
 			continue
 		}
-		if c.MaxFrame != tc.want {
-			t.Errorf("-max-frame=%s gave %d bytes, want %d", tc.in, c.MaxFrame, tc.want)
+		if c.Relay.MaxFrame != tc.want {
+			t.Errorf("-max-frame=%s gave %d bytes, want %d", tc.in, c.Relay.MaxFrame, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "KiB", "1.5MiB", "-1", "1kb", "1 TiB"} {
+	// auto is 0 (the backend's own size) for -buffer-size, the one size
+	// with a backend default.
+	c, err := parseFlags([]string{"-buffer-size=64KiB"}, io.Discard)
+	if err != nil || c.Reactor.BufferSize != 64<<10 {
+		t.Errorf("-buffer-size=64KiB gave %d, %v", c.Reactor.BufferSize, err)
+	}
+	c, err = parseFlags([]string{"-buffer-size=auto"}, io.Discard)
+	if err != nil || c.Reactor.BufferSize != 0 {
+		t.Errorf("-buffer-size=auto gave %d, %v; want 0", c.Reactor.BufferSize, err)
+	}
+	for _, bad := range []string{"", "KiB", "1.5MiB", "-1", "1kb", "1 TiB", "auto"} {
 		if _, err := parseFlags([]string{"-max-frame=" + bad}, io.Discard); err == nil {
 			t.Errorf("-max-frame=%q was accepted", bad)
 		}
@@ -180,7 +193,7 @@ func TestSizeSuffixes(t *testing.T) {
 func TestHelp(t *testing.T) {
 	// Every flag, the group it belongs to, and its default as -h must show
 	// it ("" for flags whose default is off or empty, shown without one).
-	// The numbers are the ones PROTOCOL.md and README.md promise.
+	// The numbers are the ones docs/protocol.md and README.md promise.
 	type entry struct{ group, def string }
 	want := map[string]entry{
 		"listen":           {"Network", "127.0.0.1:8080"},
@@ -262,6 +275,79 @@ func TestHelp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// helpFlags returns the names of the flags that help lists, one
+// "  -name ..." line each.
+func helpFlags(help string) map[string]bool {
+	listed := map[string]bool{}
+	for _, l := range strings.Split(help, "\n") {
+		if strings.HasPrefix(l, "  -") {
+			listed[strings.Fields(l)[0][1:]] = true
+		}
+	}
+	return listed
+}
+
+// unlisted returns the flags registered on fs that help does not list.
+func unlisted(fs *flag.FlagSet, help string) []string {
+	listed := helpFlags(help)
+	var missing []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if !listed[f.Name] {
+			missing = append(missing, f.Name)
+		}
+	})
+	return missing
+}
+
+// TestEveryFlagInHelp walks the FlagSet the server parses with, so a flag
+// registered outside the groups (and so missing from -h) fails it even
+// when nobody added it to TestHelp's table.
+func TestEveryFlagInHelp(t *testing.T) {
+	c := defaultConfig()
+	fs, groups := newFlagSet(&c)
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n < 18 {
+		t.Fatalf("the FlagSet has %d flags, want at least the 18 of TestHelp", n)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-h"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("run(-h) = %d, want 0", code)
+	}
+	help := stdout.String() + stderr.String()
+	if missing := unlisted(fs, help); len(missing) > 0 {
+		t.Errorf("flags registered but missing from -h: %q\n%s", missing, help)
+	}
+
+	// The check itself: a flag registered beside the groups is caught.
+	fs.Bool("stray", false, "registered outside flagGroups")
+	var out bytes.Buffer
+	usage(&out, fs, groups)
+	if missing := unlisted(fs, out.String()); !slices.Equal(missing, []string{"stray"}) {
+		t.Errorf("with a stray flag registered, unlisted = %q, want [stray]", missing)
+	}
+}
+
+// -log-level is parsed by slog.Level: the four names of -h map to slog's
+// levels, and anything else is a one-line error that lists them.
+func TestLogLevel(t *testing.T) {
+	for in, want := range map[string]slog.Level{
+		"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+	} {
+		c, err := parseFlags([]string{"-log-level=" + in}, io.Discard)
+		if err != nil || c.LogLevel != want {
+			t.Errorf("-log-level=%s: got %v, %v; want %v", in, c.LogLevel, err, want)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-log-level=loud"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("-log-level=loud exited %d, want 2", code)
+	}
+	if line := errorLine(t, stderr.String()); !strings.Contains(line, "must be debug, info, warn or error") {
+		t.Errorf("error line does not list the levels: %q", line)
 	}
 }
 

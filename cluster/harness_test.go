@@ -1,0 +1,350 @@
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// natsCluster is n embedded NATS servers on loopback, ports chosen by the
+// kernel, joined by routes to the first one (the others learn each other
+// from it). Clients are told no other server's address (NoAdvertise), so a
+// bridge stays on the server it was given: a test that stops a server sees
+// its bridges lose the bus until the server is back.
+type natsCluster struct {
+	t          testing.TB
+	opts       []*server.Options
+	servers    []*server.Server
+	maxPayload int32
+}
+
+func startNATS(t testing.TB, n int, maxPayload int32) *natsCluster {
+	t.Helper()
+	c := &natsCluster{t: t, maxPayload: maxPayload}
+	for i := 0; i < n; i++ {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("s%d", i),
+			Host:       "127.0.0.1",
+			Port:       server.RANDOM_PORT,
+			NoLog:      true,
+			NoSigs:     true,
+			MaxPayload: maxPayload,
+			Cluster: server.ClusterOpts{
+				Name:        "rrtest",
+				Host:        "127.0.0.1",
+				Port:        server.RANDOM_PORT,
+				NoAdvertise: true,
+			},
+		}
+		if i > 0 {
+			o.Routes = server.RoutesFromStr(fmt.Sprintf("nats://127.0.0.1:%d", c.servers[0].ClusterAddr().Port))
+		}
+		c.opts = append(c.opts, o)
+		c.servers = append(c.servers, c.run(o))
+	}
+	t.Cleanup(func() {
+		for _, s := range c.servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	})
+	c.waitMesh()
+	return c
+}
+
+func (c *natsCluster) run(o *server.Options) *server.Server {
+	c.t.Helper()
+	s, err := server.NewServer(o)
+	if err != nil {
+		c.t.Fatalf("nats server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		c.t.Fatalf("nats server %s not ready", o.ServerName)
+	}
+	return s
+}
+
+// waitMesh waits until every server has a route to every other.
+func (c *natsCluster) waitMesh() {
+	c.t.Helper()
+	waitFor(c.t, 20*time.Second, "full route mesh", func() bool {
+		for _, s := range c.servers {
+			if s.NumRemotes() != len(c.servers)-1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (c *natsCluster) url(i int) string { return c.servers[i].ClientURL() }
+
+// stop shuts server i down, remembering its ports for restart.
+func (c *natsCluster) stop(i int) {
+	s := c.servers[i]
+	c.opts[i].Port = s.Addr().(*net.TCPAddr).Port
+	c.opts[i].Cluster.Port = s.ClusterAddr().Port
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+// restart starts server i again on the same client and route ports.
+func (c *natsCluster) restart(i int) {
+	c.servers[i] = c.run(c.opts[i])
+	c.waitMesh()
+}
+
+// waitInterest waits until every server sees a subscriber on each subject.
+func (c *natsCluster) waitInterest(subjects ...string) {
+	c.t.Helper()
+	waitFor(c.t, 10*time.Second, "interest in "+strings.Join(subjects, ", "), func() bool {
+		for _, s := range c.servers {
+			for _, subj := range subjects {
+				if !s.GlobalAccount().SubscriptionInterest(subj) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// outbox is a test loop's Source: frames pushed by the test goroutine,
+// drained by the bridge goroutine.
+type outbox struct {
+	mu     sync.Mutex
+	frames []frame
+	room   atomic.Bool // report room once, as a queue a loop found full would
+}
+
+func (o *outbox) push(dest uint32, payload string) {
+	o.mu.Lock()
+	o.frames = append(o.frames, frame{dest, append([]byte(payload), 0)})
+	o.mu.Unlock()
+}
+
+func (o *outbox) pushRaw(dest uint32, data []byte) {
+	o.mu.Lock()
+	o.frames = append(o.frames, frame{dest, data})
+	o.mu.Unlock()
+}
+
+func (o *outbox) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.frames)
+}
+
+func (o *outbox) Drain(budget int, fn func(uint32, []byte)) (int, bool) {
+	o.mu.Lock()
+	n, size := 0, 0
+	for n < len(o.frames) && (n == 0 || size < budget) {
+		size += len(o.frames[n].data)
+		n++
+	}
+	taken := o.frames[:n:n]
+	o.frames = o.frames[n:]
+	o.mu.Unlock()
+	for _, f := range taken {
+		fn(f.dest, f.data)
+	}
+	return n, n > 0 && o.room.Swap(false)
+}
+
+// inbox is a test loop's Sink. Put stages, Publish makes visible; with a
+// capacity, Put refuses once that many frames are staged or visible and
+// not taken.
+type inbox struct {
+	capacity  int // 0: unbounded
+	staged    []frame
+	mu        sync.Mutex
+	visible   []frame
+	delivered atomic.Int64
+}
+
+func (in *inbox) Put(dest uint32, data []byte) bool {
+	if in.capacity > 0 {
+		in.mu.Lock()
+		held := len(in.visible)
+		in.mu.Unlock()
+		if held+len(in.staged) >= in.capacity {
+			return false
+		}
+	}
+	in.staged = append(in.staged, frame{dest, bytes.Clone(data)})
+	return true
+}
+
+func (in *inbox) Publish() bool {
+	if len(in.staged) == 0 {
+		return false
+	}
+	in.mu.Lock()
+	in.visible = append(in.visible, in.staged...)
+	in.mu.Unlock()
+	in.delivered.Add(int64(len(in.staged)))
+	in.staged = in.staged[:0]
+	return true
+}
+
+func (in *inbox) take() []frame {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	f := in.visible
+	in.visible = nil
+	return f
+}
+
+// logBuf collects log lines for assertions.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), s)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+const testLoops = 2
+
+// testNode is one relay node's side of the bridge: its loops' outboxes
+// and inboxes, and the bridge over them.
+type testNode struct {
+	node  int
+	b     *Bridge
+	out   []*outbox
+	in    []*inbox
+	wakes [testLoops]atomic.Int64
+	log   *logBuf
+}
+
+func testConfig(node int, urls ...string) Config {
+	c := DefaultConfig()
+	c.Servers = urls
+	c.Name = "rrtest"
+	c.Node = node
+	c.NodeBits = 2
+	c.MaxFrame = 64 << 10
+	c.AnnounceEvery = 100 * time.Millisecond
+	c.AnnounceMissed = 3
+	c.StartupWait = 300 * time.Millisecond
+	c.ReconnectWait = 50 * time.Millisecond
+	c.SinkWait = time.Millisecond
+	return c
+}
+
+func newTestNode(node int, capacity int) *testNode {
+	n := &testNode{node: node, log: &logBuf{}}
+	for k := 0; k < testLoops; k++ {
+		n.out = append(n.out, &outbox{})
+		n.in = append(n.in, &inbox{capacity: capacity})
+	}
+	return n
+}
+
+func (n *testNode) loops() Loops {
+	l := Loops{
+		Owner: func(id uint32) int { return owner(id, testLoops) },
+		Wake:  func(k int) { n.wakes[k].Add(1) },
+	}
+	for k := range n.out {
+		l.Out = append(l.Out, n.out[k])
+		l.In = append(l.In, n.in[k])
+	}
+	return l
+}
+
+func (n *testNode) start(cfg Config) error {
+	cfg.Logger = slog.New(slog.NewTextHandler(n.log, nil))
+	b, err := Start(cfg, n.loops())
+	n.b = b
+	return err
+}
+
+func startTestNode(t *testing.T, cfg Config) *testNode {
+	t.Helper()
+	n := newTestNode(cfg.Node, 0)
+	if err := n.start(cfg); err != nil {
+		t.Fatalf("node %d: %v", cfg.Node, err)
+	}
+	t.Cleanup(func() { n.b.Close() })
+	return n
+}
+
+// send puts a frame in the outbox of the loop that would hold the sender
+// (any loop will do: the bridge drains them all) and rings the bridge.
+func (n *testNode) send(loop int, dest uint32, payload string) {
+	n.out[loop].push(dest, payload)
+	n.b.Ring()
+}
+
+func (n *testNode) received() int64 {
+	var s int64
+	for _, in := range n.in {
+		s += in.delivered.Load()
+	}
+	return s
+}
+
+// ids draws count IDs of node on loop k with the Scheme, as a loop would.
+func ids(node, count int) []uint32 {
+	s := Scheme{Bits: 2, Self: node}
+	var state = uint64(node)*7919 + 17
+	rnd := func() uint32 {
+		state ^= state >> 12
+		state ^= state << 25
+		state ^= state >> 27
+		return uint32((state * 2685821657736338717) >> 32)
+	}
+	out := make([]uint32, count)
+	for i := range out {
+		out[i] = s.Draw(rnd, func(uint32) bool { return true })
+	}
+	return out
+}
+
+// rawConn is a plain NATS client for publishing hostile bytes.
+func rawConn(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
