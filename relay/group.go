@@ -101,8 +101,9 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 	abort := false               // set before start is closed
 	for k := range n {
 		go func() {
+			// Never unlocked: the thread ends with the goroutine, so a
+			// pinned thread is not handed back to other goroutines.
 			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
 			if gc.Pin != nil {
 				if err := gc.Pin(k); err != nil {
 					ready <- opened{k, fmt.Errorf("loop %d: %w", k, err)}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/relay/client"
+	"github.com/ringrelay/ringrelay/ring"
 )
 
 // Child processes started through servertest are reaped by its cleanups
@@ -88,6 +89,10 @@ func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
 		// Valid alone; wrong only against the default -max-frame of 1 MiB.
 		{"queue smaller than a frame", []string{"-max-queue=1KiB"}, []string{"max-queue", "max-frame"}, "1024"},
 		{"stray argument", []string{"-backend=epoll", "stray"}, nil, "stray"},
+		{"zero loops", []string{"-loops=0"}, []string{"loops"}, "0"},
+		{"loops not a number", []string{"-loops=many"}, []string{"loops"}, "many"},
+		{"cpu list with a hole", []string{"-cpus=0,,1"}, []string{"cpus"}, "0,,1"},
+		{"cpu outside the affinity mask", []string{"-cpus=1023"}, []string{"cpus"}, "1023"},
 	}
 	seen := map[string]string{} // error line -> case that produced it
 	for _, tc := range cases {
@@ -126,7 +131,7 @@ func TestGoodValuesParse(t *testing.T) {
 	args := []string{
 		"-listen=127.0.0.1:0", "-backend=epoll", "-buffers=512", "-ring-entries=8",
 		"-buffer-size=4KiB", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
-		"-write-timeout=1s", "-log-level=debug", "-log-format=json",
+		"-write-timeout=1s", "-log-level=debug", "-log-format=json", "-loops=2", "-cpus=0",
 	}
 	c, err := parseFlags(args, io.Discard)
 	if err != nil {
@@ -137,6 +142,7 @@ func TestGoodValuesParse(t *testing.T) {
 	want.Reactor.Backend, want.Reactor.Buffers, want.Reactor.RingEntries, want.Reactor.BufferSize = "epoll", 512, 8, 4096
 	want.Relay.MaxFrame, want.Relay.MaxQueue, want.Relay.SlowConsumer = 65536, 131072, "drop"
 	want.Relay.WriteTimeout = time.Second
+	want.Loops, want.CPUs = "2", "0"
 	if c != want {
 		t.Errorf("parseFlags(%q)\n got %+v\nwant %+v", args, c, want)
 	}
@@ -214,8 +220,10 @@ func TestHelp(t *testing.T) {
 		"log-level":        {"Observability", "info"},
 		"log-format":       {"Observability", "text"},
 		"probe":            {"Other", ""},
+		"loops":            {"Loops and CPUs", "auto"},
+		"cpus":             {"Loops and CPUs", ""},
 	}
-	titles := []string{"Network", "io_uring tuning", "Limits", "Observability", "Other"}
+	titles := []string{"Network", "Loops and CPUs", "io_uring tuning", "Limits", "Observability", "Other"}
 
 	for _, arg := range []string{"-h", "-help", "--help"} {
 		t.Run(arg, func(t *testing.T) {
@@ -412,6 +420,15 @@ func TestProbe(t *testing.T) {
 
 	ok, setupErr, why := uringOracle(t)
 	setup := probeField(t, out, "io_uring setup")
+	if setup == "ok" {
+		want := "no (doorbells use the eventfd)"
+		if ring.Probe().MsgRing {
+			want = "yes (doorbell between io_uring loops; eventfd otherwise)"
+		}
+		if got := probeField(t, out, "  MSG_RING"); got != want {
+			t.Errorf("MSG_RING line says %q, want %q", got, want)
+		}
+	}
 	pick := probeField(t, out, "auto would pick")
 	switch {
 	case ok:
