@@ -193,7 +193,13 @@ var opsSample = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a
 type opsMetrics struct {
 	value map[string]float64
 	typ   map[string]string
+	// loops sums per-loop samples (loop="k") under their key without the
+	// loop label, so that a test reads a total at any loop count.
+	loops map[string]float64
 }
+
+// opsLoopLabel is a loop label and the comma that joins it to the next.
+var opsLoopLabel = regexp.MustCompile(`loop="\d+",?`)
 
 // opsScrape fetches and parses http://addr/metrics. It checks the format
 // as it goes: every sample belongs to a family with a TYPE line, no
@@ -224,7 +230,7 @@ func opsTryScrape(t testing.TB, addr string) (opsMetrics, error) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("scrape: Content-Type %q", ct)
 	}
-	m := opsMetrics{value: map[string]float64{}, typ: map[string]string{}}
+	m := opsMetrics{value: map[string]float64{}, typ: map[string]string{}, loops: map[string]float64{}}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
@@ -259,6 +265,13 @@ func opsTryScrape(t testing.TB, addr string) (opsMetrics, error) {
 			t.Fatalf("sample %s appears twice", key)
 		}
 		m.value[key] = v
+		if labels := opsLoopLabel.ReplaceAllString(g[2], ""); labels != g[2] {
+			labels = strings.Replace(labels, ",}", "}", 1)
+			if labels == "{}" {
+				labels = ""
+			}
+			m.loops[g[1]+labels] += v
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return opsMetrics{}, err
@@ -270,6 +283,9 @@ func opsTryScrape(t testing.TB, addr string) (opsMetrics, error) {
 func (m opsMetrics) get(t testing.TB, key string) float64 {
 	t.Helper()
 	v, ok := m.value[key]
+	if !ok {
+		v, ok = m.loops[key]
+	}
 	if !ok {
 		t.Fatalf("no sample %s on the metrics page", key)
 	}
