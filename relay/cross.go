@@ -62,7 +62,7 @@ const (
 // drainBudget is about how many bytes a loop takes from each other loop's
 // queue per pass (at least one frame): a busy source cannot starve the
 // others, nor the loop's own sockets.
-const drainBudget = 64 << 10
+const drainBudget = 256 << 10
 
 // cross is a Server's state for the other loops; nil with one loop.
 type cross struct {

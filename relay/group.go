@@ -65,7 +65,7 @@ type GroupConfig struct {
 	// publish into; otherwise the Group makes its own.
 	Metrics []*Metrics
 	// QueueSize is the ring of each talking pair of loops, in bytes
-	// (0: shard.DefaultQueueSize).
+	// (0: DefaultCrossQueue).
 	QueueSize int
 }
 
@@ -158,7 +158,7 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		}
 		qsize := gc.QueueSize
 		if qsize == 0 {
-			qsize = shard.DefaultQueueSize
+			qsize = DefaultCrossQueue
 		}
 		// The largest record is a whole frame: payload, NUL, and no
 		// header (the destination travels in the record's own header).
@@ -181,6 +181,13 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 	close(start)
 	return g, nil
 }
+
+// DefaultCrossQueue is the ring between two loops that talk. One pass of
+// a busy loop can read a few hundred kilobytes of small frames for another
+// loop; a ring that holds them all keeps senders from being held back at
+// every pass (measured: two loops on one CPU relay about 1.5x as many
+// 64-byte frames with 256 KiB as with 64 KiB). Idle rings are released.
+const DefaultCrossQueue = 256 << 10
 
 // loopBell wakes a loop from any goroutine (Mesh.Wake).
 type loopBell struct{ l reactor.Loop }

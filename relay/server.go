@@ -379,6 +379,9 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 
 // tick enforces the timed limits.
 func (s *Server) tick() {
+	if s.x != nil {
+		s.x.port.Trim() // release rings idle since the last tick
+	}
 	for p := range s.peers.all() {
 		if p.conn == nil || p.id == 0 {
 			continue
