@@ -468,3 +468,41 @@ func processCPU(t testing.TB) time.Duration {
 	const ticksPerSecond = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond
 }
+
+// drop and disconnect are applied by the destination's loop to frames
+// that came from another loop, as to its own.
+func TestLoopsSlowConsumerPolicies(t *testing.T) {
+	for _, policy := range []relay.Policy{relay.Drop, relay.Disconnect} {
+		t.Run(string(policy), func(t *testing.T) {
+			forBackends(t, func(t *testing.T, backend reactor.Backend) {
+				ts := startServerN(t, backend, testLoops, func(rc *relay.Config, _ *reactor.Config) {
+					rc.MaxQueue, rc.SlowConsumer = 64<<10, policy
+				})
+				r, s := ts.dialOn(t, 0), ts.dialOn(t, 1)
+				// Far more than -max-queue and the kernel's buffers: the
+				// receiver reads nothing, the sender must never be held.
+				const n, size = 4096, 16 << 10
+				errc := make(chan error, 1)
+				go func() { errc <- writeFrames(s, 0, r.ID(), n, size) }()
+				select {
+				case err := <-errc:
+					if err != nil {
+						t.Fatal(err)
+					}
+				case <-time.After(progressSlack):
+					t.Fatalf("the sender was held back under %s", policy)
+				}
+				switch policy {
+				case relay.Drop:
+					waitFor(t, "frames dropped for the slow consumer", 10*time.Second, func() bool {
+						return ts.metrics().Dropped[relay.DropSlowConsumer].Load() > 0
+					})
+				case relay.Disconnect:
+					waitFor(t, "the slow consumer closed", 10*time.Second, func() bool {
+						return ts.metrics().Closed[relay.ClosedSlow].Load() == 1
+					})
+				}
+			})
+		})
+	}
+}
