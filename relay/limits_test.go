@@ -834,41 +834,43 @@ func TestLimitFrameTimeout(t *testing.T) {
 }
 
 func TestLimitMaxConns(t *testing.T) {
+	// With several loops the limit counts the connections of all loops.
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
-				rc.MaxConns = 3
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+					rc.MaxConns = 3
+				})
+				c1, c2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+
+				// The fourth is accepted and closed before any ID is sent.
+				nc, err := net.Dial("tcp", ts.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b, err := io.ReadAll(nc)
+				if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+					t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
+				}
+				waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit].Load() == 1 })
+
+				// One leaves; a newcomer gets an ID and can talk.
+				c1.NC.Close()
+				waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
+				c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+					t.Fatalf("newcomer to c2: %v", err)
+				}
+				if n := ts.metrics().Closed[relay.ClosedOverLimit].Load(); n != 1 {
+					t.Errorf("%d connections refused, want 1", n)
+				}
 			})
-			c1, c2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-
-			// The fourth is accepted and closed before any ID is sent.
-			nc, err := net.Dial("tcp", ts.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			b, err := io.ReadAll(nc)
-			if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
-				t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
-			}
-			m := ts.metrics()
-			waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return m.Closed[relay.ClosedOverLimit].Load() == 1 })
-
-			// One leaves; a newcomer gets an ID and can talk.
-			c1.NC.Close()
-			waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
-			c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
-				t.Fatalf("newcomer to c2: %v", err)
-			}
-			if n := m.Closed[relay.ClosedOverLimit].Load(); n != 1 {
-				t.Errorf("%d connections refused, want 1", n)
-			}
-		})
+		}
 	}
 }
