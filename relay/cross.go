@@ -61,8 +61,8 @@ const (
 
 // drainBudget is about how many bytes a loop takes from each other loop's
 // queue per pass (at least one frame): a busy source cannot starve the
-// others, nor the loop's own sockets.
-const drainBudget = 256 << 10
+// others, nor the loop's own sockets. It is one default ring's worth.
+const drainBudget = 1 << 20
 
 // cross is a Server's state for the other loops; nil with one loop.
 type cross struct {
