@@ -786,50 +786,51 @@ func TestLimitMaxFrame(t *testing.T) {
 
 func TestLimitFrameTimeout(t *testing.T) {
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			const frameTimeout = 300 * time.Millisecond
-			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
-				rc.FrameTimeout = frameTimeout
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				const frameTimeout = 300 * time.Millisecond
+				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+					rc.FrameTimeout = frameTimeout
+				})
+				a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				idle := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				partial := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+
+				// A header and part of a payload, then nothing.
+				start := time.Now()
+				half := append(binary.BigEndian.AppendUint32(nil, a.ID), "never finished"...)
+				if _, err := partial.NC.Write(half); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(frameTimeout / 3)
+				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
+					t.Fatalf("a partial frame was cut off before frame-timeout")
+				}
+				if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
+					t.Fatalf("connection holding a partial frame: %v", err)
+				}
+				if held := time.Since(start); held < frameTimeout {
+					t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
+				}
+				waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete].Load() == 1 })
+
+				// The idle connection held no partial frame for three timeouts:
+				// still open, and it still receives. Nothing partial reached a.
+				time.Sleep(3*frameTimeout - time.Since(start))
+				if err := a.Send(idle.ID, limPayload(nil, 0, 0, 64)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := limDrain(idle, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+					t.Fatalf("idle connection: %v", err)
+				}
+				if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
+					t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
+				}
+				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 1 {
+					t.Errorf("%d connections closed for an incomplete frame, want 1", n)
+				}
 			})
-			a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			idle := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			partial := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			m := ts.metrics()
-
-			// A header and part of a payload, then nothing.
-			start := time.Now()
-			half := append(binary.BigEndian.AppendUint32(nil, a.ID), "never finished"...)
-			if _, err := partial.NC.Write(half); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(frameTimeout / 3)
-			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
-				t.Fatalf("a partial frame was cut off before frame-timeout")
-			}
-			if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
-				t.Fatalf("connection holding a partial frame: %v", err)
-			}
-			if held := time.Since(start); held < frameTimeout {
-				t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
-			}
-			waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return m.Closed[relay.ClosedIncomplete].Load() == 1 })
-
-			// The idle connection held no partial frame for three timeouts:
-			// still open, and it still receives. Nothing partial reached a.
-			time.Sleep(3*frameTimeout - time.Since(start))
-			if err := a.Send(idle.ID, limPayload(nil, 0, 0, 64)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := limDrain(idle, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
-				t.Fatalf("idle connection: %v", err)
-			}
-			if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
-				t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
-			}
-			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 1 {
-				t.Errorf("%d connections closed for an incomplete frame, want 1", n)
-			}
-		})
+		}
 	}
 }
 
