@@ -170,3 +170,77 @@ func TestSQEReuseIsClean(t *testing.T) {
 		}
 	}
 }
+
+// TestNonBlockingSubmitSeesDeferredWork guards the shortcut in Submit(0):
+// with nothing to submit it may skip io_uring_enter, but not while the
+// kernel holds completions back as deferred task work (DEFER_TASKRUN), or
+// a poll-only loop would never see its data. It also checks that many
+// completions, more than one Reap takes, come out in order and whole.
+func TestNonBlockingSubmitSeesDeferredWork(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r, err := New(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd, peer := tcpPair(t)
+	defer unix.Close(fd)
+
+	// Arm a read and hand it over, then let data arrive while nobody is in
+	// the kernel for the ring.
+	buf := make([]byte, 16)
+	if err := r.Read(fd, buf, Pack(6, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Submit(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	var out [1]Completion
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Reap(out[:]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Submit(0) never surfaced the read's completion (mode %s)", r.Mode())
+		}
+		time.Sleep(time.Millisecond)
+		if err := r.Submit(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out[0].UserData != Pack(6, 1, 1) || out[0].Res != 4 || string(buf[:4]) != "late" {
+		t.Fatalf("read completion %#x res %d data %q", uint64(out[0].UserData), out[0].Res, buf[:4])
+	}
+
+	// 20 sends against an 8-entry submission queue (sqe flushes when it
+	// is full), reaped three at a time.
+	for i := range 20 {
+		if err := r.Send(fd, []byte{byte(i)}, Pack(3, int32(i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []int32
+	var batch [3]Completion
+	for len(got) < 20 && time.Now().Before(deadline) {
+		if err := r.Submit(100 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		n := r.Reap(batch[:])
+		for _, c := range batch[:n] {
+			if c.Res != 1 {
+				t.Fatalf("send %d: res %d", c.UserData.Slot(), c.Res)
+			}
+			got = append(got, c.UserData.Slot())
+		}
+	}
+	for i, slot := range got {
+		if slot != int32(i) {
+			t.Fatalf("completions out of order: %v", got)
+		}
+	}
+	if len(got) != 20 {
+		t.Fatalf("%d of 20 send completions", len(got))
+	}
+}
