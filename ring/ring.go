@@ -18,6 +18,7 @@ type Ring struct {
 	mode     string
 	features uint32
 	f        fast             // the hot path (fast.go)
+	spinner  spinner          // spin before blocking (spin.go)
 	ts       syscall.Timespec // wait timeout; lives here so the kernel reads stable memory
 }
 
@@ -221,8 +222,9 @@ func (r *Ring) Cancel(target UserData, ud UserData) error {
 
 // Submit hands every queued entry to the kernel and waits for at least one
 // completion, or until timeout has passed (timeout < 0 waits for ever,
-// timeout == 0 does not wait), all in one io_uring_enter. It does not wait
-// either when completions are ready already. A timeout or an interrupted
+// timeout == 0 does not wait), in one io_uring_enter, or two when it spins
+// first (spin.go). It does not wait either when completions are ready
+// already. A timeout or an interrupted
 // wait is not an error: the caller simply reaps what is there.
 func (r *Ring) Submit(timeout time.Duration) error {
 	f := &r.f
@@ -234,6 +236,8 @@ func (r *Ring) Submit(timeout time.Duration) error {
 			return nil // nothing to hand over, nothing the kernel holds back
 		}
 		_, err = f.enter(submit, 0, enterGetEvents, nil, 0)
+	case r.spin(&submit, timeout):
+		return nil
 	case timeout < 0:
 		_, err = f.enter(submit, 1, enterGetEvents, nil, 0)
 	default:
@@ -280,5 +284,6 @@ func (r *Ring) Reap(out []Completion) int {
 		_, _ = r.f.enter(0, 0, enterGetEvents, nil, 0)
 		n = r.f.reap(out)
 	}
+	r.spinner.reaped += n
 	return n
 }
