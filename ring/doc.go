@@ -18,6 +18,8 @@
 //     registered ring descriptor, non-blocking enters without the
 //     runtime's syscall bookkeeping, none at all when there is nothing to
 //     submit and the kernel flags no deferred work;
+//   - a short adaptive spin on the completion queue before a blocking
+//     wait, for latency-bound loops (spin.go);
 //   - the user_data codec: operation, connection slot and generation packed
 //     in 64 bits, never a Go pointer.
 //
