@@ -40,7 +40,9 @@
 //     series per label set, named and labelled as in the README, summed
 //     over the loops.
 //   - Per-loop series (connections open, backpressure pauses, completions
-//     per wait) carry a loop="k" label when there is more than one loop,
+//     per wait, frames received from and sent to the loop's connections,
+//     frames crossing to and from other loops, doorbells rung) carry a
+//     loop="k" label when there is more than one loop,
 //     one series per loop; the family then holds no unlabelled sum, so
 //     that sum() over it never counts a loop twice. With a single loop
 //     they carry no loop label: they are named and labelled as they were

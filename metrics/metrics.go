@@ -93,6 +93,30 @@ var families = []family{
 	{name: "ringrelay_backpressure_pauses_total", kind: prometheus.CounterValue, scope: perLoop,
 		help: "Times a sender's reads were paused for a full destination.",
 		read: func(l Loop, _ int) float64 { return float64(l.Relay.BackpressurePauses.Load()) }},
+	{name: "ringrelay_loop_frames_received_total", kind: prometheus.CounterValue, scope: perLoop,
+		help: "Complete frames read from the loop's connections, wherever they go.",
+		read: func(l Loop, _ int) float64 { return float64(l.Relay.FramesReceived.Load()) }},
+	{name: "ringrelay_loop_frames_sent_total", kind: prometheus.CounterValue, scope: perLoop,
+		help: "Frames queued to the loop's connections, wherever they came from.",
+		read: func(l Loop, _ int) float64 { return float64(l.Relay.FramesRelayed.Load()) }},
+	{name: "ringrelay_cross_loop_frames_total", kind: prometheus.CounterValue, scope: perLoop,
+		help:  "Frames handed to another loop (out) and taken from other loops (in); 0 with one loop.",
+		label: "direction", values: []string{"out", "in"},
+		read: func(l Loop, i int) float64 {
+			if i == 0 {
+				return float64(l.Relay.CrossOut.Load())
+			}
+			return float64(l.Relay.CrossIn.Load())
+		}},
+	{name: "ringrelay_doorbells_total", kind: prometheus.CounterValue, scope: perLoop,
+		help:  "Doorbells the loop rang to wake a sleeping loop, by route: an io_uring MSG_RING message, or the target's eventfd.",
+		label: "route", values: []string{"msg_ring", "eventfd"},
+		read: func(l Loop, i int) float64 {
+			if i == 0 {
+				return float64(l.Reactor.RingsMsgRing.Load())
+			}
+			return float64(l.Reactor.RingsEventfd.Load())
+		}},
 	{name: "ringrelay_recv_buffer_exhausted_total", kind: prometheus.CounterValue, scope: total,
 		help: "Receives that found every buffer lent out (ENOBUFS, io_uring only).",
 		read: func(l Loop, _ int) float64 { return float64(l.Reactor.NoBuffers.Load()) }},

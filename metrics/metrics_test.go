@@ -162,6 +162,11 @@ func fill(base uint64) Loop {
 	l.Relay.FramesRelayed.Store(base + 7)
 	l.Relay.BytesRelayed.Store(base + 700)
 	l.Relay.BackpressurePauses.Store(base + 11)
+	l.Relay.FramesReceived.Store(base + 21)
+	l.Relay.CrossOut.Store(base + 23)
+	l.Relay.CrossIn.Store(base + 25)
+	l.Reactor.RingsMsgRing.Store(base + 27)
+	l.Reactor.RingsEventfd.Store(base + 29)
 	for i := range l.Relay.Closed {
 		l.Relay.Closed[i].Store(base + 100 + uint64(i))
 	}
@@ -314,6 +319,12 @@ func TestSeveralLoops(t *testing.T) {
 		`ringrelay_loop_completions_per_wait_count{loop="0"}`:            4,
 		`ringrelay_loop_completions_per_wait_count{loop="1"}`:            3,
 		`ringrelay_loop_completions_per_wait_sum{loop="1"}`:              7,
+		`ringrelay_loop_frames_received_total{loop="0"}`:                 21,
+		`ringrelay_loop_frames_sent_total{loop="1"}`:                     1007,
+		`ringrelay_cross_loop_frames_total{direction="out",loop="0"}`:    23,
+		`ringrelay_cross_loop_frames_total{direction="in",loop="1"}`:     1025,
+		`ringrelay_doorbells_total{loop="0",route="msg_ring"}`:           27,
+		`ringrelay_doorbells_total{loop="1",route="eventfd"}`:            1029,
 		// Totals, summed over the loops, with today's labels.
 		`ringrelay_backend_info{backend="uring"}`:           1,
 		`ringrelay_connections_accepted_total`:              1009 + 9,
@@ -326,7 +337,8 @@ func TestSeveralLoops(t *testing.T) {
 	})
 	// A per-loop family holds no unlabelled sum beside its loops (sum()
 	// would count each loop twice), and totals carry no loop label.
-	perLoop := []string{"ringrelay_connections_open", "ringrelay_backpressure_pauses_total", "ringrelay_loop_completions_per_wait_"}
+	perLoop := []string{"ringrelay_connections_open", "ringrelay_backpressure_pauses_total", "ringrelay_loop_completions_per_wait_",
+		"ringrelay_loop_frames_", "ringrelay_cross_loop_frames_total", "ringrelay_doorbells_total"}
 	for k := range p.value {
 		split := false
 		for _, f := range perLoop {

@@ -47,7 +47,13 @@ type uringEngine struct {
 
 	wakeBuf []byte
 	ho      uringHandOff // adopting and doorbells (uring_handoff.go)
+
+	lastYield time.Time // see wait
 }
+
+// yieldEvery is how often the loop goroutine passes through the Go
+// scheduler (see wait); well under the runtime's 10 ms preemption limit.
+const yieldEvery = 5 * time.Millisecond
 
 // uringSlot is what the kernel holds of one connection.
 type uringSlot struct {
@@ -222,7 +228,22 @@ func (u *uringEngine) armWake() {
 	u.submitErr(u.ring.Read(u.waker.fd, u.wakeBuf, ring.Pack(opWake, 0, 0)))
 }
 
+// wait submits and waits in one io_uring_enter.
+//
+// Every yieldEvery it first yields to the Go scheduler. The loop goroutine
+// is locked to its thread and otherwise never passes through the
+// scheduler (a system call does not count), so after 10 ms the runtime's
+// sysmon thread takes it for a goroutine hogging its P: it preempts it and
+// takes its P away at every one of its ticks, which makes sysmon tick
+// every 20 µs and wakes threads on futexes (3,500 nanosleeps and 5,000
+// futex calls a second at one pair). A yield every 5 ms costs a few
+// futex calls; it cut the server's CPU per frame at one pair, window 1,
+// from 21.9 to 15.9 µs (C: 15.1).
 func (u *uringEngine) wait(timeout time.Duration, _ int) error {
+	if now := time.Now(); now.Sub(u.lastYield) > yieldEvery {
+		u.lastYield = now
+		runtime.Gosched()
+	}
 	return u.ring.Submit(timeout)
 }
 

@@ -207,7 +207,7 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 	chaosQuiet(t, ts, "warm-up connection closed")
 	fdBase := openFDs(t)
 	grBase := runtime.NumGoroutine()
-	before := chaosMetrics(ts.srv.Metrics())
+	before := chaosMetrics(ts.metrics())
 
 	var workers sync.WaitGroup
 	for slot := range chaosClients {
@@ -223,7 +223,7 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 	}
 	ch.stop.Store(true)
 	if !chaosWait(&workers, progressSlack) {
-		ch.fail("workers still busy %v after the stop: a write is stuck (server metrics %s)", progressSlack, chaosMetrics(ts.srv.Metrics()))
+		ch.fail("workers still busy %v after the stop: a write is stuck (server metrics %s)", progressSlack, chaosMetrics(ts.metrics()))
 		ch.abort()
 		workers.Wait()
 	}
@@ -248,7 +248,7 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 		t.Errorf("%s: %d goroutines after the run, %d before", ch.tag, n, grBase)
 	}
 	t.Logf("%s: final descriptors %d (baseline %d), goroutines %d (baseline %d)", ch.tag, openFDs(t), fdBase, runtime.NumGoroutine(), grBase)
-	ch.checkMetrics(before, chaosMetrics(ts.srv.Metrics()), rep)
+	ch.checkMetrics(before, chaosMetrics(ts.metrics()), rep)
 	return rep
 }
 
@@ -257,14 +257,14 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 func chaosQuiet(t testing.TB, ts *testServer, what string) {
 	t.Helper()
 	waitFor(t, what, progressSlack, func() bool {
-		if ts.stats.Open.Load() != 0 {
+		if ts.open() != 0 {
 			return false
 		}
 		var closed uint64
 		for _, r := range relay.CloseReasons() {
-			closed += ts.srv.Metrics().Closed[r].Load()
+			closed += ts.metrics().Closed[r].Load()
 		}
-		return closed == ts.stats.Closed.Load()
+		return closed == ts.closedConns()
 	})
 }
 
@@ -341,7 +341,7 @@ func (ch *chaos) settle(ts *testServer) chaosReport {
 		}
 		if time.Now().After(deadline) {
 			ch.fail("%d of %d owed frames never arrived within %v after the traffic stopped; first: %s (server metrics %s)",
-				n, len(owed), progressSlack, first, chaosMetrics(ts.srv.Metrics()))
+				n, len(owed), progressSlack, first, chaosMetrics(ts.metrics()))
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -423,10 +423,12 @@ func TestChaos(t *testing.T) {
 	base := chaosBaseSeed(t)
 	t.Logf("chaos seed %d (replay with RINGRELAY_CHAOS_SEED=%d)", base, base)
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			ts := startServer(t, backend, chaosEdit)
-			rep := runChaos(t, ts, backend, base, 0, chaosTraffic)
-			t.Logf("%s: %s", backend, rep)
-		})
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				ts := startServerN(t, backend, loops, chaosEdit)
+				rep := runChaos(t, ts, backend, base, 0, chaosTraffic)
+				t.Logf("%s, %d loops: %s", backend, loops, rep)
+			})
+		}
 	}
 }

@@ -50,7 +50,7 @@ func TestClusterChaos(t *testing.T) {
 	sum := func() chaosCounts {
 		total := chaosMetrics(new(relay.Metrics))
 		for _, n := range nodes {
-			c := chaosMetrics(n.srv.Metrics())
+			c := chaosMetrics(n.metrics())
 			for i := range total.closed {
 				total.closed[i] += c.closed[i]
 			}

@@ -136,10 +136,15 @@ func nodeConfig(url string, node, maxFrame int) cluster.Config {
 	return cc
 }
 
-// startNode runs a relay server joined to the cluster as node index, on
-// NATS server url. The bridge starts before the server serves, as in
-// cmd/ringrelay.
-func startNode(t testing.TB, backend reactor.Backend, index int, url string, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) *relayNode {
+// nodeLoops is how many loops each node of the tests runs: one node with
+// a single loop, the others with several, so frames cross loops and nodes
+// in one hop.
+var nodeLoops = []int{2, 1, 3}
+
+// startNode runs a relay of loops loops joined to the cluster as node
+// index, on NATS server url. The bridge starts before the loops serve, as
+// in cmd/ringrelay.
+func startNode(t testing.TB, backend reactor.Backend, loops, index int, url string, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) *relayNode {
 	t.Helper()
 	rc := relay.DefaultConfig()
 	lc := reactor.DefaultConfig()
@@ -148,38 +153,29 @@ func startNode(t testing.TB, backend reactor.Backend, index int, url string, edi
 	if edit != nil {
 		edit(&rc, &lc)
 	}
-	n := &relayNode{testServer: &testServer{done: make(chan error, 1)}, index: index}
-	ready := make(chan error, 1)
-	go func() {
-		loop, err := reactor.Open("127.0.0.1:0", lc)
+	n := &relayNode{index: index}
+	gc := relay.GroupConfig{Loops: loops, Listen: "127.0.0.1:0", Reactor: lc, Relay: rc}
+	gc.Join = func(servers []*relay.Server) error {
+		links, err := relay.Join(servers, cluster.Scheme{Bits: clusterNodeBits, Self: index})
 		if err != nil {
-			ready <- err
-			return
+			return err
 		}
-		n.addr = loop.Addr().String()
-		n.stats = loop.Stats()
-		n.srv = relay.NewServer(loop, rc, nil)
-		scheme := cluster.Scheme{Bits: clusterNodeBits, Self: index}
-		rs, err := relay.Join([]*relay.Server{n.srv}, scheme)
-		if err == nil {
-			cc := nodeConfig(url, index, rc.MaxFrame)
-			if editCluster != nil {
-				editCluster(&cc)
-			}
-			n.bridge, err = cluster.Start(cc, rs.Loops())
+		cc := nodeConfig(url, index, rc.MaxFrame)
+		if editCluster != nil {
+			editCluster(&cc)
 		}
-		if err != nil {
-			loop.Close()
-			ready <- err
-			return
+		if n.bridge, err = cluster.Start(cc, links.Loops()); err != nil {
+			return err
 		}
-		rs.Attach(n.bridge)
-		ready <- nil
-		n.done <- n.srv.Run()
-	}()
-	if err := <-ready; err != nil {
-		t.Fatalf("start node %d (%s): %v", index, backend, err)
+		links.Attach(n.bridge)
+		return nil
 	}
+	g, err := relay.StartGroup(gc)
+	if err != nil {
+		t.Fatalf("start node %d (%s, %d loops): %v", index, backend, loops, err)
+	}
+	n.testServer = &testServer{addr: g.Addr().String(), g: g, done: make(chan error, 1)}
+	go func() { n.done <- g.Wait() }()
 	t.Cleanup(func() {
 		n.stop(t)
 		n.bridge.Close()
@@ -195,7 +191,7 @@ func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config), editClu
 	bus := startBus(t, clusterNodes)
 	var nodes []*relayNode
 	for k := range clusterNodes {
-		nodes = append(nodes, startNode(t, backends[k%len(backends)], k, bus.servers[k].ClientURL(), edit, editCluster))
+		nodes = append(nodes, startNode(t, backends[k%len(backends)], nodeLoops[k], k, bus.servers[k].ClientURL(), edit, editCluster))
 	}
 	waitMeshed(t, bus, nodes)
 	return bus, nodes
@@ -232,4 +228,4 @@ func waitMeshed(t testing.TB, bus *busCluster, nodes []*relayNode) {
 }
 
 // drops sums one relay drop reason over the nodes.
-func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.srv.Metrics().Dropped[r].Load() }
+func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.metrics().Dropped[r].Load() }

@@ -107,9 +107,9 @@ var clusterCases = []struct {
 			t.Fatalf("got %q", got)
 		}
 		gone := b.ID()
-		open := nodes[1].stats.Open.Load()
+		open := nodes[1].open()
 		b.Close()
-		waitFor(t, "node 1 to see b leave", 5*time.Second, func() bool { return nodes[1].stats.Open.Load() < open })
+		waitFor(t, "node 1 to see b leave", 5*time.Second, func() bool { return nodes[1].open() < open })
 		before := nodeDrops(nodes[1], relay.DropUnknownDest)
 		if err := a.Send(gone, []byte("after")); err != nil {
 			t.Fatal(err)

@@ -26,6 +26,20 @@
 // and is the only one that touches the peers, the routes and the parsers.
 // Other goroutines may call Server.Shutdown and read Metrics, nothing else.
 //
+// Several loops: a Group (group.go) runs one Server per loop, each on its
+// own goroutine locked to its OS thread, which opens the loop there. Loop
+// 0 accepts (reactor HandOff) and places each connection on the loop with
+// the fewest; each loop draws the IDs of its connections from shard.IDs,
+// so shard.Owner(id, N) names the loop that owns an ID. A frame for
+// another loop crosses through the shard mesh (cross.go): copied once into
+// the single-producer/single-consumer ring towards that loop, delivered
+// there if its destination still exists, with pause and resume records
+// carrying backpressure back per destination. The loops share no table
+// and no lock; what they share is the mesh's atomics and a few counters
+// read off the data path (connections per loop, shutdown progress). With
+// one loop none of this exists: Server.x is nil and the data path is the
+// single loop's.
+//
 // Memory: a connection holds its peer record, a parser accumulation buffer
 // only while a frame spans reads (at most MaxFrame+5 bytes), and up to
 // MaxQueue bytes of queued output plus what its senders had already read

@@ -140,7 +140,7 @@ var e2eCases = []struct {
 			t.Fatalf("got %q", got)
 		}
 		// Counted once, and the sender's connection was left alone.
-		m := ts.srv.Metrics()
+		m := ts.metrics()
 		waitFor(t, "the drop to be counted", 5*time.Second, func() bool { return m.Dropped[relay.DropUnknownDest].Load() == 1 })
 		if n := m.FramesRelayed.Load(); n != 1 {
 			t.Fatalf("frames relayed = %d, want 1", n)
@@ -228,7 +228,7 @@ var e2eCases = []struct {
 			}()
 		}
 		wg.Wait()
-		waitFor(t, "all reset connections closed", 10*time.Second, func() bool { return ts.stats.Open.Load() == 0 })
+		waitFor(t, "all reset connections closed", 10*time.Second, func() bool { return ts.open() == 0 })
 		a, b := ts.dial(t), ts.dial(t)
 		if err := a.Send(b.ID(), []byte("after the storm")); err != nil {
 			t.Fatal(err)
@@ -240,7 +240,7 @@ var e2eCases = []struct {
 	{"no descriptor leaked after 2000 connect/close cycles", func(t *testing.T, ts *testServer) {
 		warm := ts.dial(t)
 		warm.Close()
-		waitFor(t, "warm-up connection closed", 5*time.Second, func() bool { return ts.stats.Open.Load() == 0 })
+		waitFor(t, "warm-up connection closed", 5*time.Second, func() bool { return ts.open() == 0 })
 		before := openFDs(t)
 		for i := range 2000 {
 			nc, err := net.Dial("tcp", ts.addr)
@@ -256,7 +256,7 @@ var e2eCases = []struct {
 			}
 			nc.Close()
 		}
-		waitFor(t, "all 2000 connections closed by the server", 20*time.Second, func() bool { return ts.stats.Open.Load() == 0 })
+		waitFor(t, "all 2000 connections closed by the server", 20*time.Second, func() bool { return ts.open() == 0 })
 		// The server closes descriptors a moment after it reports the
 		// connection gone (io_uring closes asynchronously); give it that
 		// moment, then insist on the exact count.
@@ -272,10 +272,12 @@ var e2eCases = []struct {
 
 func TestEndToEnd(t *testing.T) {
 	for _, backend := range backends {
-		for _, tc := range e2eCases {
-			t.Run(string(backend)+"/"+tc.name, func(t *testing.T) {
-				tc.run(t, startServer(t, backend, nil))
-			})
+		for _, loops := range loopCounts {
+			for _, tc := range e2eCases {
+				t.Run(fmt.Sprintf("%s/loops=%d/%s", backend, loops, tc.name), func(t *testing.T) {
+					tc.run(t, startServerN(t, backend, loops, nil))
+				})
+			}
 		}
 	}
 }

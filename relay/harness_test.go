@@ -32,17 +32,28 @@ var backends = []reactor.Backend{reactor.Uring, reactor.Epoll}
 // timing measurement.
 const progressSlack = 30 * time.Second
 
-// testServer is a relay running in-process on its own goroutine.
+// loopCounts are the loop counts the end-to-end table, the chaos test and
+// the fuzz seeds run with: today's single loop, and four loops, which on
+// a two-core machine are oversubscribed, so correctness cannot lean on
+// parallelism.
+var loopCounts = []int{1, 4}
+
+// testServer is a relay (a Group of one or more loops) running in-process.
 type testServer struct {
-	addr  string
-	srv   *relay.Server
-	stats *reactor.Stats
-	done  chan error
+	addr string
+	g    *relay.Group
+	done chan error
 }
 
-// startServer opens a loop on a free loopback port and runs a relay on it.
-// The loop is opened on the goroutine that runs it, as io_uring requires.
+// startServer runs a one-loop relay on a free loopback port.
 func startServer(t testing.TB, backend reactor.Backend, edit func(*relay.Config, *reactor.Config)) *testServer {
+	t.Helper()
+	return startServerN(t, backend, 1, edit)
+}
+
+// startServerN runs a relay of loops loops on a free loopback port. Each
+// loop is opened on the goroutine that runs it, as io_uring requires.
+func startServerN(t testing.TB, backend reactor.Backend, loops int, edit func(*relay.Config, *reactor.Config)) *testServer {
 	t.Helper()
 	rc := relay.DefaultConfig()
 	lc := reactor.DefaultConfig()
@@ -51,33 +62,66 @@ func startServer(t testing.TB, backend reactor.Backend, edit func(*relay.Config,
 	if edit != nil {
 		edit(&rc, &lc)
 	}
-	ts := &testServer{done: make(chan error, 1)}
-	ready := make(chan error, 1)
-	go func() {
-		loop, err := reactor.Open("127.0.0.1:0", lc)
-		if err != nil {
-			ready <- err
-			return
-		}
-		ts.addr = loop.Addr().String()
-		ts.stats = loop.Stats()
-		ts.srv = relay.NewServer(loop, rc, nil)
-		ready <- nil
-		ts.done <- ts.srv.Run()
-	}()
-	if err := <-ready; err != nil {
-		t.Fatalf("start %s server: %v", backend, err)
+	g, err := relay.StartGroup(relay.GroupConfig{Loops: loops, Listen: "127.0.0.1:0", Reactor: lc, Relay: rc})
+	if err != nil {
+		t.Fatalf("start %s server with %d loops: %v", backend, loops, err)
 	}
+	ts := &testServer{addr: g.Addr().String(), g: g, done: make(chan error, 1)}
+	go func() { ts.done <- g.Wait() }()
 	t.Cleanup(func() { ts.stop(t) })
 	return ts
 }
 
-// stop shuts the server down and waits for Run to return (idempotent).
+// metrics returns the relay's counters: with one loop the live ones, with
+// several a sum of every loop's, as of the call.
+func (ts *testServer) metrics() *relay.Metrics {
+	if ts.g.Loops() == 1 {
+		return ts.g.Server(0).Metrics()
+	}
+	sum := new(relay.Metrics)
+	for k := range ts.g.Loops() {
+		m := ts.g.Server(k).Metrics()
+		sum.FramesRelayed.Add(m.FramesRelayed.Load())
+		sum.FramesReceived.Add(m.FramesReceived.Load())
+		sum.BytesRelayed.Add(m.BytesRelayed.Load())
+		sum.BackpressurePauses.Add(m.BackpressurePauses.Load())
+		sum.CrossOut.Add(m.CrossOut.Load())
+		sum.CrossIn.Add(m.CrossIn.Load())
+		for i := range m.Closed {
+			sum.Closed[i].Add(m.Closed[i].Load())
+		}
+		for i := range m.Dropped {
+			sum.Dropped[i].Add(m.Dropped[i].Load())
+		}
+	}
+	return sum
+}
+
+// open is the number of connections open on all loops.
+func (ts *testServer) open() int64 {
+	var n int64
+	for k := range ts.g.Loops() {
+		n += ts.g.Loop(k).Stats().Open.Load()
+	}
+	return n
+}
+
+// closedConns is the number of connections closed on all loops.
+func (ts *testServer) closedConns() uint64 {
+	var n uint64
+	for k := range ts.g.Loops() {
+		n += ts.g.Loop(k).Stats().Closed.Load()
+	}
+	return n
+}
+
+// stop shuts the server down and waits for every loop to return
+// (idempotent).
 func (ts *testServer) stop(t testing.TB) {
 	if ts.done == nil {
 		return
 	}
-	ts.srv.Shutdown()
+	ts.g.Shutdown()
 	select {
 	case err := <-ts.done:
 		if err != nil {

@@ -461,7 +461,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 	if rounds < 10 || worst > 2*time.Second {
 		t.Errorf("unrelated pair: %d round trips, slowest %v; want at least 10, each within 2s", rounds, worst)
 	}
-	if ts.srv.Metrics().BackpressurePauses.Load() == 0 {
+	if ts.metrics().BackpressurePauses.Load() == 0 {
 		t.Errorf("no backpressure pause counted")
 	}
 
@@ -487,7 +487,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 			t.Errorf("sender %d: wrote %d frames, %d arrived", i, flood.sent[i].Load(), n)
 		}
 	}
-	t.Logf("%s: %d frames delivered, none lost; %d backpressure pauses", backend, total, ts.srv.Metrics().BackpressurePauses.Load())
+	t.Logf("%s: %d frames delivered, none lost; %d backpressure pauses", backend, total, ts.metrics().BackpressurePauses.Load())
 }
 
 func TestLimitDropPolicy(t *testing.T) {
@@ -521,7 +521,7 @@ func TestLimitDropPolicy(t *testing.T) {
 					batch = batch[:0]
 				}
 			}
-			m := ts.srv.Metrics()
+			m := ts.metrics()
 			waitFor(t, "every frame relayed or dropped", 10*time.Second, func() bool {
 				return m.FramesRelayed.Load()+m.Dropped[relay.DropSlowConsumer].Load() == frames
 			})
@@ -569,7 +569,7 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 			sender := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
 			flood := limStartFlood([]*rawpeer.Peer{sender}, slow.ID, 0, limFixed(1000))
-			m := ts.srv.Metrics()
+			m := ts.metrics()
 			waitFor(t, "the slow destination closed", 10*time.Second, func() bool { return m.Closed[relay.ClosedSlow].Load() > 0 })
 			flood.finish(t, 10*time.Second)
 
@@ -622,11 +622,11 @@ func TestLimitFanIn(t *testing.T) {
 			if p, err := recv.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 				t.Fatalf("after %d frames: got %q, %v; want nothing more", got, trim(p), err)
 			}
-			if n := ts.srv.Metrics().FramesRelayed.Load(); n != senders*frames {
+			if n := ts.metrics().FramesRelayed.Load(); n != senders*frames {
 				t.Errorf("relay counted %d frames, want %d", n, senders*frames)
 			}
 			t.Logf("%s: %d frames from %d senders, none lost, each sender in order; %d backpressure pauses",
-				backend, got, senders, ts.srv.Metrics().BackpressurePauses.Load())
+				backend, got, senders, ts.metrics().BackpressurePauses.Load())
 		})
 	}
 }
@@ -697,7 +697,7 @@ func TestLimitWriteTimeout(t *testing.T) {
 				slowErr <- nil
 			}()
 
-			m := ts.srv.Metrics()
+			m := ts.metrics()
 			waitFor(t, "a write-timeout close", 5*time.Second, func() bool { return m.Closed[relay.ClosedStuck].Load() > 0 })
 			time.Sleep(watch - time.Since(start))
 			if n := m.Closed[relay.ClosedStuck].Load(); n != 1 {
@@ -759,7 +759,7 @@ func TestLimitMaxFrame(t *testing.T) {
 			if err := limReadToEnd(bad, 5*time.Second, nil); err != nil {
 				t.Fatalf("oversize sender: %v", err)
 			}
-			m := ts.srv.Metrics()
+			m := ts.metrics()
 			waitFor(t, "the oversize frame counted", 5*time.Second, func() bool {
 				return m.Dropped[relay.DropOversize].Load() == 1 && m.Closed[relay.ClosedOversize].Load() == 1
 			})
@@ -786,89 +786,92 @@ func TestLimitMaxFrame(t *testing.T) {
 
 func TestLimitFrameTimeout(t *testing.T) {
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			const frameTimeout = 300 * time.Millisecond
-			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
-				rc.FrameTimeout = frameTimeout
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				const frameTimeout = 300 * time.Millisecond
+				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+					rc.FrameTimeout = frameTimeout
+				})
+				a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				idle := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				partial := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+
+				// A header and part of a payload, then nothing.
+				start := time.Now()
+				half := append(binary.BigEndian.AppendUint32(nil, a.ID), "never finished"...)
+				if _, err := partial.NC.Write(half); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(frameTimeout / 3)
+				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
+					t.Fatalf("a partial frame was cut off before frame-timeout")
+				}
+				if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
+					t.Fatalf("connection holding a partial frame: %v", err)
+				}
+				if held := time.Since(start); held < frameTimeout {
+					t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
+				}
+				waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete].Load() == 1 })
+
+				// The idle connection held no partial frame for three timeouts:
+				// still open, and it still receives. Nothing partial reached a.
+				time.Sleep(3*frameTimeout - time.Since(start))
+				if err := a.Send(idle.ID, limPayload(nil, 0, 0, 64)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := limDrain(idle, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+					t.Fatalf("idle connection: %v", err)
+				}
+				if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
+					t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
+				}
+				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 1 {
+					t.Errorf("%d connections closed for an incomplete frame, want 1", n)
+				}
 			})
-			a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			idle := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			partial := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			m := ts.srv.Metrics()
-
-			// A header and part of a payload, then nothing.
-			start := time.Now()
-			half := append(binary.BigEndian.AppendUint32(nil, a.ID), "never finished"...)
-			if _, err := partial.NC.Write(half); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(frameTimeout / 3)
-			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
-				t.Fatalf("a partial frame was cut off before frame-timeout")
-			}
-			if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
-				t.Fatalf("connection holding a partial frame: %v", err)
-			}
-			if held := time.Since(start); held < frameTimeout {
-				t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
-			}
-			waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return m.Closed[relay.ClosedIncomplete].Load() == 1 })
-
-			// The idle connection held no partial frame for three timeouts:
-			// still open, and it still receives. Nothing partial reached a.
-			time.Sleep(3*frameTimeout - time.Since(start))
-			if err := a.Send(idle.ID, limPayload(nil, 0, 0, 64)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := limDrain(idle, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
-				t.Fatalf("idle connection: %v", err)
-			}
-			if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
-				t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
-			}
-			if n := m.Closed[relay.ClosedIncomplete].Load(); n != 1 {
-				t.Errorf("%d connections closed for an incomplete frame, want 1", n)
-			}
-		})
+		}
 	}
 }
 
 func TestLimitMaxConns(t *testing.T) {
+	// With several loops the limit counts the connections of all loops.
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
-				rc.MaxConns = 3
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+					rc.MaxConns = 3
+				})
+				c1, c2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+
+				// The fourth is accepted and closed before any ID is sent.
+				nc, err := net.Dial("tcp", ts.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b, err := io.ReadAll(nc)
+				if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+					t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
+				}
+				waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit].Load() == 1 })
+
+				// One leaves; a newcomer gets an ID and can talk.
+				c1.NC.Close()
+				waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
+				c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+					t.Fatalf("newcomer to c2: %v", err)
+				}
+				if n := ts.metrics().Closed[relay.ClosedOverLimit].Load(); n != 1 {
+					t.Errorf("%d connections refused, want 1", n)
+				}
 			})
-			c1, c2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-
-			// The fourth is accepted and closed before any ID is sent.
-			nc, err := net.Dial("tcp", ts.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			b, err := io.ReadAll(nc)
-			if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
-				t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
-			}
-			m := ts.srv.Metrics()
-			waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return m.Closed[relay.ClosedOverLimit].Load() == 1 })
-
-			// One leaves; a newcomer gets an ID and can talk.
-			c1.NC.Close()
-			waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.stats.Open.Load() == 2 })
-			c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
-				t.Fatalf("newcomer to c2: %v", err)
-			}
-			if n := m.Closed[relay.ClosedOverLimit].Load(); n != 1 {
-				t.Errorf("%d connections refused, want 1", n)
-			}
-		})
+		}
 	}
 }

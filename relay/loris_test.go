@@ -291,7 +291,7 @@ func lorisMemory(t *testing.T, backend reactor.Backend) {
 	runtime.ReadMemStats(&ms)
 	heapLive := int64(ms.HeapAlloc) - liveBase
 
-	if got := ts.stats.Open.Load(); got != int64(want) {
+	if got := ts.open(); got != int64(want) {
 		t.Errorf("%d connections open, want all %d: nobody broke a limit yet", got, want)
 	}
 	conns := lorisIdle + lorisHeaders + lorisHolders
@@ -326,7 +326,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend) {
 	const frameTimeout = 500 * time.Millisecond
 	ts := startServer(t, backend, lorisEdit(frameTimeout))
 	pair := lorisStartPair(t, ts)
-	before := ts.srv.Metrics().Closed[relay.ClosedIncomplete].Load()
+	before := ts.metrics().Closed[relay.ClosedIncomplete].Load()
 
 	idle, idleIDs := lorisDial(t, ts, lorisIdle)
 	headers, _ := lorisDial(t, ts, lorisHeaders)
@@ -348,7 +348,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend) {
 	closedAll := time.Now()
 	kicked := uint64(lorisHeaders + lorisHolders)
 	waitFor(t, "the relay to count every frame-timeout close", progressSlack, func() bool {
-		return ts.srv.Metrics().Closed[relay.ClosedIncomplete].Load()-before == kicked
+		return ts.metrics().Closed[relay.ClosedIncomplete].Load()-before == kicked
 	})
 
 	// The idle connections outlived several timeouts by now; they must
@@ -373,10 +373,10 @@ func lorisTimeout(t *testing.T, backend reactor.Backend) {
 			t.Fatalf("idle client %d (id %08x): got %q, %v; want %q", i, idleIDs[i], got, err, msg)
 		}
 	}
-	if got := ts.srv.Metrics().Closed[relay.ClosedIncomplete].Load() - before; got != kicked {
+	if got := ts.metrics().Closed[relay.ClosedIncomplete].Load() - before; got != kicked {
 		t.Errorf("relay counted %d frame-timeout closes, want %d", got, kicked)
 	}
-	if n := ts.stats.Open.Load(); n != int64(2+lorisIdle) {
+	if n := ts.open(); n != int64(2+lorisIdle) {
 		t.Errorf("%d connections open, want the pair and the %d idle ones", n, lorisIdle)
 	}
 	t.Logf("%s: %d partial frames and %d bare headers closed after the %v frame timeout, %d idle kept; the pair did %d rounds",

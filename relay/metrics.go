@@ -59,7 +59,11 @@ func DropReasons() []DropReason {
 // handles a batch and publishes them here with atomic stores once per
 // batch; exporters read them from any goroutine.
 type Metrics struct {
-	FramesRelayed      atomic.Uint64
+	FramesRelayed  atomic.Uint64 // frames written to this loop's connections
+	FramesReceived atomic.Uint64 // complete frames read from this loop's connections
+	// Frames this loop handed to other loops, and took from them
+	// (several loops only).
+	CrossOut, CrossIn  atomic.Uint64
 	BytesRelayed       atomic.Uint64 // payload bytes including the NUL, as written to receivers
 	BackpressurePauses atomic.Uint64
 	Closed             [numCloseReasons]atomic.Uint64
@@ -69,12 +73,17 @@ type Metrics struct {
 // counts is the loop-private twin of Metrics.
 type counts struct {
 	frames, bytes, pauses uint64
+	received              uint64
+	crossOut, crossIn     uint64
 	closed                [numCloseReasons]uint64
 	dropped               [numDropReasons]uint64
 }
 
 func (c *counts) publish(m *Metrics) {
 	m.FramesRelayed.Store(c.frames)
+	m.FramesReceived.Store(c.received)
+	m.CrossOut.Store(c.crossOut)
+	m.CrossIn.Store(c.crossIn)
 	m.BytesRelayed.Store(c.bytes)
 	m.BackpressurePauses.Store(c.pauses)
 	for i := range c.closed {

@@ -46,12 +46,24 @@ type route struct {
 
 const minRoutes = 64 // smallest table, entries
 
-// NewRoutes returns an empty table.
+// NewRoutes returns an empty table that draws its IDs from crypto/rand.
 func NewRoutes() *Routes {
 	s := &Routes{}
 	s.off = len(s.pool) // fill on first use
 	s.seed = s.random() | 1
 	s.resize(minRoutes)
+	return s
+}
+
+// NewRoutesFrom returns an empty table that draws ID candidates from
+// next instead: with several loops, each loop's table takes the IDs its
+// loop owns (shard.IDs.Next), so that the owner of an ID is a function
+// of the ID alone. Uniqueness is still checked here, in this table only,
+// which is enough because no other loop can draw an ID this one owns.
+// next must return random values; 0 and IDs in use are skipped.
+func NewRoutesFrom(next func() uint32) *Routes {
+	s := NewRoutes()
+	s.next = next
 	return s
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/reactor"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // Server is the relay's state machine. It owns the routing table and one
@@ -21,6 +22,7 @@ type Server struct {
 	peers  peers   // indexed by Conn.Slot
 	routes *Routes // ID -> connection slot; also hands out IDs
 	serial uint64  // peer serial numbers, so waiters survive slot reuse
+	x      *cross  // the other loops of a Group; nil with one loop
 
 	metrics *Metrics
 	counts  counts
@@ -39,6 +41,7 @@ type Server struct {
 type peer struct {
 	conn   *reactor.Conn
 	id     uint32 // 0 once the connection left the routing table
+	held   bool   // bytes a full cross-loop queue refused wait in cross.held
 	serial uint64
 	parser Parser
 
@@ -97,15 +100,37 @@ func (s *Server) Shutdown() {
 // closes the loop before returning.
 func (s *Server) Run() error {
 	defer s.loop.Close()
+	if s.x != nil {
+		// A loop that left counts as quiet, so that the others do not
+		// wait for it.
+		defer s.x.g.state[s.x.k].quiet.Store(true)
+	}
 	s.start = time.Now()
 	events := make([]reactor.Event, 1024)
 	for {
-		n, err := s.loop.Poll(events, s.timeout())
+		timeout := s.timeout()
+		slept := false
+		if s.x != nil && timeout != 0 {
+			// Tell the other loops this one is about to block, so that
+			// they ring it; stay awake if something arrived meanwhile.
+			if slept = s.x.port.Sleep(); !slept {
+				timeout = 0
+			}
+		}
+		n, err := s.loop.Poll(events, timeout)
+		if slept {
+			s.x.port.Awake()
+		}
 		if err != nil {
 			return err
 		}
 		s.now = time.Now()
 		s.clock = instant(s.now.Sub(s.start)) + 1
+		if s.x != nil && s.draining && n > 0 {
+			// Bytes read before the pause took effect may become frames
+			// for other loops: not quiet until the pass says so.
+			s.x.busy()
+		}
 		for i := range events[:n] {
 			ev := &events[i]
 			switch ev.Kind {
@@ -117,6 +142,8 @@ func (s *Server) Run() error {
 				s.drained(ev.Conn)
 			case reactor.Closed:
 				s.closed(ev.Conn, ev.Err)
+			case reactor.Accepted:
+				s.place(ev.Fd)
 			}
 			*ev = reactor.Event{}
 		}
@@ -125,6 +152,9 @@ func (s *Server) Run() error {
 		}
 		if s.stop.Load() && !s.draining {
 			s.beginDrain()
+		}
+		if s.x != nil {
+			s.pass()
 		}
 		if s.now.Sub(s.lastTick) >= s.tickEvery() {
 			s.lastTick = s.now
@@ -173,16 +203,28 @@ func (s *Server) opened(c *reactor.Conn) {
 		s.counts.closed[ClosedShutdown]++
 		c.Close()
 		return
-	case s.routes.Len() >= s.cfg.MaxConns:
+	case s.conns() >= s.cfg.MaxConns:
 		s.counts.closed[ClosedOverLimit]++
 		s.log.Debug("connection over max-conns closed", "max_conns", s.cfg.MaxConns)
 		c.Close()
 		return
 	}
 	p.id = s.routes.Add(c.Slot())
+	if s.x != nil {
+		s.x.g.conns.Add(1)
+	}
 	var hello [4]byte
 	binary.BigEndian.PutUint32(hello[:], p.id)
 	c.Send(hello[:])
+}
+
+// conns is the number of open connections MaxConns limits: this loop's,
+// or with several loops all of them.
+func (s *Server) conns() int {
+	if s.x != nil {
+		return int(s.x.g.conns.Load())
+	}
+	return s.routes.Len()
 }
 
 func (s *Server) received(c *reactor.Conn, data []byte) {
@@ -190,6 +232,17 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 	if p.id == 0 {
 		return // already on its way out
 	}
+	if p.held {
+		// Bytes read before the pause took effect go behind the held
+		// ones, in order.
+		s.x.held[c.Slot()] = append(s.x.held[c.Slot()], data...)
+		return
+	}
+	s.feed(p, data)
+}
+
+// feed parses data, read from p, and routes every frame in it.
+func (s *Server) feed(p *peer, data []byte) {
 	for len(data) > 0 {
 		n, dest, frame, ok, err := p.parser.Next(data)
 		data = data[n:]
@@ -200,6 +253,16 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 		}
 		if ok {
 			p.partialSince = 0
+			s.counts.received++
+			if s.x != nil && dest != 0 && !s.forOtherNode(dest) {
+				if o := shard.Owner(dest, s.x.n); o != s.x.k {
+					if !s.sendRemote(p, o, dest, frame) {
+						s.hold(p, o, dest, frame, data)
+						return
+					}
+					continue
+				}
+			}
 			s.route(p, dest, frame)
 		}
 	}
@@ -220,23 +283,30 @@ func (s *Server) route(src *peer, dest uint32, frame []byte) {
 		return
 	}
 	dp := s.peers.at(slot)
+	if s.deliver(dp, frame) && src != nil {
+		s.pauseFor(src, dp)
+	}
+}
+
+// deliver queues frame on dp's connection under the slow-consumer policy.
+// It reports whether the sender must pause (backpressure, dp over its
+// limit).
+func (s *Server) deliver(dp *peer, frame []byte) bool {
 	dc := dp.conn
 	if dc.Pending() >= s.cfg.MaxQueue {
 		switch s.cfg.SlowConsumer {
 		case Drop:
 			s.counts.dropped[DropSlowConsumer]++
-			return
+			return false
 		case Disconnect:
 			s.kick(dp, ClosedSlow, "slow consumer over max-queue")
-			return
+			return false
 		}
 	}
 	dc.Send(frame)
 	s.counts.frames++
 	s.counts.bytes += uint64(len(frame))
-	if s.cfg.SlowConsumer == Backpressure && dc.Pending() > s.cfg.MaxQueue {
-		s.pauseFor(src, dp)
-	}
+	return s.cfg.SlowConsumer == Backpressure && dc.Pending() > s.cfg.MaxQueue
 }
 
 // pauseFor stops reading from src until dst drains below half its limit.
@@ -247,25 +317,21 @@ func (s *Server) pauseFor(src, dst *peer) {
 		}
 	}
 	dst.waiters = append(dst.waiters, waiter{slot: src.conn.Slot(), serial: src.serial})
-	src.blocked++
-	if src.blocked == 1 {
-		src.conn.PauseRead()
-		s.counts.pauses++
-	}
+	s.block(src)
 	dst.conn.NotifyDrained(s.cfg.MaxQueue / 2)
 }
 
-// release resumes every sender waiting on p.
+// release resumes every sender waiting on p, on this loop and others.
 func (s *Server) release(p *peer) {
+	if s.x != nil && p.conn != nil {
+		s.releaseRemote(p)
+	}
 	for _, w := range p.waiters {
 		sp := s.peers.at(w.slot)
 		if sp.serial != w.serial || sp.conn == nil {
 			continue
 		}
-		sp.blocked--
-		if sp.blocked == 0 && sp.id != 0 && !s.draining {
-			sp.conn.ResumeRead()
-		}
+		s.unblock(sp)
 	}
 	clear(p.waiters)
 	p.waiters = p.waiters[:0]
@@ -292,6 +358,9 @@ func (s *Server) forget(p *peer) {
 		return
 	}
 	s.routes.Remove(p.id)
+	if s.x != nil {
+		s.x.g.conns.Add(-1)
+	}
 	p.id = 0
 	s.release(p)
 }
@@ -307,6 +376,9 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 		s.log.Debug("connection closed", "id", p.id, "err", err)
 	}
 	s.forget(p)
+	if p.held {
+		s.orphan(p)
+	}
 	p.parser.Reset()
 	p.conn = nil
 	p.serial = 0
@@ -315,6 +387,9 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 
 // tick enforces the timed limits.
 func (s *Server) tick() {
+	if s.x != nil {
+		s.x.port.Trim() // release rings idle since the last tick
+	}
 	for p := range s.peers.all() {
 		if p.conn == nil || p.id == 0 {
 			continue
@@ -361,6 +436,9 @@ func (s *Server) drainDone() bool {
 	}
 	if s.link != nil && len(s.link.held) > 0 {
 		return false // frames for other nodes still wait for the outbox
+	}
+	if s.x != nil && !s.x.settled(s.now) {
+		return false
 	}
 	for p := range s.peers.all() {
 		if p.conn != nil && p.conn.Pending() > 0 {

@@ -13,16 +13,21 @@
 //   - submission helpers (multishot accept, multishot recv with buffer
 //     select, send, read, close, cancel) that flush the submission queue
 //     when it is full instead of failing;
-//   - batched completion reads into a caller-owned slice;
+//   - the hot path without giouring (fast.go): completions read straight
+//     from the ring into a caller-owned slice, io_uring_enter through a
+//     registered ring descriptor, non-blocking enters without the
+//     runtime's syscall bookkeeping, none at all when there is nothing to
+//     submit and the kernel flags no deferred work;
+//   - a short adaptive spin on the completion queue before a blocking
+//     wait, for latency-bound loops (spin.go);
 //   - the user_data codec: operation, connection slot and generation packed
 //     in 64 bits, never a Go pointer.
 //
 // A Ring is used by one goroutine, locked to its OS thread
-// (runtime.LockOSThread): SINGLE_ISSUER rejects submissions from any other
-// thread.
+// (runtime.LockOSThread), from New to Close: SINGLE_ISSUER rejects
+// submissions from any other thread, and the registered ring descriptor
+// is only valid on the thread that registered it.
 //
-// Two giouring quirks are worked around here rather than relied on:
-// PeekBatchCQE reads past the ready entries when asked for more than are
-// ready, so Reap never asks for more; PrepareTimeout and PrepareSendZC pass
-// the address of a Go variable instead of the data, so neither is used.
+// giouring's PrepareTimeout and PrepareSendZC pass the address of a Go
+// variable instead of the data, so neither is used.
 package ring

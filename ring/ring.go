@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -16,7 +17,8 @@ type Ring struct {
 	r        *giouring.Ring
 	mode     string
 	features uint32
-	ptrs     []*giouring.CompletionQueueEvent
+	f        fast             // the hot path (fast.go)
+	spinner  spinner          // spin before blocking (spin.go)
 	ts       syscall.Timespec // wait timeout; lives here so the kernel reads stable memory
 }
 
@@ -41,15 +43,16 @@ var _ [unsafe.Sizeof(params{}) - unsafe.Sizeof(giouring.Params{})]struct{}
 
 // New sets up a ring with entries submission slots and 4*entries
 // completion slots. It asks for SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1+),
-// then COOP_TASKRUN, then no task-running hint. The caller must lock its
+// then COOP_TASKRUN, then no task-running hint; with either hint also for
+// TASKRUN_FLAG, which lets Submit skip entering when it has nothing to do. The caller must lock its
 // goroutine to the OS thread before calling New and keep it locked.
 func New(entries uint32) (*Ring, error) {
 	modes := []struct {
 		name  string
 		flags uint32
 	}{
-		{"single-issuer,defer-taskrun", giouring.SetupSingleIssuer | giouring.SetupDeferTaskrun},
-		{"coop-taskrun", giouring.SetupCoopTaskrun},
+		{"single-issuer,defer-taskrun", giouring.SetupSingleIssuer | giouring.SetupDeferTaskrun | setupTaskrunFlag},
+		{"coop-taskrun", giouring.SetupCoopTaskrun | setupTaskrunFlag},
 		{"plain", 0},
 	}
 	var firstErr error
@@ -61,7 +64,9 @@ func New(entries uint32) (*Ring, error) {
 		pp.cqEntries = entries * 4
 		err := r.QueueInitParams(entries, &p)
 		if err == nil {
-			return &Ring{r: r, mode: m.name, features: pp.features, ptrs: make([]*giouring.CompletionQueueEvent, entries*4)}, nil
+			ring := &Ring{r: r, mode: m.name, features: pp.features}
+			ring.f.init(r, m.flags&setupTaskrunFlag != 0)
+			return ring, nil
 		}
 		if firstErr == nil {
 			firstErr = err
@@ -108,7 +113,7 @@ func (r *Ring) sqe() (*giouring.SubmissionQueueEntry, error) {
 
 func (r *Ring) submit() (uint, error) {
 	for {
-		n, err := r.r.Submit()
+		n, err := r.f.enter(r.f.flush(), 0, 0, nil, 0)
 		if err != syscall.EINTR {
 			return n, err
 		}
@@ -217,18 +222,28 @@ func (r *Ring) Cancel(target UserData, ud UserData) error {
 
 // Submit hands every queued entry to the kernel and waits for at least one
 // completion, or until timeout has passed (timeout < 0 waits for ever,
-// timeout == 0 does not wait), all in one io_uring_enter. A timeout or an
-// interrupted wait is not an error: the caller simply reaps what is there.
+// timeout == 0 does not wait), in one io_uring_enter, or two when it spins
+// first (spin.go). It does not wait either when completions are ready
+// already. A timeout or an interrupted
+// wait is not an error: the caller simply reaps what is there.
 func (r *Ring) Submit(timeout time.Duration) error {
+	f := &r.f
+	submit := f.flush()
 	var err error
 	switch {
-	case timeout == 0:
-		_, err = r.r.SubmitAndGetEvents()
+	case timeout == 0 || f.ready() > 0:
+		if submit == 0 && !f.mustEnter() {
+			return nil // nothing to hand over, nothing the kernel holds back
+		}
+		_, err = f.enter(submit, 0, enterGetEvents, nil, 0)
+	case r.spin(&submit, timeout):
+		return nil
 	case timeout < 0:
-		_, err = r.r.SubmitAndWait(1)
+		_, err = f.enter(submit, 1, enterGetEvents, nil, 0)
 	default:
 		r.ts = syscall.NsecToTimespec(int64(timeout))
-		_, err = r.r.SubmitAndWaitTimeout(1, &r.ts, nil)
+		f.arg = getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&r.ts)))}
+		_, err = f.enter(submit, 1, enterGetEvents|enterExtArg, unsafe.Pointer(&f.arg), unsafe.Sizeof(f.arg))
 	}
 	switch err {
 	case nil, syscall.ETIME, syscall.EINTR, syscall.EAGAIN:
@@ -261,23 +276,14 @@ func (c *Completion) Buffer() (uint16, bool) {
 }
 
 // Reap copies up to len(out) ready completions into out, marks them seen
-// and returns how many it copied.
+// and returns how many it copied. Completions that overflowed into the
+// kernel's backlog are fetched when the queue itself is empty.
 func (r *Ring) Reap(out []Completion) int {
-	ready := r.r.CQReady()
-	if ready == 0 && r.r.CQHasOverflow() {
-		_, _ = r.r.GetEvents()
-		ready = r.r.CQReady()
+	n := r.f.reap(out)
+	if n == 0 && len(out) > 0 && atomic.LoadUint32(r.f.sqFlags)&sqCQOverflow != 0 {
+		_, _ = r.f.enter(0, 0, enterGetEvents, nil, 0)
+		n = r.f.reap(out)
 	}
-	n := min(int(ready), len(out), len(r.ptrs))
-	if n == 0 {
-		return 0
-	}
-	got := int(r.r.PeekBatchCQE(r.ptrs[:n]))
-	for i := 0; i < got; i++ {
-		c := r.ptrs[i]
-		out[i] = Completion{UserData: UserData(c.UserData), Res: c.Res, Flags: c.Flags}
-		r.ptrs[i] = nil
-	}
-	r.r.CQAdvance(uint32(got))
-	return got
+	r.spinner.reaped += n
+	return n
 }

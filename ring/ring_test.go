@@ -2,6 +2,7 @@ package ring
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"runtime"
 	"syscall"
@@ -167,6 +168,129 @@ func TestSQEReuseIsClean(t *testing.T) {
 		}
 		if c := waitOne(t, r); c.Res != 0 {
 			t.Fatalf("close %d after a send in the same slot: %v", i, syscall.Errno(-c.Res))
+		}
+	}
+}
+
+// TestNonBlockingSubmitSeesDeferredWork guards the shortcut in Submit(0):
+// with nothing to submit it may skip io_uring_enter, but not while the
+// kernel holds completions back as deferred task work (DEFER_TASKRUN), or
+// a poll-only loop would never see its data. It also checks that many
+// completions, more than one Reap takes, come out in order and whole.
+func TestNonBlockingSubmitSeesDeferredWork(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r, err := New(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd, peer := tcpPair(t)
+	defer unix.Close(fd)
+
+	// Arm a read and hand it over, then let data arrive while nobody is in
+	// the kernel for the ring.
+	buf := make([]byte, 16)
+	if err := r.Read(fd, buf, Pack(6, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Submit(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	var out [1]Completion
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Reap(out[:]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Submit(0) never surfaced the read's completion (mode %s)", r.Mode())
+		}
+		time.Sleep(time.Millisecond)
+		if err := r.Submit(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out[0].UserData != Pack(6, 1, 1) || out[0].Res != 4 || string(buf[:4]) != "late" {
+		t.Fatalf("read completion %#x res %d data %q", uint64(out[0].UserData), out[0].Res, buf[:4])
+	}
+
+	// 20 sends against an 8-entry submission queue (sqe flushes when it
+	// is full), reaped three at a time.
+	for i := range 20 {
+		if err := r.Send(fd, []byte{byte(i)}, Pack(3, int32(i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []int32
+	var batch [3]Completion
+	for len(got) < 20 && time.Now().Before(deadline) {
+		if err := r.Submit(100 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		n := r.Reap(batch[:])
+		for _, c := range batch[:n] {
+			if c.Res != 1 {
+				t.Fatalf("send %d: res %d", c.UserData.Slot(), c.Res)
+			}
+			got = append(got, c.UserData.Slot())
+		}
+	}
+	for i, slot := range got {
+		if slot != int32(i) {
+			t.Fatalf("completions out of order: %v", got)
+		}
+	}
+	if len(got) != 20 {
+		t.Fatalf("%d of 20 send completions", len(got))
+	}
+}
+
+// TestSpinPath drives Submit through its spin (spin.go) with the score
+// forced up: what is queued must still reach the kernel before the spin,
+// and completions that show up while spinning, directly or as deferred
+// task work, must be reaped whole.
+func TestSpinPath(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r, err := New(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd, peer := tcpPair(t)
+	defer unix.Close(fd)
+
+	// A send queued before a spinning wait: the spin hands it over first.
+	r.spinner.score = spinCap
+	if err := r.Send(fd, []byte("spun"), Pack(3, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	c := waitOne(t, r)
+	if c.UserData != Pack(3, 1, 1) || c.Res != 4 {
+		t.Fatalf("send completion %#x res %d", uint64(c.UserData), c.Res)
+	}
+	got := make([]byte, 4)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(peer, got); err != nil || string(got) != "spun" {
+		t.Fatalf("peer read %q, %v", got, err)
+	}
+
+	// Data that arrives while the loop spins (or, if the spin runs out
+	// first, while it blocks).
+	buf := make([]byte, 16)
+	for i := range 20 {
+		r.spinner.score = spinCap
+		if err := r.Read(fd, buf, Pack(6, int32(i), 1)); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			time.Sleep(time.Duration(i%4) * 10 * time.Microsecond)
+			peer.Write([]byte{byte('a' + i)})
+		}()
+		c := waitOne(t, r)
+		if c.UserData != Pack(6, int32(i), 1) || c.Res != 1 || buf[0] != byte('a'+i) {
+			t.Fatalf("read %d: completion %#x res %d data %q", i, uint64(c.UserData), c.Res, buf[:1])
 		}
 	}
 }

@@ -14,7 +14,8 @@
 //   - Mesh and Port: N loops by N queues, each created the first time its
 //     pair talks, and the sleep/wake protocol between loops. Each loop holds
 //     one Port and touches the mesh only through it.
-//   - Doorbell, Ringer, EventFD: how a sleeping loop is woken.
+//   - Doorbell and Ringer: how a sleeping loop is woken (the loops supply
+//     them: reactor.Loop's Wake and RingLoop).
 //   - Owner and IDs: owner(id) = mix(id) * N >> 32, and random IDs drawn
 //     until their owner is the drawing loop.
 //   - ParseLoops, ParseCPUs, Layout, AllowedCPUs, PinThread: flags and
@@ -28,10 +29,9 @@
 // two goroutines share is a handful of atomics per queue (published and
 // consumed positions, the "tell me when there is room" level) and one per
 // loop (awake, sleeping or rung); the ring bytes pass from one side to the
-// other through those atomics' ordering. Mesh.Wake, Doorbell.Ring and
-// EventFD.Close are safe from any goroutine. IDs belongs to one goroutine.
-// Nothing in the package blocks except EventFD.Wait, which is the
-// sleeping loop's own wait.
+// other through those atomics' ordering. Mesh.Wake and Doorbell.Ring are
+// safe from any goroutine. IDs belongs to one goroutine. Nothing in the
+// package blocks: the sleeping loop waits in its own reactor.
 //
 // # Sleeping and waking
 //
@@ -50,8 +50,8 @@
 // destination's ring, which goes out with the source's next submit: no
 // extra system call; the destination waits with wait_nr = 1 so the message
 // completes its wait. On epoll, and from goroutines that own no ring
-// (signals, the metrics server), it is a write to the destination's
-// eventfd (EventFD), which also coalesces with a compare-and-swap.
+// (signals, the metrics server), it is reactor.Loop.Wake: a write to the
+// destination's eventfd, which also coalesces with a compare-and-swap.
 //
 // # How a loop uses it (the plan for relay)
 //
@@ -60,8 +60,8 @@
 // the odd goroutine). Each loop's goroutine calls runtime.LockOSThread,
 // then PinThread(pins[k]) if pinning, then creates its ring or epoll
 // instance on that thread (SINGLE_ISSUER and DEFER_TASKRUN bind a ring to
-// the thread that made it). The mesh is made with one EventFD per loop;
-// each loop sets a Ringer for MSG_RING when its backend has it.
+// the thread that made it). The mesh's doorbells are the loops' Wake;
+// each Port's Ringer is its loop's RingLoop (MSG_RING on io_uring).
 //
 // Routing: a frame for ID d goes to Owner(d, N).
 //

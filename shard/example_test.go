@@ -8,19 +8,26 @@ import (
 	"github.com/ringrelay/ringrelay/shard"
 )
 
+// bell is the simplest Doorbell: a channel with room for one ring, so rings
+// coalesce. A relay loop rings through its reactor instead (Wake, RingLoop).
+type bell chan struct{}
+
+func (b bell) Ring() {
+	select {
+	case b <- struct{}{}:
+	default: // a ring is already pending
+	}
+}
+
 // Two loops on two goroutines: loop 0 sends frames to a connection that
-// loop 1 owns, and loop 1 sleeps on its eventfd until they arrive.
+// loop 1 owns, and loop 1 sleeps on its doorbell until they arrive.
 func Example() {
 	const loops = 2
 	bells := make([]shard.Doorbell, loops)
-	efds := make([]*shard.EventFD, loops)
+	chans := make([]bell, loops)
 	for k := range loops {
-		e, err := shard.NewEventFD()
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer e.Close()
-		efds[k], bells[k] = e, e
+		chans[k] = make(bell, 1)
+		bells[k] = chans[k]
 	}
 	mesh, err := shard.NewMesh(shard.QueueConfig{Size: shard.DefaultQueueSize, MaxPayload: 1 << 20}, bells)
 	if err != nil {
@@ -43,7 +50,7 @@ func Example() {
 				got = append(got, fmt.Sprintf("from loop %d to its own ID: %v, %q", src, dest == id, strings.TrimSuffix(string(payload), "\x00")))
 			})
 			if len(got) < 3 && port.Sleep() {
-				efds[1].Wait(-1)
+				<-chans[1]
 				port.Awake()
 			}
 		}

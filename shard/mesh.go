@@ -40,7 +40,7 @@ type loopSlot struct {
 }
 
 // NewMesh makes a mesh for len(bells) loops. bells[k] is how any goroutine
-// wakes loop k (an EventFD, say); a Port may override how its loop rings
+// wakes loop k (its reactor's Wake, say); a Port may override how its loop rings
 // the others with SetRinger. Nothing is allocated per pair until it talks.
 func NewMesh(qcfg QueueConfig, bells []Doorbell) (*Mesh, error) {
 	if err := qcfg.check(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/ringrelay/ringrelay/internal/bytesize"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // Config is every setting of the server, filled from flags and checked by
@@ -28,6 +29,11 @@ type Config struct {
 	Relay   relay.Config
 	Cluster cluster.Config // off unless -cluster names servers (cluster.go)
 
+	// Loops and CPUs are the -loops and -cpus flags as written; layout
+	// resolves them.
+	Loops string
+	CPUs  string
+
 	MetricsAddr string
 	PprofAddr   string
 	LogLevel    slog.Level
@@ -39,6 +45,7 @@ type Config struct {
 func defaultConfig() Config {
 	return Config{
 		Listen:    "127.0.0.1:8080",
+		Loops:     "auto",
 		Reactor:   reactor.DefaultConfig(),
 		Relay:     relay.DefaultConfig(),
 		Cluster:   cluster.DefaultConfig(),
@@ -74,6 +81,10 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"backend", bind(fs.StringVar, (*string)(&c.Reactor.Backend)), "I/O `engine`: auto (io_uring, else epoll with a logged reason), uring, or epoll"},
 			{"nodelay", bind(fs.BoolVar, &c.Reactor.NoDelay), "set TCP_NODELAY on accepted sockets so small frames leave at once"},
 			{"max-conns", bind(fs.IntVar, &c.Relay.MaxConns), "open connections allowed (`count`); newer ones are accepted and closed at once"},
+		}},
+		{"Loops and CPUs", []flagDef{
+			{"loops", bind(fs.StringVar, &c.Loops), "event loops (`count`), each on its own thread with its own connections; auto is one per CPU this process may run on (its affinity mask, as taskset sets it)"},
+			{"cpus", bind(fs.StringVar, &c.CPUs), "pin loop k to the k-th CPU of this `list` (\"0-3,8\"; cycled when -loops is larger); with -loops auto, one loop per listed CPU"},
 		}},
 		{"io_uring tuning (the epoll backend uses -buffers and -buffer-size for its read arena)", []flagDef{
 			{"ring-entries", value(uint32Flag{&c.Reactor.RingEntries}), "io_uring submission queue `entries` (power of two); the completion queue gets 4x"},
@@ -202,7 +213,18 @@ func (c *Config) Validate() error {
 	if err := c.validateCluster(); err != nil {
 		return err
 	}
-	return nil
+	_, _, err := c.layout()
+	return err
+}
+
+// layout resolves -loops and -cpus against the CPUs this process may run
+// on: the number of loops, and the CPU of each (nil: not pinned).
+func (c *Config) layout() (loops int, pins []int, err error) {
+	allowed, err := shard.AllowedCPUs()
+	if err != nil {
+		return 0, nil, err
+	}
+	return shard.Layout(c.Loops, c.CPUs, allowed)
 }
 
 // logLevel is -log-level: slog.Level parses the name (debug, info, warn,

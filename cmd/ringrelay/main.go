@@ -13,14 +13,24 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/ringrelay/ringrelay/metrics"
-	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 func main() {
+	// At least two Ps, whatever the CPU affinity (GOMAXPROCS follows it:
+	// 1 under taskset -c 0), unless GOMAXPROCS is set. With one P, each
+	// time the loop blocks in io_uring_enter for more than 20 us the
+	// runtime's sysmon finds no idle P and takes the loop's away, then
+	// ticks every 20 us: at moderate load that doubled the server's CPU
+	// per frame. The second P stays idle; it only has to exist.
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -46,30 +56,60 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Reactor.Logger, cfg.Relay.Logger = log, log
 
-	// The loop is opened on this goroutine and run on it: on io_uring the
-	// goroutine is locked to its thread, which is the ring's only issuer.
-	loop, err := reactor.Open(cfg.Listen, cfg.Reactor)
+	nloops, pins, err := cfg.layout()
+	if err != nil {
+		fmt.Fprintf(stderr, "ringrelay: %v\n", err)
+		return 2
+	}
+	// Each loop locks its own goroutine to a thread, pins it (-cpus) and
+	// only then opens its ring there: SINGLE_ISSUER binds a ring to the
+	// thread that creates it. The runtime gets a P per loop plus one for
+	// itself, the signal handler and the metrics server.
+	if runtime.GOMAXPROCS(0) < nloops+1 {
+		runtime.GOMAXPROCS(nloops + 1)
+	}
+	gc := relay.GroupConfig{
+		Loops:   nloops,
+		Listen:  cfg.Listen,
+		Reactor: cfg.Reactor,
+		Relay:   cfg.Relay,
+		Metrics: make([]*relay.Metrics, nloops),
+	}
+	for k := range gc.Metrics {
+		gc.Metrics[k] = new(relay.Metrics)
+	}
+	if pins != nil {
+		gc.Pin = func(k int) error { return shard.PinThread(pins[k]) }
+	}
+	// The cluster's bridge starts before the loops serve: it connects to
+	// NATS and makes sure no other process serves this -node.
+	var nd *node
+	gc.Join = func(servers []*relay.Server) (err error) {
+		if nd, err = joinCluster(cfg, servers, log); err != nil {
+			return fmt.Errorf("cannot join the cluster: %w", err)
+		}
+		return nil
+	}
+	g, err := relay.StartGroup(gc)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	m := new(relay.Metrics)
-	srv := relay.NewServer(loop, cfg.Relay, m)
-	// The cluster's bridge starts before the loop serves: it connects to
-	// NATS and makes sure no other process serves this -node.
-	nd, err := joinCluster(cfg, []*relay.Server{srv}, log)
-	if err != nil {
-		loop.Close()
-		log.Error("cannot join the cluster", "err", err)
-		return 1
-	}
 	defer nd.close()
+	stop := func() {
+		g.Shutdown()
+		_ = g.Wait()
+	}
 
 	if cfg.MetricsAddr != "" {
+		loops := make([]metrics.Loop, nloops)
+		for k := range loops {
+			loops[k] = metrics.Loop{Relay: gc.Metrics[k], Reactor: g.Loop(k).Stats()}
+		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metricsHandler(string(loop.Backend()), nd, metrics.Loop{Relay: m, Reactor: loop.Stats()}))
+		mux.Handle("/metrics", metricsHandler(string(g.Loop(0).Backend()), nd, loops...))
 		if err := serveHTTP(cfg.MetricsAddr, mux, log); err != nil {
-			loop.Close()
+			stop()
 			log.Error("cannot serve metrics", "addr", cfg.MetricsAddr, "err", err)
 			return 1
 		}
@@ -82,27 +122,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		if err := serveHTTP(cfg.PprofAddr, mux, log); err != nil {
-			loop.Close()
+			stop()
 			log.Error("cannot serve pprof", "addr", cfg.PprofAddr, "err", err)
 			return 1
 		}
 	}
 
-	// Signals reach the loop only through Shutdown, which sets a flag and
-	// wakes the loop's eventfd; nothing here touches loop state.
+	// Signals reach the loops only through Shutdown, which sets a flag and
+	// wakes each loop's eventfd; nothing here touches loop state.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sigs
 		log.Info("signal received, shutting down (send it again to exit at once)", "signal", s.String())
-		srv.Shutdown()
+		g.Shutdown()
 		s = <-sigs
 		log.Warn("second signal, exiting at once", "signal", s.String())
 		os.Exit(1)
 	}()
 
-	log.Info("listening", "addr", loop.Addr().String(), "backend", string(loop.Backend()), "features", loop.Features())
-	if err := srv.Run(); err != nil {
+	l0 := g.Loop(0)
+	attrs := []any{"addr", g.Addr().String(), "backend", string(l0.Backend()), "features", l0.Features(), "loops", nloops}
+	if pins != nil {
+		attrs = append(attrs, "cpus", shard.FormatCPUs(pins))
+	}
+	log.Info("listening", attrs...)
+	if err := g.Wait(); err != nil {
 		log.Error("event loop failed", "err", err)
 		return 1
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/relay/client"
+	"github.com/ringrelay/ringrelay/ring"
 )
 
 // Child processes started through servertest are reaped by its cleanups
@@ -93,6 +94,10 @@ func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
 		{"node past node-bits", []string{"-cluster=nats://127.0.0.1:4222", "-node=16"}, []string{"node"}, "16"},
 		{"node-bits too many", []string{"-cluster=nats://127.0.0.1:4222", "-node-bits=17"}, []string{"node-bits"}, "17"},
 		{"node without cluster", []string{"-node=1"}, []string{"node", "cluster"}, "1"},
+		{"zero loops", []string{"-loops=0"}, []string{"loops"}, "0"},
+		{"loops not a number", []string{"-loops=many"}, []string{"loops"}, "many"},
+		{"cpu list with a hole", []string{"-cpus=0,,1"}, []string{"cpus"}, "0,,1"},
+		{"cpu outside the affinity mask", []string{"-cpus=1023"}, []string{"cpus"}, "1023"},
 	}
 	seen := map[string]string{} // error line -> case that produced it
 	for _, tc := range cases {
@@ -131,7 +136,7 @@ func TestGoodValuesParse(t *testing.T) {
 	args := []string{
 		"-listen=127.0.0.1:0", "-backend=epoll", "-buffers=512", "-ring-entries=8",
 		"-buffer-size=4KiB", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
-		"-write-timeout=1s", "-log-level=debug", "-log-format=json",
+		"-write-timeout=1s", "-log-level=debug", "-log-format=json", "-loops=2", "-cpus=0",
 		"-cluster=nats://127.0.0.1:4222,nats://127.0.0.1:4223", "-node=3", "-node-bits=2", "-cluster-name=rr.test",
 	}
 	c, err := parseFlags(args, io.Discard)
@@ -143,6 +148,7 @@ func TestGoodValuesParse(t *testing.T) {
 	want.Reactor.Backend, want.Reactor.Buffers, want.Reactor.RingEntries, want.Reactor.BufferSize = "epoll", 512, 8, 4096
 	want.Relay.MaxFrame, want.Relay.MaxQueue, want.Relay.SlowConsumer = 65536, 131072, "drop"
 	want.Relay.WriteTimeout = time.Second
+	want.Loops, want.CPUs = "2", "0"
 	want.Cluster.Servers = []string{"nats://127.0.0.1:4222", "nats://127.0.0.1:4223"}
 	want.Cluster.Node, want.Cluster.NodeBits, want.Cluster.Name, want.Cluster.MaxFrame = 3, 2, "rr.test", 65536
 	if !reflect.DeepEqual(c, want) {
@@ -222,6 +228,8 @@ func TestHelp(t *testing.T) {
 		"log-level":        {"Observability", "info"},
 		"log-format":       {"Observability", "text"},
 		"probe":            {"Other", ""},
+		"loops":            {"Loops and CPUs", "auto"},
+		"cpus":             {"Loops and CPUs", ""},
 		"cluster":          {"Cluster", ""},
 		"node":             {"Cluster", "0"},
 		"node-bits":        {"Cluster", "4"},
@@ -233,7 +241,7 @@ func TestHelp(t *testing.T) {
 		"cluster-tls-cert": {"Cluster", ""},
 		"cluster-tls-key":  {"Cluster", ""},
 	}
-	titles := []string{"Network", "io_uring tuning", "Limits", "Observability", "Cluster", "Other"}
+	titles := []string{"Network", "Loops and CPUs", "io_uring tuning", "Limits", "Observability", "Cluster", "Other"}
 
 	for _, arg := range []string{"-h", "-help", "--help"} {
 		t.Run(arg, func(t *testing.T) {
@@ -430,6 +438,15 @@ func TestProbe(t *testing.T) {
 
 	ok, setupErr, why := uringOracle(t)
 	setup := probeField(t, out, "io_uring setup")
+	if setup == "ok" {
+		want := "no (doorbells use the eventfd)"
+		if ring.Probe().MsgRing {
+			want = "yes (doorbell between io_uring loops; eventfd otherwise)"
+		}
+		if got := probeField(t, out, "  MSG_RING"); got != want {
+			t.Errorf("MSG_RING line says %q, want %q", got, want)
+		}
+	}
 	pick := probeField(t, out, "auto would pick")
 	switch {
 	case ok:

@@ -193,7 +193,13 @@ var opsSample = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a
 type opsMetrics struct {
 	value map[string]float64
 	typ   map[string]string
+	// loops sums per-loop samples (loop="k") under their key without the
+	// loop label, so that a test reads a total at any loop count.
+	loops map[string]float64
 }
+
+// opsLoopLabel is a loop label and the comma that joins it to the next.
+var opsLoopLabel = regexp.MustCompile(`loop="\d+",?`)
 
 // opsScrape fetches and parses http://addr/metrics. It checks the format
 // as it goes: every sample belongs to a family with a TYPE line, no
@@ -224,7 +230,7 @@ func opsTryScrape(t testing.TB, addr string) (opsMetrics, error) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("scrape: Content-Type %q", ct)
 	}
-	m := opsMetrics{value: map[string]float64{}, typ: map[string]string{}}
+	m := opsMetrics{value: map[string]float64{}, typ: map[string]string{}, loops: map[string]float64{}}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
@@ -259,6 +265,13 @@ func opsTryScrape(t testing.TB, addr string) (opsMetrics, error) {
 			t.Fatalf("sample %s appears twice", key)
 		}
 		m.value[key] = v
+		if labels := opsLoopLabel.ReplaceAllString(g[2], ""); labels != g[2] {
+			labels = strings.Replace(labels, ",}", "}", 1)
+			if labels == "{}" {
+				labels = ""
+			}
+			m.loops[g[1]+labels] += v
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return opsMetrics{}, err
@@ -270,6 +283,9 @@ func opsTryScrape(t testing.TB, addr string) (opsMetrics, error) {
 func (m opsMetrics) get(t testing.TB, key string) float64 {
 	t.Helper()
 	v, ok := m.value[key]
+	if !ok {
+		v, ok = m.loops[key]
+	}
 	if !ok {
 		t.Fatalf("no sample %s on the metrics page", key)
 	}
@@ -732,4 +748,45 @@ func opsRSSUnderFlood(t *testing.T, backend string) {
 		t.Errorf("after all %d frames: got %.40q, %v; want nothing more", o.total, b, err)
 	}
 	t.Logf("%s: %d frames delivered after the flood, none lost", backend, o.total)
+}
+
+// -loops 2 -cpus 0: two loops pinned to one CPU serve one port; a pair
+// placed on the two loops talks through the mesh, and the metrics page
+// splits the per-loop series by loop.
+func TestOpsTwoLoops(t *testing.T) {
+	for _, backend := range []string{"uring", "epoll"} {
+		t.Run(backend, func(t *testing.T) {
+			opsSkipWithoutUring(t, backend)
+			maddr := opsFreeAddr(t)
+			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-loops=2", "-cpus=0", "-metrics-addr=" + maddr}})
+			opsWaitMetric(t, maddr, "the readiness probe gone", 5*time.Second, func(m opsMetrics) bool {
+				return m.get(t, "ringrelay_connections_accepted_total") >= 1 && m.get(t, "ringrelay_connections_open") == 0
+			})
+			// Placement is by fewest connections: one lands on each loop.
+			a := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+			b := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+			if err := a.Send(b.ID, []byte("across")); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := b.Recv(5 * time.Second); err != nil || string(got) != "across" {
+				t.Fatalf("b got %q, %v", got, err)
+			}
+			m := opsWaitMetric(t, maddr, "the frame counted", 5*time.Second, func(m opsMetrics) bool {
+				return m.get(t, opsRelayed) == 1
+			})
+			for _, key := range []string{`ringrelay_connections_open{loop="0"}`, `ringrelay_connections_open{loop="1"}`} {
+				if v := m.get(t, key); v != 1 {
+					t.Errorf("%s = %v, want 1 (one connection per loop)", key, v)
+				}
+			}
+			out := m.get(t, `ringrelay_cross_loop_frames_total{direction="out"}`)
+			in := m.get(t, `ringrelay_cross_loop_frames_total{direction="in"}`)
+			if out != 1 || in != 1 {
+				t.Errorf("cross-loop frames out %v, in %v: want 1 and 1", out, in)
+			}
+			if _, unlabelled := m.value["ringrelay_connections_open"]; unlabelled {
+				t.Errorf("a per-loop family has an unlabelled series beside its loops")
+			}
+		})
+	}
 }

@@ -34,7 +34,11 @@ func printProbe(w io.Writer) {
 		fmt.Fprintf(w, "  SINGLE_ISSUER:       %s\n", yes(rep.SingleIssuer))
 		fmt.Fprintf(w, "  DEFER_TASKRUN:       %s\n", yes(rep.DeferTaskrun))
 		fmt.Fprintf(w, "  send_zc:             %s (not used)\n", yes(rep.SendZC))
-		fmt.Fprintf(w, "  MSG_RING:            %s (not used yet)\n", yes(rep.MsgRing))
+		if rep.MsgRing {
+			fmt.Fprintf(w, "  MSG_RING:            yes (doorbell between io_uring loops; eventfd otherwise)\n")
+		} else {
+			fmt.Fprintf(w, "  MSG_RING:            no (doorbells use the eventfd)\n")
+		}
 	}
 	if err := rep.Usable(); err != nil {
 		fmt.Fprintf(w, "auto would pick:       epoll, because %v\n", err)
