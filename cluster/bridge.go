@@ -159,10 +159,12 @@ func Start(cfg Config, loops Loops) (*Bridge, error) {
 	b.nc = nc
 	b.busUp.Store(true)
 	if err := b.setMaxBatch(); err != nil {
+		b.closing.Store(true) // no "lost the connection" line after Start failed
 		nc.Close()
 		return nil, err
 	}
 	if err := b.subscribe(); err != nil {
+		b.closing.Store(true)
 		nc.Close()
 		return nil, err
 	}
