@@ -36,13 +36,14 @@ func CloseReasons() []CloseReason {
 type DropReason int
 
 const (
-	DropUnknownDest  DropReason = iota // no open connection has the dest ID
-	DropSlowConsumer                   // destination over MaxQueue under the drop policy
-	DropOversize                       // frame over MaxFrame (its connection is closed)
+	DropUnknownDest     DropReason = iota // no open connection has the dest ID
+	DropSlowConsumer                      // destination over MaxQueue under the drop policy
+	DropOversize                          // frame over MaxFrame (its connection is closed)
+	DropRemoteOverLimit                   // from another node, destination over twice MaxQueue (backpressure)
 	numDropReasons
 )
 
-var dropReasonNames = [numDropReasons]string{"unknown_destination", "slow_consumer", "oversize"}
+var dropReasonNames = [numDropReasons]string{"unknown_destination", "slow_consumer", "oversize", "remote_over_limit"}
 
 func (r DropReason) String() string { return dropReasonNames[r] }
 

@@ -235,7 +235,14 @@ func (s *Server) deliverFromNode(dest uint32, frame []byte) {
 			return
 		}
 		// Backpressure: the sender is on another node and cannot be
-		// paused from here; the frame is delivered.
+		// paused from here. Frames are still delivered up to twice the
+		// limit, so a burst towards a reader that is briefly behind is not
+		// lost; beyond that they are dropped and counted, or a reader that
+		// stopped would let remote senders grow its queue without bound.
+		if dc.Pending() >= 2*s.cfg.MaxQueue {
+			s.counts.dropped[DropRemoteOverLimit]++
+			return
+		}
 	}
 	dc.Send(frame)
 	s.counts.frames++

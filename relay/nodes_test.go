@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay/client"
 )
@@ -16,6 +18,11 @@ import (
 // joinedServer runs one relay server joined to a cluster as node 0 of 4,
 // with no bridge: the test plays the bridge through the Loops' queues.
 func joinedServer(t *testing.T, backend reactor.Backend) (*Server, *NodeLinks, string) {
+	t.Helper()
+	return joinedServerWith(t, backend, DefaultConfig())
+}
+
+func joinedServerWith(t *testing.T, backend reactor.Backend, cfg Config) (*Server, *NodeLinks, string) {
 	t.Helper()
 	type started struct {
 		srv  *Server
@@ -34,7 +41,7 @@ func joinedServer(t *testing.T, backend reactor.Backend) (*Server, *NodeLinks, s
 			ready <- started{err: err}
 			return
 		}
-		srv := NewServer(loop, DefaultConfig(), nil)
+		srv := NewServer(loop, cfg, nil)
 		rs, err := Join([]*Server{srv}, cluster.Scheme{Bits: 2, Self: 0})
 		if err != nil {
 			loop.Close()
@@ -173,6 +180,64 @@ func TestNodeInboxDelivers(t *testing.T) {
 	})
 	if n, _ := loops.Out[0].Drain(1<<20, func(uint32, []byte) {}); n != 0 {
 		t.Fatalf("%d frames went to the outbox", n)
+	}
+}
+
+// TestNodeInboxBoundedUnderBackpressure: a destination that stopped
+// reading cannot pause senders on other nodes, so under backpressure its
+// queue takes remote frames up to twice -max-queue and drops (and counts)
+// the rest: memory stays bounded, and what it does get is whole and in
+// order.
+func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
+	for _, backend := range []reactor.Backend{reactor.Uring, reactor.Epoll} {
+		t.Run(string(backend), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.MaxQueue = 64 << 10
+			srv, rs, addr := joinedServerWith(t, backend, cfg)
+			stuck := rawpeer.Dial(t, addr, rawpeer.Bufs{Rcv: 4 << 10})
+			loops := rs.Loops()
+			in := loops.In[loops.Owner(stuck.ID)]
+			const frames, size = 4096, 1024
+			payload := bytes.Repeat([]byte{'x'}, size)
+			for i := 0; i < frames; {
+				copy(payload, fmt.Sprintf("%08d", i)) // a NUL-free sequence number
+				payload[size-1] = 0
+				if in.Put(stuck.ID, payload) {
+					i++
+					continue
+				}
+				in.Publish()
+				loops.Wake(loops.Owner(stuck.ID))
+				time.Sleep(time.Millisecond)
+			}
+			in.Publish()
+			loops.Wake(loops.Owner(stuck.ID))
+			m := srv.Metrics()
+			waitUntil(t, "every remote frame to be delivered or dropped", func() bool {
+				return m.FramesRelayed.Load()+m.Dropped[DropRemoteOverLimit].Load() == frames
+			})
+			dropped := m.Dropped[DropRemoteOverLimit].Load()
+			queued := (frames - dropped) * size
+			// Twice the limit in the server, plus what the kernel's socket
+			// buffers took (a few hundred KiB on loopback at most).
+			if dropped == 0 || queued > 2*uint64(cfg.MaxQueue)+(2<<20) {
+				t.Fatalf("%d of %d remote frames dropped, %d bytes kept for a reader that stopped (limit %d)",
+					dropped, frames, queued, cfg.MaxQueue)
+			}
+			// What was kept arrives whole and in order.
+			last := -1
+			for range frames - int(dropped) {
+				p, err := stuck.Recv(10 * time.Second)
+				if err != nil {
+					t.Fatalf("after frame %d: %v", last, err)
+				}
+				seq, err := strconv.Atoi(string(p[:min(8, len(p))]))
+				if err != nil || len(p) != size-1 || seq <= last {
+					t.Fatalf("frame %d (%d bytes) after %d", seq, len(p), last)
+				}
+				last = seq
+			}
+		})
 	}
 }
 
