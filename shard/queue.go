@@ -83,7 +83,12 @@ type Queue struct {
 	unsent    bool   // a Put happened since the last Publish
 	wroteAny  bool   // a Put happened since the last Trim
 	neededBig bool   // a record over Size passed since the last Trim
-	_         cpu.CacheLinePad
+	// asked is set when ask stored a resume level. Only ask makes
+	// resumeAt non-negative, so while asked is false resumeAt is -1 and
+	// Armed answers without loading it: the hot path of Put does not read
+	// the cache line the consumer writes at every Drain.
+	asked bool
+	_     cpu.CacheLinePad
 
 	// What the producer hands the consumer when it (re)places the ring.
 	// Written by the producer only while the queue is empty; read by the
@@ -215,6 +220,7 @@ func (q *Queue) ask(r int) bool {
 			break
 		}
 	}
+	q.asked = true
 	q.seen = q.consumed.Load()
 	return int64(q.tail-q.seen) <= want && q.resumeAt.CompareAndSwap(want, -1)
 }
@@ -268,7 +274,16 @@ func (q *Queue) Publish() bool {
 
 // Armed reports whether a Put found the ring full and the consumer has not
 // yet reported room. Producer side.
-func (q *Queue) Armed() bool { return q.resumeAt.Load() >= 0 }
+func (q *Queue) Armed() bool {
+	if !q.asked {
+		return false
+	}
+	if q.resumeAt.Load() >= 0 {
+		return true
+	}
+	q.asked = false
+	return false
+}
 
 // Trim is for the producer's periodic tick. If the queue is empty it frees
 // a ring that carried nothing since the last Trim, and shrinks one that
