@@ -33,7 +33,9 @@ type Routes struct {
 	pool [4096]byte
 	off  int // next unread byte of pool
 
-	// next, when set, replaces the random source; tests use it to force
+	// next, when set, replaces the random source: with several loops it
+	// draws only IDs the loop owns (NewRoutesFrom with shard.IDs.Next), in
+	// a cluster only IDs of this node as well (Join); tests use it to force
 	// zeros and collisions.
 	next func() uint32
 }
