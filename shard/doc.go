@@ -53,7 +53,7 @@
 // (signals, the metrics server), it is reactor.Loop.Wake: a write to the
 // destination's eventfd, which also coalesces with a compare-and-swap.
 //
-// # How a loop uses it (the plan for relay)
+// # How a loop uses it (relay/group.go and relay/cross.go)
 //
 // Setup: Layout(-loops, -cpus, AllowedCPUs()) gives N and the pins.
 // GOMAXPROCS is raised to at least N+1 (the loops, plus the runtime and
@@ -69,10 +69,10 @@
 //   - Another loop j: Port.Send(j, d, payload). Whether d exists is
 //     decided on j when it drains the frame: an unknown or departed ID is
 //     dropped and counted there, and since j looks the ID up at that
-//     moment, a frame never reaches a reused connection slot. (So that it
-//     cannot reach a new connection that drew the same ID either, j can
-//     keep a departed ID out of its draws until its next tick: every
-//     frame queued for it has been drained by then.)
+//     moment, a frame never reaches a reused connection slot. (It can
+//     reach a new connection of j that drew the same ID while the frame
+//     was queued: j does not keep departed IDs out of its draws. With IDs
+//     drawn from about 2^32/N values that is rare, not impossible.)
 //   - Later, another node: the node index lives in the ID too; such a
 //     frame goes to the bridge's outbox, and frames arriving from other
 //     nodes come in through the same queues and doorbell as a loop's.
@@ -80,7 +80,7 @@
 // IDs: the loop that will own a connection draws its ID with its own IDs
 // (so Owner(id) is that loop) and checks uniqueness in its own table only.
 // The placing loop hands the accepted descriptor to the least-loaded loop
-// (an inbox plus Mesh.Wake, or MSG_RING carrying the descriptor); that loop
+// in a control record on the mesh queue towards it ("adopt fd"); that loop
 // draws the ID and sends the greeting.
 //
 // Order and whole frames: one sender lives on one loop and one destination
@@ -107,7 +107,7 @@
 // no connection has) with payload "pause d". Loop i marks d as full; each of its connections that sends to
 // d afterwards sends that frame and then pauses, listed under d. When d
 // drains below half its limit (NotifyDrained, as today) or leaves, j sends
-// "resume d" to every loop it paused (a bitmask per destination), and
+// "resume d" to every loop it paused (a list of loops per destination), and
 // those loops resume the connections listed under d. What crosses in the
 // meantime is bounded by the i->j queue. A control record that finds the
 // j->i queue full waits in a small per-loop list and goes out at the next
@@ -121,8 +121,9 @@
 //
 // # Memory
 //
-// A pair that talks holds one ring of QueueConfig.Size bytes (64 KiB by
-// default). While frames bigger than half of that pass, the ring grows
+// A pair that talks holds one ring of QueueConfig.Size bytes
+// (DefaultQueueSize, 64 KiB, unless told otherwise; the relay asks for
+// 1 MiB, relay.DefaultCrossQueue). While frames bigger than half of that pass, the ring grows
 // (doubling) to hold two of them, and never past two records of
 // MaxPayload plus their 8-byte headers; a pair that never talks holds
 // nothing, and Port.Trim on a tick releases rings idle since the last
