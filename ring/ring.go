@@ -44,8 +44,9 @@ var _ [unsafe.Sizeof(params{}) - unsafe.Sizeof(giouring.Params{})]struct{}
 // New sets up a ring with entries submission slots and 4*entries
 // completion slots. It asks for SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1+),
 // then COOP_TASKRUN, then no task-running hint; with either hint also for
-// TASKRUN_FLAG, which lets Submit skip entering when it has nothing to do. The caller must lock its
-// goroutine to the OS thread before calling New and keep it locked.
+// TASKRUN_FLAG, which lets Submit skip entering when it has nothing to do.
+// The caller must lock its goroutine to the OS thread before calling New
+// and keep it locked.
 func New(entries uint32) (*Ring, error) {
 	modes := []struct {
 		name  string
@@ -224,8 +225,8 @@ func (r *Ring) Cancel(target UserData, ud UserData) error {
 // completion, or until timeout has passed (timeout < 0 waits for ever,
 // timeout == 0 does not wait), in one io_uring_enter, or two when it spins
 // first (spin.go). It does not wait either when completions are ready
-// already. A timeout or an interrupted
-// wait is not an error: the caller simply reaps what is there.
+// already. A timeout or an interrupted wait is not an error: the caller
+// simply reaps what is there.
 func (r *Ring) Submit(timeout time.Duration) error {
 	f := &r.f
 	submit := f.flush()
