@@ -237,7 +237,7 @@ func TestRingLoopWakesBlockedLoop(t *testing.T) {
 }
 
 // Many doorbells to a loop that is busy (awake, outside Poll) fold into
-// fewer Woken events, at least one, and every one is counted.
+// a few Woken events, and every one is counted.
 func TestRingLoopCoalesces(t *testing.T) {
 	const rings = 100
 	forEachPair(t, func(t *testing.T, from, to Backend) {
@@ -279,8 +279,12 @@ func TestRingLoopCoalesces(t *testing.T) {
 			}
 			break
 		}
-		if woken < 2 || woken > rings {
-			t.Fatalf("%d Woken events for %d doorbells (plus 1 for the held command); want folding into at least 1", woken, rings)
+		// The doorbells that arrived while the target was held fold into
+		// one Woken per Poll that reaps some of them: a handful, not one
+		// each (io_uring delivers 100 MSG_RING completions over a few
+		// reaps).
+		if woken < 2 || woken > 1+rings/10 {
+			t.Fatalf("%d Woken events for %d doorbells (plus 1 for the held command); want them folded at least tenfold", woken, rings)
 		}
 	})
 }
