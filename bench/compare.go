@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // CompareConfig is what `ringbench compare` runs.
@@ -164,7 +165,7 @@ func (c *comparison) run(ctx context.Context, run int, servers []*Server) error 
 // generator all the others (one, on a two-core machine). With fewer than two
 // it pins nothing and says so.
 func pinPlan(progress *Progress) (server int, gen []int) {
-	cpus, err := servertest.AllowedCPUs()
+	cpus, err := shard.AllowedCPUs()
 	if err != nil || len(cpus) < 2 {
 		progress.Log("warning: fewer than two CPUs available (%v, %v): server and generator share CPUs, numbers are less comparable", cpus, err)
 		return -1, nil

@@ -1,45 +1,12 @@
 package bench
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
-
-// ParseCPUList reads a CPU list as taskset -c writes it: numbers and
-// ranges separated by commas ("0-3,8,10-11"), in the order given. A CPU
-// listed twice is an error.
-func ParseCPUList(s string) ([]int, error) {
-	var cpus []int
-	for part := range strings.SplitSeq(s, ",") {
-		part = strings.TrimSpace(part)
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		b := a
-		if err == nil && isRange {
-			b, err = strconv.Atoi(hi)
-		}
-		if err != nil || a < 0 || b < a || b >= 1<<16 {
-			return nil, fmt.Errorf("CPU list %q: %q is not a CPU or a range of CPUs", s, part)
-		}
-		for c := a; c <= b; c++ {
-			if slices.Contains(cpus, c) {
-				return nil, fmt.Errorf("CPU list %q: CPU %d listed twice", s, c)
-			}
-			cpus = append(cpus, c)
-		}
-	}
-	return cpus, nil
-}
-
-// FormatCPUList writes cpus as a comma-separated list, in their order:
-// what {cpus} in a server's command line becomes.
-func FormatCPUList(cpus []int) string { return cpuList(cpus) }
 
 // coreOf says which physical core a CPU belongs to; CPUs with the same
 // value are hyperthreads of one core.
@@ -118,15 +85,4 @@ func ThreadsPerCore(cpus []int) int {
 		most = max(most, n)
 	}
 	return most
-}
-
-// pinThread restricts the calling OS thread to cpu. The caller holds the
-// thread with runtime.LockOSThread.
-func pinThread(cpu int) error {
-	var set unix.CPUSet
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("pin a thread to CPU %d: %w", cpu, err)
-	}
-	return nil
 }

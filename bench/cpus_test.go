@@ -6,31 +6,6 @@ import (
 	"testing"
 )
 
-func TestParseCPUList(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want []int
-	}{
-		{"0", []int{0}},
-		{"0-3,8", []int{0, 1, 2, 3, 8}},
-		{" 8, 0-1 ", []int{8, 0, 1}},
-		{"12-12", []int{12}},
-	} {
-		got, err := ParseCPUList(tc.in)
-		if err != nil || !slices.Equal(got, tc.want) {
-			t.Errorf("%q: %v, %v; want %v", tc.in, got, err, tc.want)
-		}
-	}
-	for _, bad := range []string{"", "a", "1,", "3-1", "-1", "0-2,2", "1-", "0x1"} {
-		if got, err := ParseCPUList(bad); err == nil {
-			t.Errorf("%q accepted as %v", bad, got)
-		}
-	}
-	if s := FormatCPUList([]int{4, 5, 0}); s != "4,5,0" {
-		t.Errorf("format: %q", s)
-	}
-}
-
 func seq(from, to int) []int {
 	var out []int
 	for c := from; c <= to; c++ {

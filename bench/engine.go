@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // The generator's I/O engine. A few workers (one per CPU the generator may
@@ -175,7 +176,7 @@ func (w *worker) run() {
 		// Never unlocked: when the worker returns, its pinned thread ends
 		// with it instead of going back to the runtime's pool.
 		runtime.LockOSThread()
-		if err := pinThread(w.cpu); err != nil {
+		if err := shard.PinThread(w.cpu); err != nil {
 			w.m.fail("generator: %v", err)
 			return
 		}

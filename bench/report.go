@@ -52,6 +52,9 @@ func pinNote(server int, gen []int) string {
 	return strings.Join(parts, ", ")
 }
 
+// cpuList writes cpus comma-separated, in their order, no ranges: what
+// {cpus} in a server's command line becomes, since an opponent's flag may
+// not read ranges.
 func cpuList(cpus []int) string {
 	s := make([]string, len(cpus))
 	for i, c := range cpus {

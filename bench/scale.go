@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // ScaleConfig is what `ringbench scale` runs: every point against every
@@ -284,7 +285,7 @@ func firstLine(s string) string {
 // pinGenerator moves this process to cpus (see servertest.PinSelf) and
 // returns what puts it back where it was.
 func pinGenerator(cpus []int) (restore func(), err error) {
-	old, err := servertest.AllowedCPUs()
+	old, err := shard.AllowedCPUs()
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // {loops} and {cpus} are filled in from the placement, beside the address.
@@ -181,7 +182,7 @@ func TestWriteScaleMarkdown(t *testing.T) {
 // CPU and sums up their ratio.
 func TestScaleEndToEnd(t *testing.T) {
 	bin := filepath.Join(servertest.Binaries(t), "ringrelay")
-	cpus, err := servertest.AllowedCPUs()
+	cpus, err := shard.AllowedCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestScaleEndToEnd(t *testing.T) {
 	cfg := ScaleConfig{
 		Columns: []Contender{wrapped, plain}, Points: []Point{pp, fl},
 		Loops: []int{1, 2}, ServerCPUs: cpus[:1], GeneratorCPUs: cpus[1:], Handoff: true,
-		Runs: 1, Warmup: 50 * time.Millisecond, Duration: 150 * time.Millisecond,
+		Runs: 1, Warmup: 200 * time.Millisecond, Duration: 300 * time.Millisecond,
 	}
 	before := append([]int(nil), cpus...)
 	var log strings.Builder
@@ -206,7 +207,7 @@ func TestScaleEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
-	if after, _ := servertest.AllowedCPUs(); !slices.Equal(after, before) {
+	if after, _ := shard.AllowedCPUs(); !slices.Equal(after, before) {
 		t.Errorf("scale left this process on CPUs %v, was on %v", after, before)
 	}
 	if r.Failed() {
@@ -278,7 +279,7 @@ func (c *cancelOn) Write(p []byte) (int, error) {
 // measured and says it was interrupted.
 func TestScaleFailuresAndInterruption(t *testing.T) {
 	bin := filepath.Join(servertest.Binaries(t), "ringrelay")
-	cpus, err := servertest.AllowedCPUs()
+	cpus, err := shard.AllowedCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}

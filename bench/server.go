@@ -142,7 +142,7 @@ func (c Contender) Scales() bool {
 func (c Contender) argv(addr string, at Placement) []string {
 	host, port, _ := strings.Cut(addr, ":")
 	r := strings.NewReplacer("{addr}", addr, "{host}", host, "{port}", port,
-		"{loops}", strconv.Itoa(max(at.Loops, 1)), "{cpus}", FormatCPUList(at.CPUs))
+		"{loops}", strconv.Itoa(max(at.Loops, 1)), "{cpus}", cpuList(at.CPUs))
 	out := make([]string, len(c.Argv))
 	for i, a := range c.Argv {
 		out[i] = r.Replace(a)

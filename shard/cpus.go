@@ -37,17 +37,17 @@ const maxCPUs = 1024
 // the k-th CPU listed); a CPU listed twice is an error.
 func ParseCPUs(s string) ([]int, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, fmt.Errorf("-cpus %q: empty list", s)
+		return nil, fmt.Errorf("CPU list %q: empty", s)
 	}
 	var cpus []int
 	for part := range strings.SplitSeq(s, ",") {
 		lo, hi, err := parseCPURange(strings.TrimSpace(part))
 		if err != nil {
-			return nil, fmt.Errorf("-cpus %q: %w", s, err)
+			return nil, fmt.Errorf("CPU list %q: %w", s, err)
 		}
 		for c := lo; c <= hi; c++ {
 			if slices.Contains(cpus, c) {
-				return nil, fmt.Errorf("-cpus %q: CPU %d listed twice", s, c)
+				return nil, fmt.Errorf("CPU list %q: CPU %d listed twice", s, c)
 			}
 			cpus = append(cpus, c)
 		}
@@ -128,7 +128,7 @@ func Layout(loops, cpus string, allowed []int) (n int, pins []int, err error) {
 	}
 	list, err := ParseCPUs(cpus)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, fmt.Errorf("-cpus: %w", err)
 	}
 	for _, c := range list {
 		if !slices.Contains(allowed, c) {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/bench"
-	"github.com/ringrelay/ringrelay/internal/servertest"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 func parseScale(args []string, stderr io.Writer) (bench.ScaleConfig, string, error) {
@@ -100,19 +100,19 @@ func parseScale(args []string, stderr io.Writer) (bench.ScaleConfig, string, err
 // cores; one missing, it gets the allowed CPUs the other does not list.
 func scaleCPUs(server, gen string) (srv, g []int, err error) {
 	if server != "" {
-		if srv, err = bench.ParseCPUList(server); err != nil {
+		if srv, err = shard.ParseCPUs(server); err != nil {
 			return nil, nil, fmt.Errorf("-server-cpus: %w", err)
 		}
 	}
 	if gen != "" {
-		if g, err = bench.ParseCPUList(gen); err != nil {
+		if g, err = shard.ParseCPUs(gen); err != nil {
 			return nil, nil, fmt.Errorf("-gen-cpus: %w", err)
 		}
 	}
 	if server != "" && gen != "" {
 		return srv, g, nil
 	}
-	allowed, err := servertest.AllowedCPUs()
+	allowed, err := shard.AllowedCPUs()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringrelay/ringrelay/bench"
 	"github.com/ringrelay/ringrelay/internal/servertest"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 func TestMain(m *testing.M) { os.Exit(servertest.WithCleanup{M: m}.Run()) }
@@ -63,7 +64,7 @@ func TestParseScale(t *testing.T) {
 	}
 
 	// Only one set given: the other is what this process may use besides.
-	allowed, err := servertest.AllowedCPUs()
+	allowed, err := shard.AllowedCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestParseScaleRejects(t *testing.T) {
 // durations. It prints the tables and the handoff sum-up, and saves JSON.
 func TestScaleCommand(t *testing.T) {
 	bin := filepath.Join(servertest.Binaries(t), "ringrelay")
-	allowed, err := servertest.AllowedCPUs()
+	allowed, err := shard.AllowedCPUs()
 	if err != nil {
 		t.Fatal(err)
 	}

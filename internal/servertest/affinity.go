@@ -10,9 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// AllowedCPUs lists the CPUs this process may run on.
-func AllowedCPUs() ([]int, error) { return Affinity(0) }
-
 // Affinity lists the CPUs thread or process pid may run on (0: the calling
 // thread).
 func Affinity(pid int) ([]int, error) {

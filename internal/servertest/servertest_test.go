@@ -12,7 +12,7 @@ import (
 // A pinned child runs only where it was pinned, from its first thread on,
 // and the /proc readers see it.
 func TestRunPinnedAndObserved(t *testing.T) {
-	cpus, err := AllowedCPUs()
+	cpus, err := Affinity(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestRunPinnedAndObserved(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("child may run on CPUs %v, want %v", got, want)
 	}
-	if now, _ := AllowedCPUs(); !slices.Equal(now, cpus) {
+	if now, _ := Affinity(0); !slices.Equal(now, cpus) {
 		t.Errorf("starting a pinned child changed this process's CPUs from %v to %v", cpus, now)
 	}
 	if rss := p.RSS(t); rss <= 0 {
