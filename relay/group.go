@@ -37,9 +37,10 @@ type Group struct {
 
 // loopState is what one loop publishes for the others.
 type loopState struct {
-	// quiet: this loop is shutting down and has nothing in or for the
-	// mesh (no frame held back, no control record waiting, every frame
-	// it sent drained by its destination, nothing published towards it).
+	// quiet: this loop is shutting down, will never send into the mesh
+	// again, and every frame it sent was drained by its destination
+	// (Server.silent). Set once, never cleared; a loop that left is
+	// quiet too.
 	quiet atomic.Bool
 	_     cpu.CacheLinePad
 }
@@ -254,8 +255,10 @@ func (g *Group) Wait() error {
 	return g.err
 }
 
-// allQuiet reports whether every loop is shutting down with nothing in
-// the mesh.
+// allQuiet reports whether every loop is quiet. Each flag only ever goes
+// from false to true, so reading them one after another is exact: if all
+// read true, all were true at the last read, no loop sends again, and
+// every queue is empty for good.
 func (g *Group) allQuiet() bool {
 	for k := range g.state {
 		if !g.state[k].quiet.Load() {

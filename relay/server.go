@@ -126,11 +126,6 @@ func (s *Server) Run() error {
 		}
 		s.now = time.Now()
 		s.clock = instant(s.now.Sub(s.start)) + 1
-		if s.x != nil && s.draining && n > 0 {
-			// Bytes read before the pause took effect may become frames
-			// for other loops: not quiet until the pass says so.
-			s.x.busy()
-		}
 		for i := range events[:n] {
 			ev := &events[i]
 			switch ev.Kind {
@@ -437,8 +432,8 @@ func (s *Server) drainDone() bool {
 	if s.link != nil && len(s.link.held) > 0 {
 		return false // frames for other nodes still wait for the outbox
 	}
-	if s.x != nil && !s.x.settled(s.now) {
-		return false
+	if s.x != nil && !s.x.g.allQuiet() {
+		return false // some loop may still send frames here
 	}
 	for p := range s.peers.all() {
 		if p.conn != nil && p.conn.Pending() > 0 {
