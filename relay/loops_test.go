@@ -295,53 +295,74 @@ func TestLoopsReceiverLeavesWithFramesQueued(t *testing.T) {
 	})
 }
 
-// Shutdown with frames on their way between loops: every frame the relay
-// read is written out before it closes, and it exits cleanly.
+// Shutdown with frames on their way between loops, under a flood: one
+// sender on every loop writes as fast as it can to a receiver on the next
+// loop, so every loop reads, sends into the mesh and delivers from it
+// when the shutdown comes. Every frame the relay read is written out, in
+// order, before it closes, and it exits cleanly: a loop that left while
+// another still had a read in the kernel, or a frame in a queue towards
+// it, would lose frames and break the count.
 func TestLoopsShutdownWithFramesInFlight(t *testing.T) {
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		ts := startServerN(t, backend, testLoops, nil)
-		r := ts.dialOn(t, 3)
-		s1, s2 := ts.dialOn(t, 1), ts.dialOn(t, 2)
-		const n, size = 3000, 1000
-		errc := make(chan error, 2)
-		for i, s := range []*client.Conn{s1, s2} {
-			go func() { errc <- writeFrames(s, i, r.ID(), n, size) }()
+		recvs := make([]*client.Conn, testLoops)
+		sends := make([]*client.Conn, testLoops)
+		for k := range testLoops {
+			recvs[k] = ts.dialOn(t, k)
+		}
+		for k := range testLoops {
+			sends[k] = ts.dialOn(t, k)
+		}
+		const n, size = 20000, 200
+		errc := make(chan error, testLoops)
+		for i, s := range sends {
+			go func() { errc <- writeFrames(s, i, recvs[(i+1)%testLoops].ID(), n, size) }()
 		}
 		type result struct {
 			next map[int]int
 			err  error
 		}
-		got := make(chan result, 1)
-		go func() {
-			next := map[int]int{}
-			for {
-				r.SetReadDeadline(time.Now().Add(progressSlack))
-				p, err := r.Recv()
-				if err != nil {
-					got <- result{next, nil}
-					return
+		got := make(chan result, testLoops)
+		for _, r := range recvs {
+			go func() {
+				next := map[int]int{}
+				for {
+					r.SetReadDeadline(time.Now().Add(progressSlack))
+					p, err := r.Recv()
+					if err != nil {
+						got <- result{next, nil}
+						return
+					}
+					if err := seqError(p, next, size); err != nil {
+						got <- result{next, err}
+						return
+					}
 				}
-				if err := seqError(p, next, size); err != nil {
-					got <- result{next, err}
-					return
-				}
-			}
-		}()
-		waitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn.Load() > 100 })
+			}()
+		}
+		waitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn.Load() > 400 })
 		ts.stop(t)
-		for range 2 {
+		for range testLoops {
 			<-errc // the relay stopped reading: writes may fail or block, then the close ends them
 		}
-		res := <-got
-		if res.err != nil {
-			t.Fatal(res.err)
+		delivered := uint64(0)
+		for range testLoops {
+			res := <-got
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			for _, c := range res.next {
+				delivered += uint64(c)
+			}
 		}
-		next := res.next
 		m := ts.metrics()
-		if delivered := uint64(next[0] + next[1]); delivered != m.FramesReceived.Load() || delivered != m.FramesRelayed.Load() {
-			t.Fatalf("relay read %d frames and wrote %d; receiver got %d", m.FramesReceived.Load(), m.FramesRelayed.Load(), delivered)
+		if delivered != m.FramesReceived.Load() || delivered != m.FramesRelayed.Load() {
+			t.Fatalf("relay read %d frames and wrote %d; receivers got %d", m.FramesReceived.Load(), m.FramesRelayed.Load(), delivered)
 		}
-		t.Logf("%d frames in, all delivered before the relay closed", m.FramesReceived.Load())
+		if m.CrossIn.Load() != m.CrossOut.Load() {
+			t.Fatalf("%d frames went into the mesh, %d came out", m.CrossOut.Load(), m.CrossIn.Load())
+		}
+		t.Logf("%d frames in, %d across loops, all delivered before the relay closed", m.FramesReceived.Load(), m.CrossIn.Load())
 	})
 }
 
