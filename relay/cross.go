@@ -471,3 +471,10 @@ func (s *Server) silent() bool {
 	return len(x.held) == 0 && x.ctlAny == 0 && x.orphanAny == 0 &&
 		x.port.Unread() == 0 && s.loop.ReadsStopped()
 }
+
+// trim releases the rings towards other loops that carried nothing since
+// the last tick (Port.Trim) and publishes what is left (Group.RingBytes).
+func (x *cross) trim() {
+	x.port.Trim()
+	x.g.state[x.k].ringBytes.Store(int64(x.port.RingBytes()))
+}

@@ -471,6 +471,42 @@ func TestLoopsIdleUsesNoCPU(t *testing.T) {
 	})
 }
 
+// A loop whose last connection leaves releases its rings towards other
+// loops (they are trimmed on the tick, and an idle loop ticks until they
+// are gone), and then sleeps for good: no tick wakes it any more.
+func TestLoopsIdleLoopReleasesRings(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend reactor.Backend) {
+		const timeouts = 1600 * time.Millisecond // a tick every 200ms
+		const tick = timeouts / 8
+		ts := startServerN(t, backend, testLoops, func(rc *relay.Config, _ *reactor.Config) {
+			rc.WriteTimeout, rc.FrameTimeout = timeouts, timeouts
+		})
+		a := ts.dialOn(t, 1)
+		b := ts.dialOn(t, 2)
+		waitFor(t, "loop 1 to hold a ring towards loop 2", 10*time.Second, func() bool {
+			if err := a.Send(b.ID(), []byte("fill the ring")); err != nil {
+				t.Fatal(err)
+			}
+			recv(t, b, 10*time.Second)
+			return ts.g.RingBytes(1) > 0
+		})
+		// Leave at once, well within a tick of the last frame: no tick
+		// while a was open found the ring unused.
+		if err := a.Send(b.ID(), []byte("last")); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, b, 10*time.Second)
+		a.Close()
+		waitFor(t, "loop 1 to have no connection", 10*time.Second, func() bool { return ts.g.Loop(1).Stats().Open.Load() == 0 })
+		waitFor(t, "idle loop 1 to release its rings", 20*tick, func() bool { return ts.g.RingBytes(1) == 0 })
+		waits := ts.g.Loop(1).Stats().Iterations.Load()
+		time.Sleep(3 * tick)
+		if n := ts.g.Loop(1).Stats().Iterations.Load() - waits; n > 0 {
+			t.Fatalf("idle loop 1 with its rings released still woke up %d times in %v", n, 3*tick)
+		}
+	})
+}
+
 // processCPU is the user plus system time of this process so far.
 func processCPU(t testing.TB) time.Duration {
 	t.Helper()

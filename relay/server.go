@@ -173,7 +173,10 @@ func (s *Server) timeout() time.Duration {
 	if s.draining {
 		return 10 * time.Millisecond
 	}
-	if s.routes.Len() == 0 {
+	if s.routes.Len() == 0 && (s.x == nil || s.x.port.RingBytes() == 0) {
+		// Idle: nothing is timed. A loop that still holds rings towards
+		// other loops ticks on until Trim has released them (two ticks
+		// once they are drained), then sleeps for good.
 		return -1
 	}
 	return s.tickEvery()
@@ -383,7 +386,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 // tick enforces the timed limits.
 func (s *Server) tick() {
 	if s.x != nil {
-		s.x.port.Trim() // release rings idle since the last tick
+		s.x.trim()
 	}
 	for p := range s.peers.all() {
 		if p.conn == nil || p.id == 0 {
