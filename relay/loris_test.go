@@ -240,11 +240,17 @@ func lorisPartial() []byte {
 	return append([]byte{0x12, 0x34, 0x56, 0x78}, bytes.Repeat([]byte{'z'}, lorisMaxFrame-1)...)
 }
 
+// The frame timeout runs with one loop and with four (each loop ticks
+// its own connections; the pair and the idle ones talk across loops). The
+// memory case, which holds partial frames on their own loop and crosses
+// nothing, runs with one loop only, to keep the suite short.
 func TestSlowLoris(t *testing.T) {
 	for _, backend := range backends {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
-				t.Run("memory", func(t *testing.T) { lorisMemory(t, backend, loops) })
+				if loops == 1 {
+					t.Run("memory", func(t *testing.T) { lorisMemory(t, backend, loops) })
+				}
 				t.Run("frame-timeout", func(t *testing.T) { lorisTimeout(t, backend, loops) })
 			})
 		}
