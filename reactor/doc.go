@@ -37,6 +37,16 @@
 // owner always sees a connection's Closed before the same *Conn comes back
 // in an Opened.
 //
+// PauseRead takes effect at the next Poll, and on io_uring only once the
+// kernel has cancelled the connection's multishot recv: data it received
+// before the cancel still arrives. ReadsStopped says exactly when that is
+// over for every open connection (io_uring: every paused connection's
+// recv cancelled and its last completion reaped; epoll: read interest
+// deregistered), so no later Poll returns a Received event until the
+// owner resumes reading or a connection opens. A shutdown that must know
+// that nothing more will be read (relay's loops, before they leave) asks
+// it instead of waiting for a quiet period.
+//
 // Output is queued in chunks from a loop-wide pool (outqueue.go): memory
 // follows what is queued, and an idle connection holds none.
 //

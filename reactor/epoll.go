@@ -207,6 +207,10 @@ func (e *epollEngine) armConn(c *Conn) {
 	e.interest[c.slot] = want
 }
 
+// reading: read interest is registered (armConn drops it at the Poll
+// after PauseRead).
+func (e *epollEngine) reading(c *Conn) bool { return e.interest[c.slot]&unix.EPOLLIN != 0 }
+
 // closeConn tears c down at once and queues its Closed event. Nothing is in
 // flight on epoll, so the slot is released right away.
 func (e *epollEngine) closeConn(c *Conn, err error) {

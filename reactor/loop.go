@@ -58,6 +58,10 @@ type engine interface {
 	// unless the owner paused c or the peer finished sending, and (epoll)
 	// write readiness while output waits. It may close c on failure.
 	armConn(c *Conn)
+	// reading reports whether the engine may still hand out data for c:
+	// io_uring: a recv is in flight (armed, or cancelled and its last
+	// completion not yet reaped); epoll: read interest is registered.
+	reading(c *Conn) bool
 	// closeConn reports c closed (eventLoop.closed) and tears it down. The
 	// slot goes back (eventLoop.release) once the kernel holds nothing of c.
 	closeConn(c *Conn, err error)
@@ -340,6 +344,22 @@ func (l *eventLoop) StopAccepting() {
 	}
 	_ = unix.Close(l.listenFd)
 	l.listenFd = -1
+}
+
+// ReadsStopped reports whether no open connection can produce another
+// Received event (see Loop). A connection the owner closed counts as
+// stopped: its close is applied before the next wait, and the io_uring
+// engine hands out no data for it meanwhile.
+func (l *eventLoop) ReadsStopped() bool {
+	for _, c := range l.conns {
+		if c.flags&(flagOpen|flagWantClose) != flagOpen {
+			continue
+		}
+		if c.flags&(flagWantPause|flagEOF) == 0 || l.io.reading(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // Close closes the engine, every connection, the listener and the waker,

@@ -99,6 +99,14 @@ type Loop interface {
 	// StopAccepting closes the listening socket; open connections stay.
 	// Without a listener it does nothing.
 	StopAccepting()
+	// ReadsStopped reports whether no Poll can hand out another Received
+	// event for any open connection: each one the owner has not closed is
+	// paused (PauseRead) or at EOF, and the pause has taken effect in the
+	// kernel (io_uring: its multishot recv is cancelled and its last
+	// completion reaped; epoll: read interest is deregistered). It stays
+	// true until the owner resumes a connection or a new one opens. It
+	// walks every slot; meant for shutdown, not for each Poll.
+	ReadsStopped() bool
 	// Addr is the address the listener is bound to; nil without one.
 	Addr() net.Addr
 	// Backend names the I/O engine in use.

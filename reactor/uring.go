@@ -179,6 +179,10 @@ func (u *uringEngine) armConn(c *Conn) {
 	}
 }
 
+// reading: a recv is armed, or cancelled with its last completion still
+// to come (data may precede it).
+func (u *uringEngine) reading(c *Conn) bool { return u.slots[c.slot].recvArmed }
+
 // closeConn reports c closed and starts tearing it down: in-flight
 // operations are cancelled, and the descriptor is closed once the last of
 // them has completed, so no completion can outlive it.

@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"encoding/binary"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -92,8 +91,10 @@ type cross struct {
 	// Placement (loop 0 only): connections handed to each loop so far.
 	placed []uint64
 
-	active     bool      // events were handled in this iteration (shutdown only)
-	quietSince time.Time // when settled first saw every loop quiet; zero: not now
+	// quiet: shutting down, this loop will never send into the mesh
+	// again and all it sent has been drained (see pass). Once set it
+	// stays set; the Group's copy is what the other loops read.
+	quiet bool
 
 	deliverFn func(src int, dest uint32, payload []byte)
 	resumeFn  func(dst int)
@@ -424,7 +425,8 @@ func (s *Server) place(fd int) {
 
 // pass is the mesh part of one loop iteration: take in what other loops
 // sent, route again what waited for room, publish what this loop sent
-// and ring the loops that sleep.
+// and ring the loops that sleep. While shutting down it also decides
+// whether this loop has become quiet.
 func (s *Server) pass() {
 	x := s.x
 	x.port.Drain(drainBudget, x.deliverFn)
@@ -433,37 +435,46 @@ func (s *Server) pass() {
 		x.retryControl()
 	}
 	x.port.Flush()
-	if s.draining {
-		x.g.state[x.k].quiet.Store(!x.active && x.quiet())
-		x.active = false
+	if s.draining && !x.quiet && s.silent() {
+		x.quiet = true
+		x.g.state[x.k].quiet.Store(true)
+		// The last loop to become quiet lets the others leave: ring
+		// those that sleep rather than let them find out at their
+		// next timeout.
+		for j := range x.n {
+			if j != x.k {
+				x.g.mesh.Wake(j)
+			}
+		}
 	}
 }
 
-// busy marks this loop as possibly sending to others in this iteration.
-func (x *cross) busy() {
-	x.active = true
-	x.g.state[x.k].quiet.Store(false)
+// silent reports whether this loop, shutting down, will never put
+// another record into the mesh and every record it put there has been
+// drained by its destination. Nothing can make it send again:
+//
+//   - its reads have stopped for good (reactor.Loop.ReadsStopped: every
+//     connection paused and the pause carried out in the kernel; reads
+//     are never resumed while draining, and a connection that opens now
+//     is closed unread);
+//   - it holds no bytes a full queue refused (held), no frames of a
+//     sender that left (orphans) and no control record (ctl);
+//   - while draining it sends no pause or resume records and places no
+//     connection, so what arrives from other loops is only delivered
+//     here.
+//
+// So once it holds, it holds until the loop leaves, and once every loop
+// is quiet every queue is empty and stays empty: a loop may leave then
+// without any frame being sent to it afterwards. No timing is involved.
+func (s *Server) silent() bool {
+	x := s.x
+	return len(x.held) == 0 && x.ctlAny == 0 && x.orphanAny == 0 &&
+		x.port.Unread() == 0 && s.loop.ReadsStopped()
 }
 
-// settled reports whether every loop has been quiet for a while (two
-// drain polls): long enough for reads that were in flight when reading
-// stopped to have become frames in some queue, which makes a loop busy
-// again. Only then may a loop leave: a frame sent to a loop that left
-// would be lost.
-func (x *cross) settled(now time.Time) bool {
-	if !x.g.allQuiet() {
-		x.quietSince = time.Time{}
-		return false
-	}
-	if x.quietSince.IsZero() {
-		x.quietSince = now
-	}
-	return now.Sub(x.quietSince) >= settleTime
-}
-
-const settleTime = 20 * time.Millisecond
-
-// quiet reports whether this loop has nothing in or for the mesh.
-func (x *cross) quiet() bool {
-	return len(x.held) == 0 && x.ctlAny == 0 && x.orphanAny == 0 && x.port.Unread() == 0 && !x.port.Pending()
+// trim releases the rings towards other loops that carried nothing since
+// the last tick (Port.Trim) and publishes what is left (Group.RingBytes).
+func (x *cross) trim() {
+	x.port.Trim()
+	x.g.state[x.k].ringBytes.Store(int64(x.port.RingBytes()))
 }

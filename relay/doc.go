@@ -40,6 +40,14 @@
 // one loop none of this exists: Server.x is nil and the data path is the
 // single loop's.
 //
+// Shutdown across loops is exact, with no quiet period: each loop stops
+// accepting and reading, and declares itself quiet, for good, once the
+// reactor says no read can complete any more (reactor.Loop.ReadsStopped),
+// it holds nothing for the mesh, and every frame it sent was drained.
+// After that it never sends again, so once all loops are quiet no queue
+// can fill again; each loop then leaves when its own output is written,
+// or at -shutdown-timeout, the hard bound (Server.silent in cross.go).
+//
 // Memory: a connection holds its peer record, a parser accumulation buffer
 // only while a frame spans reads (at most MaxFrame+5 bytes), and up to
 // MaxQueue bytes of queued output plus what its senders had already read

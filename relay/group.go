@@ -37,11 +37,15 @@ type Group struct {
 
 // loopState is what one loop publishes for the others.
 type loopState struct {
-	// quiet: this loop is shutting down and has nothing in or for the
-	// mesh (no frame held back, no control record waiting, every frame
-	// it sent drained by its destination, nothing published towards it).
+	// quiet: this loop is shutting down, will never send into the mesh
+	// again, and every frame it sent was drained by its destination
+	// (Server.silent). Set once, never cleared; a loop that left is
+	// quiet too.
 	quiet atomic.Bool
-	_     cpu.CacheLinePad
+	// ringBytes: what the loop's rings towards other loops held at its
+	// last tick (Port.RingBytes).
+	ringBytes atomic.Int64
+	_         cpu.CacheLinePad
 }
 
 // GroupConfig says how to open a Group's loops.
@@ -202,7 +206,8 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 // 40 frames and cost about 0.5x the frames/s of one loop; 256 KiB still
 // every 45; 1 MiB never, 0.7-0.8x. It is also what the default
 // -max-frame makes a ring grow to while a maximum frame crosses. Idle
-// rings are released on the tick.
+// rings are released on the tick, also by a loop whose last connection
+// left (it ticks until they are gone, then sleeps).
 const DefaultCrossQueue = 1 << 20
 
 // loopBell wakes a loop from any goroutine (Mesh.Wake).
@@ -232,6 +237,12 @@ func (g *Group) Loop(k int) reactor.Loop { return g.loops[k] }
 // Server returns loop k's server, for its Metrics.
 func (g *Group) Server(k int) *Server { return g.servers[k] }
 
+// RingBytes is the memory loop k's rings towards the other loops held at
+// its last tick. A loop ticks while it has connections, and after its
+// last one left until Trim released its rings, so an idle loop holds none
+// once it sleeps. Zero with one loop.
+func (g *Group) RingBytes(k int) int64 { return g.state[k].ringBytes.Load() }
+
 // Shutdown asks every loop to stop gracefully (see Server.Shutdown). Safe
 // from any goroutine, any number of times.
 func (g *Group) Shutdown() {
@@ -254,8 +265,10 @@ func (g *Group) Wait() error {
 	return g.err
 }
 
-// allQuiet reports whether every loop is shutting down with nothing in
-// the mesh.
+// allQuiet reports whether every loop is quiet. Each flag only ever goes
+// from false to true, so reading them one after another is exact: if all
+// read true, all were true at the last read, no loop sends again, and
+// every queue is empty for good.
 func (g *Group) allQuiet() bool {
 	for k := range g.state {
 		if !g.state[k].quiet.Load() {

@@ -26,6 +26,7 @@ import (
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
+	"github.com/ringrelay/ringrelay/shard"
 	"golang.org/x/sys/unix"
 )
 
@@ -382,11 +383,17 @@ func limReadBatch(backend reactor.Backend, bufferSize int) int {
 
 func TestLimitBackpressure(t *testing.T) {
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) { testBackpressure(t, backend) })
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { testBackpressure(t, backend, loops) })
+		}
 	}
 }
 
-func testBackpressure(t *testing.T, backend reactor.Backend) {
+// testBackpressure floods a receiver that reads nothing from 50 senders.
+// With several loops most senders live on other loops than the receiver:
+// the pause reaches them as a control record, and what they sent before
+// it took effect waits in the queues between loops.
+func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	const (
 		maxQueue = 256 << 10
 		senders  = 50
@@ -394,7 +401,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 		minStall = 1500 * time.Millisecond
 	)
 	var bufferSize int
-	ts := startServer(t, backend, func(rc *relay.Config, lc *reactor.Config) {
+	ts := startServerN(t, backend, loops, func(rc *relay.Config, lc *reactor.Config) {
 		rc.MaxQueue = maxQueue
 		bufferSize = limBufferSize(backend, lc)
 	})
@@ -436,7 +443,13 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 	//    from a sender when it paused it;
 	//  - the relay's send buffer towards the receiver, and the receiver's
 	//    receive buffer;
-	//  - the frame each sender was writing, counted before Write returned.
+	//  - the frame each sender was writing, counted before Write returned;
+	//  - with several loops, the queue from each other loop towards the
+	//    receiver's: the receiver's loop delivers what it drains even over
+	//    MaxQueue, and a sender on another loop pauses only when the pause
+	//    record reaches its loop, or when that queue is full. A queue
+	//    holds at most DefaultCrossQueue bytes of records (frames of 1001
+	//    bytes never make it grow), each more than its frame on the wire.
 	// Queue bytes have no 4-byte header, wire bytes do: scale by 1005/1001.
 	relayBufs := limRelayBufs(t, ts.addr, append([]*rawpeer.Peer{recv}, ss...))
 	const segment = 64 << 10
@@ -448,9 +461,9 @@ func testBackpressure(t *testing.T, backend reactor.Backend) {
 	_, recvRcv := limSockBufs(recv, t)
 	kernel += relayBufs[limPort(recv)][0] + recvRcv + 2*segment
 	queue := maxQueue + senders*limReadBatch(backend, bufferSize)
-	bound := int64(kernel) + int64(queue)*(payload+5)/(payload+1) + senders*(payload+5)
-	t.Logf("%s: senders got %d bytes past Write (%d at the plateau, %v after the flood began); bound %d = kernel buffers %d + queue allowance %d; unrelated pair: %d round trips, slowest %v",
-		backend, offered, atPlateau, plateauAfter.Round(time.Millisecond), bound, kernel, queue, rounds, worst.Round(time.Millisecond))
+	bound := int64(kernel) + int64(queue)*(payload+5)/(payload+1) + senders*(payload+5) + int64(loops-1)*relay.DefaultCrossQueue
+	t.Logf("%s, %d loops: senders got %d bytes past Write (%d at the plateau, %v after the flood began); bound %d = kernel buffers %d + queue allowance %d; unrelated pair: %d round trips, slowest %v",
+		backend, loops, offered, atPlateau, plateauAfter.Round(time.Millisecond), bound, kernel, queue, rounds, worst.Round(time.Millisecond))
 	if offered > bound {
 		t.Errorf("senders got %d bytes through to a receiver that reads nothing, over the bound of %d", offered, bound)
 	}
@@ -631,99 +644,108 @@ func TestLimitFanIn(t *testing.T) {
 	}
 }
 
+// With four loops the four connections land on four loops (placement
+// is by fewest), so both floods cross loops: the stuck receiver's pause
+// reaches its sender as a control record, and its close releases it.
 func TestLimitWriteTimeout(t *testing.T) {
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			const (
-				writeTimeout = 300 * time.Millisecond
-				watch        = 5 * writeTimeout
-				chunk        = 64 << 10 // what the slow reader takes each time
-				pace         = 50 * time.Millisecond
-			)
-			ts := startServer(t, backend, func(rc *relay.Config, _ *reactor.Config) {
-				rc.MaxQueue = 256 << 10
-				rc.WriteTimeout = writeTimeout
-			})
-			stuck := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
-			// Default buffers for the slow reader: a receive buffer of one
-			// loopback segment (64 KiB) makes TCP itself stall for its 200ms
-			// persist timer, which is not what this case is about.
-			slow := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			s1 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			s2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-			start := time.Now()
-			toStuck := limStartFlood([]*rawpeer.Peer{s1}, stuck.ID, 0, limFixed(1000))
-			toSlow := limStartFlood([]*rawpeer.Peer{s2}, slow.ID, 0, limFixed(1000))
-
-			// The slow reader takes 64 KiB every 50ms, about 1.3 MB/s: far
-			// behind the flood, but it never stands still for more than a
-			// sixth of the timeout. Once told to catch up it reads as fast
-			// as it can until it has every frame (want, once known). It
-			// never pauses in between: a reader that stops is stuck.
-			order := newLimOrder(1)
-			var catchUp atomic.Bool
-			var want atomic.Int64
-			want.Store(-1)
-			slowErr := make(chan error, 1)
-			go func() {
-				fail := func(err error) {
-					slowErr <- fmt.Errorf("after %d frames (%v into the flood): %w", order.total, time.Since(start).Round(time.Millisecond), err)
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				const (
+					writeTimeout = 300 * time.Millisecond
+					watch        = 5 * writeTimeout
+					chunk        = 64 << 10 // what the slow reader takes each time
+					pace         = 50 * time.Millisecond
+				)
+				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+					rc.MaxQueue = 256 << 10
+					rc.WriteTimeout = writeTimeout
+				})
+				stuck := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
+				// Default buffers for the slow reader: a receive buffer of one
+				// loopback segment (64 KiB) makes TCP itself stall for its 200ms
+				// persist timer, which is not what this case is about.
+				slow := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				s1 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				s2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+				if loops > 1 && (shard.Owner(s1.ID, loops) == shard.Owner(stuck.ID, loops) || shard.Owner(s2.ID, loops) == shard.Owner(slow.ID, loops)) {
+					t.Fatal("a sender shares its receiver's loop: the case would not cross loops")
 				}
-				for !catchUp.Load() {
-					time.Sleep(pace)
-					for n := 0; n < chunk; {
-						p, err := slow.Recv(5 * time.Second)
-						if err != nil {
-							fail(err)
-							return
-						}
-						n += len(p) + 1
-						if err := order.take(p, true); err != nil {
-							fail(err)
-							return
+				start := time.Now()
+				toStuck := limStartFlood([]*rawpeer.Peer{s1}, stuck.ID, 0, limFixed(1000))
+				toSlow := limStartFlood([]*rawpeer.Peer{s2}, slow.ID, 0, limFixed(1000))
+
+				// The slow reader takes 64 KiB every 50ms, about 1.3 MB/s: far
+				// behind the flood, but it never stands still for more than a
+				// sixth of the timeout. Once told to catch up it reads as fast
+				// as it can until it has every frame (want, once known). It
+				// never pauses in between: a reader that stops is stuck.
+				order := newLimOrder(1)
+				var catchUp atomic.Bool
+				var want atomic.Int64
+				want.Store(-1)
+				slowErr := make(chan error, 1)
+				go func() {
+					fail := func(err error) {
+						slowErr <- fmt.Errorf("after %d frames (%v into the flood): %w", order.total, time.Since(start).Round(time.Millisecond), err)
+					}
+					for !catchUp.Load() {
+						time.Sleep(pace)
+						for n := 0; n < chunk; {
+							p, err := slow.Recv(5 * time.Second)
+							if err != nil {
+								fail(err)
+								return
+							}
+							n += len(p) + 1
+							if err := order.take(p, true); err != nil {
+								fail(err)
+								return
+							}
 						}
 					}
-				}
-				before := int64(order.total)
-				if _, err := limDrain(slow, 5*time.Second, func() int64 {
-					if w := want.Load(); w >= 0 {
-						return w - before
+					before := int64(order.total)
+					if _, err := limDrain(slow, 5*time.Second, func() int64 {
+						if w := want.Load(); w >= 0 {
+							return w - before
+						}
+						return -1
+					}, func(p []byte) error { return order.take(p, true) }); err != nil {
+						fail(err)
+						return
 					}
-					return -1
-				}, func(p []byte) error { return order.take(p, true) }); err != nil {
-					fail(err)
-					return
-				}
-				slowErr <- nil
-			}()
+					slowErr <- nil
+				}()
 
-			m := ts.metrics()
-			waitFor(t, "a write-timeout close", 5*time.Second, func() bool { return m.Closed[relay.ClosedStuck].Load() > 0 })
-			time.Sleep(watch - time.Since(start))
-			if n := m.Closed[relay.ClosedStuck].Load(); n != 1 {
-				// Find out whether it was the slow reader: its stream ends
-				// once it has read what its kernel buffer still held.
+				// With several loops metrics() is a sum as of the call: ask anew.
+				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck].Load() }
+				waitFor(t, "a write-timeout close", 5*time.Second, func() bool { return stuckCloses() > 0 })
+				time.Sleep(watch - time.Since(start))
+				if n := stuckCloses(); n != 1 {
+					// Find out whether it was the slow reader: its stream ends
+					// once it has read what its kernel buffer still held.
+					catchUp.Store(true)
+					err := <-slowErr
+					t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (64 KiB every %v): %v", n, pace, err)
+				}
+				// Only now touch the stuck receiver: its reads reach the end.
+				if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
+					t.Fatalf("stuck receiver: %v", err)
+				}
+				toStuck.finish(t, 5*time.Second)
+
+				// The slow reader is still connected: it gets the rest, in order.
 				catchUp.Store(true)
-				err := <-slowErr
-				t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (64 KiB every %v): %v", n, pace, err)
-			}
-			// Only now touch the stuck receiver: its reads reach the end.
-			if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
-				t.Fatalf("stuck receiver: %v", err)
-			}
-			toStuck.finish(t, 5*time.Second)
-
-			// The slow reader is still connected: it gets the rest, in order.
-			catchUp.Store(true)
-			want.Store(toSlow.finish(t, 10*time.Second))
-			if err := <-slowErr; err != nil {
-				t.Fatalf("slow but steady reader: %v; write-timeout closes counted: %d", err, m.Closed[relay.ClosedStuck].Load())
-			}
-			if n := m.Closed[relay.ClosedStuck].Load(); n != 1 {
-				t.Fatalf("%d connections closed for write timeout, want only the stuck one", n)
-			}
-			t.Logf("%s: stuck receiver closed; slow reader read for %v without being closed, %d frames in all, in order", backend, watch, order.total)
-		})
+				want.Store(toSlow.finish(t, 10*time.Second))
+				if err := <-slowErr; err != nil {
+					t.Fatalf("slow but steady reader: %v; write-timeout closes counted: %d", err, stuckCloses())
+				}
+				if n := stuckCloses(); n != 1 {
+					t.Fatalf("%d connections closed for write timeout, want only the stuck one", n)
+				}
+				t.Logf("%s, %d loops: stuck receiver closed; slow reader read for %v without being closed, %d frames in all, in order", backend, loops, watch, order.total)
+			})
+		}
 	}
 }
 

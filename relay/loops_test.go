@@ -295,23 +295,45 @@ func TestLoopsReceiverLeavesWithFramesQueued(t *testing.T) {
 	})
 }
 
-// Shutdown with frames on their way between loops: every frame the relay
-// read is written out before it closes, and it exits cleanly.
+// Shutdown with frames on their way between loops, under a flood: one
+// sender on every loop writes as fast as it can to a receiver on the next
+// loop, so every loop reads, sends into the mesh and delivers from it
+// when the shutdown comes. Every frame the relay read is written out, in
+// order, before it closes, and it exits cleanly: a loop that left while
+// another still had a read in the kernel, or a frame in a queue towards
+// it, would lose frames and break the count.
 func TestLoopsShutdownWithFramesInFlight(t *testing.T) {
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
-		ts := startServerN(t, backend, testLoops, nil)
-		r := ts.dialOn(t, 3)
-		s1, s2 := ts.dialOn(t, 1), ts.dialOn(t, 2)
-		const n, size = 3000, 1000
-		errc := make(chan error, 2)
-		for i, s := range []*client.Conn{s1, s2} {
-			go func() { errc <- writeFrames(s, i, r.ID(), n, size) }()
+		// A few rounds: the shutdown races with reads still in the
+		// kernel, a different race each time.
+		for round := range 3 {
+			t.Run(fmt.Sprint("round", round), func(t *testing.T) { shutdownInFlight(t, backend) })
 		}
-		type result struct {
-			next map[int]int
-			err  error
-		}
-		got := make(chan result, 1)
+	})
+}
+
+// shutdownInFlight is one round of TestLoopsShutdownWithFramesInFlight.
+func shutdownInFlight(t *testing.T, backend reactor.Backend) {
+	ts := startServerN(t, backend, testLoops, nil)
+	recvs := make([]*client.Conn, testLoops)
+	sends := make([]*client.Conn, testLoops)
+	for k := range testLoops {
+		recvs[k] = ts.dialOn(t, k)
+	}
+	for k := range testLoops {
+		sends[k] = ts.dialOn(t, k)
+	}
+	const n, size = 20000, 200
+	errc := make(chan error, testLoops)
+	for i, s := range sends {
+		go func() { errc <- writeFrames(s, i, recvs[(i+1)%testLoops].ID(), n, size) }()
+	}
+	type result struct {
+		next map[int]int
+		err  error
+	}
+	got := make(chan result, testLoops)
+	for _, r := range recvs {
 		go func() {
 			next := map[int]int{}
 			for {
@@ -327,22 +349,30 @@ func TestLoopsShutdownWithFramesInFlight(t *testing.T) {
 				}
 			}
 		}()
-		waitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn.Load() > 100 })
-		ts.stop(t)
-		for range 2 {
-			<-errc // the relay stopped reading: writes may fail or block, then the close ends them
-		}
+	}
+	waitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn.Load() > 400 })
+	ts.stop(t)
+	for range testLoops {
+		<-errc // the relay stopped reading: writes may fail or block, then the close ends them
+	}
+	delivered := uint64(0)
+	for range testLoops {
 		res := <-got
 		if res.err != nil {
 			t.Fatal(res.err)
 		}
-		next := res.next
-		m := ts.metrics()
-		if delivered := uint64(next[0] + next[1]); delivered != m.FramesReceived.Load() || delivered != m.FramesRelayed.Load() {
-			t.Fatalf("relay read %d frames and wrote %d; receiver got %d", m.FramesReceived.Load(), m.FramesRelayed.Load(), delivered)
+		for _, c := range res.next {
+			delivered += uint64(c)
 		}
-		t.Logf("%d frames in, all delivered before the relay closed", m.FramesReceived.Load())
-	})
+	}
+	m := ts.metrics()
+	if delivered != m.FramesReceived.Load() || delivered != m.FramesRelayed.Load() {
+		t.Fatalf("relay read %d frames and wrote %d; receivers got %d", m.FramesReceived.Load(), m.FramesRelayed.Load(), delivered)
+	}
+	if m.CrossIn.Load() != m.CrossOut.Load() {
+		t.Fatalf("%d frames went into the mesh, %d came out", m.CrossOut.Load(), m.CrossIn.Load())
+	}
+	t.Logf("%d frames in, %d across loops, all delivered before the relay closed", m.FramesReceived.Load(), m.CrossIn.Load())
 }
 
 func TestLoopsBalance(t *testing.T) {
@@ -447,6 +477,42 @@ func TestLoopsIdleUsesNoCPU(t *testing.T) {
 			t.Fatalf("idle relay with %d loops used %v of CPU in %v", testLoops, used, window)
 		}
 		t.Logf("idle, %d loops: %v of CPU in %v", testLoops, used, window)
+	})
+}
+
+// A loop whose last connection leaves releases its rings towards other
+// loops (they are trimmed on the tick, and an idle loop ticks until they
+// are gone), and then sleeps for good: no tick wakes it any more.
+func TestLoopsIdleLoopReleasesRings(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend reactor.Backend) {
+		const timeouts = 1600 * time.Millisecond // a tick every 200ms
+		const tick = timeouts / 8
+		ts := startServerN(t, backend, testLoops, func(rc *relay.Config, _ *reactor.Config) {
+			rc.WriteTimeout, rc.FrameTimeout = timeouts, timeouts
+		})
+		a := ts.dialOn(t, 1)
+		b := ts.dialOn(t, 2)
+		waitFor(t, "loop 1 to hold a ring towards loop 2", 10*time.Second, func() bool {
+			if err := a.Send(b.ID(), []byte("fill the ring")); err != nil {
+				t.Fatal(err)
+			}
+			recv(t, b, 10*time.Second)
+			return ts.g.RingBytes(1) > 0
+		})
+		// Leave at once, well within a tick of the last frame: no tick
+		// while a was open found the ring unused.
+		if err := a.Send(b.ID(), []byte("last")); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, b, 10*time.Second)
+		a.Close()
+		waitFor(t, "loop 1 to have no connection", 10*time.Second, func() bool { return ts.g.Loop(1).Stats().Open.Load() == 0 })
+		waitFor(t, "idle loop 1 to release its rings", 20*tick, func() bool { return ts.g.RingBytes(1) == 0 })
+		waits := ts.g.Loop(1).Stats().Iterations.Load()
+		time.Sleep(3 * tick)
+		if n := ts.g.Loop(1).Stats().Iterations.Load() - waits; n > 0 {
+			t.Fatalf("idle loop 1 with its rings released still woke up %d times in %v", n, 3*tick)
+		}
 	})
 }
 

@@ -240,19 +240,27 @@ func lorisPartial() []byte {
 	return append([]byte{0x12, 0x34, 0x56, 0x78}, bytes.Repeat([]byte{'z'}, lorisMaxFrame-1)...)
 }
 
+// The frame timeout runs with one loop and with four (each loop ticks
+// its own connections; the pair and the idle ones talk across loops). The
+// memory case, which holds partial frames on their own loop and crosses
+// nothing, runs with one loop only, to keep the suite short.
 func TestSlowLoris(t *testing.T) {
 	for _, backend := range backends {
-		t.Run(string(backend), func(t *testing.T) {
-			t.Run("memory", func(t *testing.T) { lorisMemory(t, backend) })
-			t.Run("frame-timeout", func(t *testing.T) { lorisTimeout(t, backend) })
-		})
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				if loops == 1 {
+					t.Run("memory", func(t *testing.T) { lorisMemory(t, backend, loops) })
+				}
+				t.Run("frame-timeout", func(t *testing.T) { lorisTimeout(t, backend, loops) })
+			})
+		}
 	}
 }
 
 // lorisMemory holds every attacker at once (the frame timeout is long) and
 // checks that the process grows no more than the limits allow.
-func lorisMemory(t *testing.T, backend reactor.Backend) {
-	ts := startServer(t, backend, lorisEdit(time.Minute))
+func lorisMemory(t *testing.T, backend reactor.Backend, loops int) {
+	ts := startServerN(t, backend, loops, lorisEdit(time.Minute))
 	_, portStr, _ := net.SplitHostPort(ts.addr)
 	port, _ := strconv.Atoi(portStr)
 	pair := lorisStartPair(t, ts)
@@ -296,8 +304,8 @@ func lorisMemory(t *testing.T, backend reactor.Backend) {
 	}
 	conns := lorisIdle + lorisHeaders + lorisHolders
 	limit := lorisMemoryBound(lorisHolders, conns)
-	t.Logf("%s: %d partial frames of %d bytes, %d header-only, %d idle: live heap +%.1f MiB (formula %.1f MiB), heap in use peak +%.1f MiB, RSS +%.1f MiB (%.1f -> %.1f MiB, bound +%.1f MiB); the pair did %d rounds",
-		backend, lorisHolders, lorisMaxFrame+3, lorisHeaders, lorisIdle, mib(heapLive), mib(lorisLive(lorisHolders, conns)),
+	t.Logf("%s, %d loops: %d partial frames of %d bytes, %d header-only, %d idle: live heap +%.1f MiB (formula %.1f MiB), heap in use peak +%.1f MiB, RSS +%.1f MiB (%.1f -> %.1f MiB, bound +%.1f MiB); the pair did %d rounds",
+		backend, loops, lorisHolders, lorisMaxFrame+3, lorisHeaders, lorisIdle, mib(heapLive), mib(lorisLive(lorisHolders, conns)),
 		mib(heapPeak-heapBase), mib(rssPeak-rssBase), mib(rssBase), mib(rssPeak), mib(limit), pair.rounds.Load())
 	if rssPeak-rssBase > limit {
 		t.Errorf("RSS grew %.1f MiB under the attack, more than the %.1f MiB the limits allow", mib(rssPeak-rssBase), mib(limit))
@@ -322,9 +330,9 @@ func lorisMemory(t *testing.T, backend reactor.Backend) {
 // lorisTimeout checks the frame timeout: partial frames and bare headers
 // are closed once it runs out, idle connections are not, and the pair
 // keeps working throughout.
-func lorisTimeout(t *testing.T, backend reactor.Backend) {
+func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 	const frameTimeout = 500 * time.Millisecond
-	ts := startServer(t, backend, lorisEdit(frameTimeout))
+	ts := startServerN(t, backend, loops, lorisEdit(frameTimeout))
 	pair := lorisStartPair(t, ts)
 	before := ts.metrics().Closed[relay.ClosedIncomplete].Load()
 
@@ -379,6 +387,6 @@ func lorisTimeout(t *testing.T, backend reactor.Backend) {
 	if n := ts.open(); n != int64(2+lorisIdle) {
 		t.Errorf("%d connections open, want the pair and the %d idle ones", n, lorisIdle)
 	}
-	t.Logf("%s: %d partial frames and %d bare headers closed after the %v frame timeout, %d idle kept; the pair did %d rounds",
-		backend, lorisHolders, lorisHeaders, frameTimeout, lorisIdle, pair.rounds.Load())
+	t.Logf("%s, %d loops: %d partial frames and %d bare headers closed after the %v frame timeout, %d idle kept; the pair did %d rounds",
+		backend, loops, lorisHolders, lorisHeaders, frameTimeout, lorisIdle, pair.rounds.Load())
 }

@@ -126,11 +126,6 @@ func (s *Server) Run() error {
 		}
 		s.now = time.Now()
 		s.clock = instant(s.now.Sub(s.start)) + 1
-		if s.x != nil && s.draining && n > 0 {
-			// Bytes read before the pause took effect may become frames
-			// for other loops: not quiet until the pass says so.
-			s.x.busy()
-		}
 		for i := range events[:n] {
 			ev := &events[i]
 			switch ev.Kind {
@@ -178,7 +173,10 @@ func (s *Server) timeout() time.Duration {
 	if s.draining {
 		return 10 * time.Millisecond
 	}
-	if s.routes.Len() == 0 {
+	if s.routes.Len() == 0 && (s.x == nil || s.x.port.RingBytes() == 0) {
+		// Idle: nothing is timed. A loop that still holds rings towards
+		// other loops ticks on until Trim has released them (two ticks
+		// once they are drained), then sleeps for good.
 		return -1
 	}
 	return s.tickEvery()
@@ -388,7 +386,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 // tick enforces the timed limits.
 func (s *Server) tick() {
 	if s.x != nil {
-		s.x.port.Trim() // release rings idle since the last tick
+		s.x.trim()
 	}
 	for p := range s.peers.all() {
 		if p.conn == nil || p.id == 0 {
@@ -437,8 +435,8 @@ func (s *Server) drainDone() bool {
 	if s.link != nil && len(s.link.held) > 0 {
 		return false // frames for other nodes still wait for the outbox
 	}
-	if s.x != nil && !s.x.settled(s.now) {
-		return false
+	if s.x != nil && !s.x.g.allQuiet() {
+		return false // some loop may still send frames here
 	}
 	for p := range s.peers.all() {
 		if p.conn != nil && p.conn.Pending() > 0 {
