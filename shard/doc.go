@@ -114,10 +114,11 @@
 // pass; it is never dropped. Under drop and disconnect, j applies the
 // policy itself when it drains the frame; nothing needs to go back.
 //
-// Shutdown: every loop stops accepting and reading, then keeps running
-// passes (Drain, deliver, Flush) until its own Port.Unread is zero, nothing
-// is Pending, and its connections' output is written, or
-// -shutdown-timeout passes.
+// Shutdown: every loop stops accepting and reading and keeps running
+// passes (Drain, deliver, Flush). It declares itself quiet, for good, once
+// its reactor says its reads have really stopped, it holds nothing, and
+// its own Port.Unread is zero; it leaves once every loop is quiet and its
+// connections' output is written, or -shutdown-timeout passes (relay/group.go).
 //
 // # Memory
 //
