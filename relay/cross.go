@@ -282,7 +282,7 @@ func (s *Server) sendOrphans(o int) bool {
 
 // deliverRemote handles one record another loop sent here.
 func (s *Server) deliverRemote(src int, dest uint32, payload []byte) {
-	if dest == 0 {
+	if dest == shard.ControlDest {
 		s.control(src, payload)
 		return
 	}
@@ -382,7 +382,7 @@ func (x *cross) putControl(dst int, r ctlRecord) bool {
 	var b [5]byte
 	b[0] = r.op
 	binary.LittleEndian.PutUint32(b[1:], r.arg)
-	return x.port.Send(dst, 0, b[:])
+	return x.port.Send(dst, shard.ControlDest, b[:])
 }
 
 // retryControl sends the control records that waited for room.

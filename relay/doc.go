@@ -5,9 +5,10 @@
 //     read returned and it hands back frames. It touches no socket and no
 //     clock and, in steady state, allocates nothing; it is unit-tested and
 //     fuzzed (FuzzParser) on byte slices alone.
-//   - Routes (routes.go), the ID table, opens no socket: it holds
-//     *reactor.Conn values as opaque handles and draws IDs from
-//     crypto/rand, which its tests replace with a fixed source.
+//   - Routes (routes.go), the ID table, opens no socket: it maps IDs to
+//     reactor slot numbers and draws IDs from crypto/rand (through the
+//     source a Group or a cluster gives it), which its tests replace with a
+//     fixed source.
 //   - Config, Policy and Metrics are plain data: the limits and the
 //     slow-consumer policy as settings, the counters as atomics.
 //   - Server (server.go) is the wiring to the reactor, and is not sans-I/O.
@@ -29,8 +30,9 @@
 // Several loops: a Group (group.go) runs one Server per loop, each on its
 // own goroutine locked to its OS thread, which opens the loop there. Loop
 // 0 accepts (reactor HandOff) and places each connection on the loop with
-// the fewest; each loop draws the IDs of its connections from shard.IDs,
-// so shard.Owner(id, N) names the loop that owns an ID. A frame for
+// the fewest; each loop draws the IDs of its connections so that
+// shard.Owner(id, N) names it (shard.IDs; in a cluster, cluster.Scheme.Draw
+// with the same rule), so the owner of an ID follows from the ID alone. A frame for
 // another loop crosses through the shard mesh (cross.go): copied once into
 // the single-producer/single-consumer ring towards that loop, delivered
 // there if its destination still exists, with pause and resume records

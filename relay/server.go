@@ -377,7 +377,10 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 	if p.held {
 		s.orphan(p)
 	}
-	p.parser.Reset()
+	// A closed slot keeps no partial-frame buffer (Reset would keep up to
+	// 64 KiB for the next frame): opened gives the next connection a new
+	// parser anyway.
+	p.parser = Parser{}
 	p.conn = nil
 	p.serial = 0
 	p.blocked = 0
