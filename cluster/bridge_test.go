@@ -501,3 +501,70 @@ func TestBridgeUserPassword(t *testing.T) {
 		t.Fatal("not connected with the right password")
 	}
 }
+
+// Frames still in the loops' outboxes when Close runs are published
+// before the connection closes; none is lost. The bridge is never rung
+// and its tick is seconds away, so only Close's drain can send them.
+func TestBridgeCloseDrainsOutboxes(t *testing.T) {
+	cl := startNATS(t, 1, 0)
+	cfg := func(node int) Config {
+		c := testConfig(node, cl.url(0))
+		c.AnnounceEvery = 4 * time.Second
+		c.DrainBudget = 4 << 10
+		return c
+	}
+	a := startTestNode(t, cfg(0))
+	b := startTestNode(t, cfg(1))
+	waitUp(t, cl, a, b)
+
+	dest := ids(1, 2)
+	const perStream = 300 // about 25 KiB per outbox: several passes of DrainBudget
+	for seq := 0; seq < perStream; seq++ {
+		for k := 0; k < testLoops; k++ {
+			a.out[k].push(dest[k], payload(0, k, dest[k], seq))
+		}
+	}
+	a.b.Close()
+	want := int64(testLoops * perStream)
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d frames sent before Close", want), func() bool { return b.received() >= want })
+	from := checkStreams(t, b)
+	if from[0] != int(want) || b.received() != want {
+		t.Fatalf("got %d frames (%d counted), want %d", from[0], b.received(), want)
+	}
+	for k := range a.out {
+		if a.out[k].len() != 0 {
+			t.Fatalf("outbox %d still holds %d frames", k, a.out[k].len())
+		}
+	}
+	p, _ := a.b.Snapshot().Peer(1)
+	if p.FramesOut != uint64(want) || p.Drops[DropShutdown] != 0 {
+		t.Fatalf("node 0's counters for node 1: %+v", p)
+	}
+	if n := a.wakes[0].Load() + a.wakes[1].Load(); n != 0 {
+		t.Fatalf("Close woke the loops %d times", n)
+	}
+}
+
+// With no time left, Close publishes one pass and drops the rest, counted.
+func TestBridgeCloseDrainTimeout(t *testing.T) {
+	cl := startNATS(t, 1, 0)
+	c := testConfig(0, cl.url(0))
+	c.AnnounceEvery = 4 * time.Second
+	c.DrainBudget = 1 << 10
+	c.ShutdownTimeout = 0
+	a := startTestNode(t, c)
+	c.Node = 1
+	b := startTestNode(t, c)
+	waitUp(t, cl, a, b)
+	dest := ids(1, 1)[0]
+	const frames = 200
+	for seq := 0; seq < frames; seq++ {
+		a.out[0].push(dest, payload(0, 0, dest, seq))
+	}
+	a.b.Close()
+	p, _ := a.b.Snapshot().Peer(1)
+	if p.FramesOut == 0 || p.Drops[DropShutdown] == 0 || p.FramesOut+p.Drops[DropShutdown] != frames || a.out[0].len() != 0 {
+		t.Fatalf("published %d, dropped %d at shutdown, %d left; want all %d accounted for, some of each",
+			p.FramesOut, p.Drops[DropShutdown], a.out[0].len(), frames)
+	}
+}
