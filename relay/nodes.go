@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringrelay/ringrelay/cluster"
@@ -64,7 +65,8 @@ type nodeLink struct {
 	paused  map[int]uint64
 
 	deliverFn func(uint32, []byte)
-	trimmed   time.Time // when out was last offered to Trim
+	trimmed   time.Time    // when out was last offered to Trim
+	released  atomic.Int64 // bytes of outbox ring given back by Trim, for tests
 }
 
 type nodeHeld struct {
@@ -188,7 +190,7 @@ func (s *Server) pollNodes() {
 		// The outbox's ring (this loop is its producer) goes back once it
 		// carried nothing for a whole period; the bridge trims the inbox.
 		r.trimmed = s.now
-		r.out.Trim()
+		r.released.Add(int64(r.out.Trim()))
 	}
 }
 
