@@ -98,6 +98,7 @@ type Bridge struct {
 	passMax    int
 	passBusUp  bool
 	passFailed bool
+	closed     bool // Close's last passes: the loops are gone, wake none
 	routeFn    func(uint32, []byte)
 
 	// The inbound goroutine's own, under inMu (Close takes it to know no
@@ -292,8 +293,12 @@ func (b *Bridge) Err() error {
 }
 
 // Close stops the bridge goroutine, waits for any delivery in flight,
-// tells the other nodes this one leaves, and closes the connection. After
-// Close the bridge touches no Source or Sink.
+// drains every loop's outbox and publishes what it held, tells the other
+// nodes this one leaves, flushes, and closes the connection; draining and
+// flushing take at most ShutdownTimeout, and frames still in an outbox
+// then are dropped as DropShutdown. Call it once the loops have stopped
+// producing (they stopped reading): it wakes no loop. After Close the
+// bridge touches no Source or Sink.
 func (b *Bridge) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.stop)
@@ -301,9 +306,11 @@ func (b *Bridge) Close() error {
 		b.inMu.Lock()
 		b.inClosed = true
 		b.inMu.Unlock()
+		deadline := time.Now().Add(b.cfg.ShutdownTimeout)
+		b.drainOut(deadline)
 		if b.busUp.Load() && !b.stopped.Load() {
 			_ = b.publishAnnouncement(stateLeaving, false)
-			_ = b.nc.FlushTimeout(time.Second)
+			_ = b.nc.FlushTimeout(max(time.Until(deadline), 100*time.Millisecond))
 		}
 		b.closing.Store(true)
 		b.nc.Close()

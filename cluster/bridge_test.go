@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // waitUp waits until every node sees every other as up, and every server
@@ -499,5 +504,129 @@ func TestBridgeUserPassword(t *testing.T) {
 	n := startTestNode(t, cfg)
 	if !n.b.Snapshot().BusConnected {
 		t.Fatal("not connected with the right password")
+	}
+}
+
+// Frames still in the loops' outboxes when Close runs are published
+// before the connection closes; none is lost. The bridge is never rung
+// and its tick is seconds away, so only Close's drain can send them.
+func TestBridgeCloseDrainsOutboxes(t *testing.T) {
+	cl := startNATS(t, 1, 0)
+	cfg := func(node int) Config {
+		c := testConfig(node, cl.url(0))
+		c.AnnounceEvery = 4 * time.Second
+		c.DrainBudget = 4 << 10
+		return c
+	}
+	a := startTestNode(t, cfg(0))
+	b := startTestNode(t, cfg(1))
+	waitUp(t, cl, a, b)
+
+	dest := ids(1, 2)
+	const perStream = 300 // about 25 KiB per outbox: several passes of DrainBudget
+	for seq := 0; seq < perStream; seq++ {
+		for k := 0; k < testLoops; k++ {
+			a.out[k].push(dest[k], payload(0, k, dest[k], seq))
+		}
+	}
+	a.b.Close()
+	want := int64(testLoops * perStream)
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d frames sent before Close", want), func() bool { return b.received() >= want })
+	from := checkStreams(t, b)
+	if from[0] != int(want) || b.received() != want {
+		t.Fatalf("got %d frames (%d counted), want %d", from[0], b.received(), want)
+	}
+	for k := range a.out {
+		if a.out[k].len() != 0 {
+			t.Fatalf("outbox %d still holds %d frames", k, a.out[k].len())
+		}
+	}
+	p, _ := a.b.Snapshot().Peer(1)
+	if p.FramesOut != uint64(want) || p.Drops[DropShutdown] != 0 {
+		t.Fatalf("node 0's counters for node 1: %+v", p)
+	}
+	if n := a.wakes[0].Load() + a.wakes[1].Load(); n != 0 {
+		t.Fatalf("Close woke the loops %d times", n)
+	}
+}
+
+// With no time left, Close publishes one pass and drops the rest, counted.
+func TestBridgeCloseDrainTimeout(t *testing.T) {
+	cl := startNATS(t, 1, 0)
+	c := testConfig(0, cl.url(0))
+	c.AnnounceEvery = 4 * time.Second
+	c.DrainBudget = 1 << 10
+	c.ShutdownTimeout = 0
+	a := startTestNode(t, c)
+	c.Node = 1
+	b := startTestNode(t, c)
+	waitUp(t, cl, a, b)
+	dest := ids(1, 1)[0]
+	const frames = 200
+	for seq := 0; seq < frames; seq++ {
+		a.out[0].push(dest, payload(0, 0, dest, seq))
+	}
+	a.b.Close()
+	p, _ := a.b.Snapshot().Peer(1)
+	if p.FramesOut == 0 || p.Drops[DropShutdown] == 0 || p.FramesOut+p.Drops[DropShutdown] != frames || a.out[0].len() != 0 {
+		t.Fatalf("published %d, dropped %d at shutdown, %d left; want all %d accounted for, some of each",
+			p.FramesOut, p.Drops[DropShutdown], a.out[0].len(), frames)
+	}
+}
+
+// trimQueue is a loop inbox as the relay has one (a shard.Queue) that
+// counts what Trim gave back.
+type trimQueue struct {
+	*shard.Queue
+	freed atomic.Int64
+}
+
+func (q *trimQueue) Trim() int {
+	n := q.Queue.Trim()
+	q.freed.Add(int64(n))
+	return n
+}
+
+// The bridge trims the loops' inboxes on its tick: a ring that carried a
+// batch and then stayed idle is given back.
+func TestBridgeTrimsIdleInboxes(t *testing.T) {
+	cl := startNATS(t, 1, 0)
+	a := startTestNode(t, testConfig(0, cl.url(0)))
+
+	var qs []*trimQueue
+	l := Loops{Owner: func(id uint32) int { return owner(id, testLoops) }, Wake: func(int) {}}
+	for k := 0; k < testLoops; k++ {
+		q, err := shard.NewQueue(shard.QueueConfig{Size: 64 << 10, MaxPayload: 64<<10 + 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		qs = append(qs, &trimQueue{Queue: q})
+		l.Out = append(l.Out, &outbox{})
+		l.In = append(l.In, qs[k])
+	}
+	c := testConfig(1, cl.url(0))
+	c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := Start(c, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cl.waitInterest("rrtest.node.0", "rrtest.node.1")
+	waitFor(t, 10*time.Second, "node 1 up at node 0", func() bool { return a.b.Up(1) })
+
+	dest := ids(1, 1)[0]
+	k := owner(dest, testLoops)
+	a.send(0, dest, "hello")
+	var got []string
+	waitFor(t, 10*time.Second, "the frame in the inbox", func() bool {
+		qs[k].Drain(1<<20, func(_ uint32, f []byte) { got = append(got, string(f)) })
+		return len(got) > 0
+	})
+	if len(got) != 1 || got[0] != "hello\x00" {
+		t.Fatalf("inbox got %q", got)
+	}
+	waitFor(t, 10*time.Second, "the idle inbox ring to be released", func() bool { return qs[k].freed.Load() >= 64<<10 })
+	if n := qs[1-k].freed.Load(); n != 0 {
+		t.Fatalf("a ring never allocated released %d bytes", n)
 	}
 }

@@ -58,6 +58,10 @@ type Config struct {
 	DrainBudget int
 	// ReconnectWait is the pause between reconnect attempts to a server.
 	ReconnectWait time.Duration
+	// ShutdownTimeout bounds Close: how long it keeps draining the loops'
+	// outboxes and publishing before it gives up on what is left
+	// (counted as DropShutdown). The relay's -shutdown-timeout.
+	ShutdownTimeout time.Duration
 
 	Logger *slog.Logger
 }
@@ -65,18 +69,19 @@ type Config struct {
 // DefaultConfig returns the defaults; Servers stays empty (no cluster).
 func DefaultConfig() Config {
 	return Config{
-		Name:           "ringrelay",
-		NodeBits:       4,
-		MaxFrame:       1 << 20,
-		AnnounceEvery:  2 * time.Second,
-		AnnounceMissed: 3,
-		StartupWait:    2 * time.Second,
-		PendingMsgs:    4096,
-		PendingBytes:   64 << 20,
-		SinkWait:       5 * time.Millisecond,
-		DrainBudget:    256 << 10,
-		ReconnectWait:  time.Second,
-		Logger:         slog.Default(),
+		Name:            "ringrelay",
+		NodeBits:        4,
+		MaxFrame:        1 << 20,
+		AnnounceEvery:   2 * time.Second,
+		AnnounceMissed:  3,
+		StartupWait:     2 * time.Second,
+		PendingMsgs:     4096,
+		PendingBytes:    64 << 20,
+		SinkWait:        5 * time.Millisecond,
+		DrainBudget:     256 << 10,
+		ReconnectWait:   time.Second,
+		ShutdownTimeout: 5 * time.Second,
+		Logger:          slog.Default(),
 	}
 }
 
@@ -154,6 +159,8 @@ func (c Config) Validate() error {
 			c.PendingMsgs, bytesize.Format(int64(c.PendingBytes)))
 	case c.SinkWait < 0:
 		return fmt.Errorf("cluster sink wait %v: must not be negative", c.SinkWait)
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("cluster shutdown timeout %v: must not be negative", c.ShutdownTimeout)
 	case c.DrainBudget < 1:
 		return fmt.Errorf("cluster drain budget %d: must be at least 1 byte", c.DrainBudget)
 	case c.ReconnectWait <= 0:

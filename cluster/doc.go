@@ -38,6 +38,12 @@
 //     and a Sink as it stands.
 //   - The announcement handler (another client goroutine) only stores
 //     atomics. Snapshot, Up, Err and Failed are safe from any goroutine.
+//   - On its tick the bridge goroutine calls Trim on every Sink that has
+//     one (Trimmer), under the lock the inbound goroutine holds while it
+//     fills the Sinks, so idle inbox rings are given back.
+//   - Close, called once the loops stopped producing, drains every Source
+//     and publishes what it held before it closes the connection, within
+//     ShutdownTimeout; what is left then is dropped as DropShutdown.
 //
 // # Semantics across nodes
 //

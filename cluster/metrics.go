@@ -21,11 +21,12 @@ const (
 	DropPublish               // the NATS client refused the batch for another reason
 	DropSinkFull              // received, but the owning loop's inbox stayed full for SinkWait
 	DropNoLoop                // received, but Owner named no loop: a wiring error
+	DropShutdown              // still in a loop's outbox when Close ran out of ShutdownTimeout
 	NumDrops
 )
 
 var dropNames = [NumDrops]string{
-	"node_down", "bus_down", "too_big", "local", "malformed", "stopped", "publish", "sink_full", "no_loop",
+	"node_down", "bus_down", "too_big", "local", "malformed", "stopped", "publish", "sink_full", "no_loop", "shutdown",
 }
 
 func (d Drop) String() string {

@@ -27,6 +27,7 @@ func (b *Bridge) run() {
 				nextAnnounce = now.Add(b.cfg.AnnounceEvery)
 			}
 			b.watchPeers()
+			b.trimSinks()
 		}
 		if b.pass() > 0 {
 			b.Ring() // more may be waiting: come back after a look at the other cases
@@ -44,7 +45,7 @@ func (b *Bridge) pass() int {
 	for k, src := range b.loops.Out {
 		n, room := src.Drain(b.cfg.DrainBudget, b.routeFn)
 		total += n
-		if room {
+		if room && !b.closed {
 			b.loops.Wake(k)
 		}
 	}
@@ -117,5 +118,44 @@ func (b *Bridge) publish(p *peer) {
 		p.drop(DropTooBig, n)
 	default:
 		p.drop(DropPublish, n)
+	}
+}
+
+// drainOut is Close's last pass over the loops' outboxes, after the
+// bridge goroutine ended: it publishes until every outbox is empty, or
+// drops what is left as DropShutdown once deadline has passed.
+func (b *Bridge) drainOut(deadline time.Time) {
+	b.closed = true
+	for b.pass() > 0 {
+		if time.Now().After(deadline) {
+			drop := func(dest uint32, _ []byte) { b.peer(b.scheme.NodeOf(dest)).drop(DropShutdown, 1) }
+			for _, src := range b.loops.Out {
+				for n, _ := src.Drain(b.cfg.DrainBudget, drop); n > 0; n, _ = src.Drain(b.cfg.DrainBudget, drop) {
+				}
+			}
+			return
+		}
+	}
+}
+
+// Trimmer is a Sink that can let go of memory it has not used lately;
+// *shard.Queue is one. Trim is a producer method: the bridge calls it
+// under the lock the inbound goroutine holds while it fills the Sinks.
+type Trimmer interface {
+	Trim() int
+}
+
+// trimSinks lets the loops' inboxes release rings idle since the last
+// tick (every AnnounceEvery/4).
+func (b *Bridge) trimSinks() {
+	b.inMu.Lock()
+	defer b.inMu.Unlock()
+	if b.inClosed {
+		return
+	}
+	for _, in := range b.loops.In {
+		if t, ok := in.(Trimmer); ok {
+			t.Trim()
+		}
 	}
 }

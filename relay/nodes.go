@@ -3,6 +3,8 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/shard"
@@ -43,6 +45,9 @@ const (
 	// nodeBudget is how many bytes of inbox a pass delivers before it
 	// lets the loop look at its sockets again.
 	nodeBudget = 256 << 10
+	// nodeTrimEvery is how often a loop offers its outbox's ring back
+	// (shard.Queue.Trim): one idle for a whole period is released.
+	nodeTrimEvery = time.Second
 )
 
 // nodeLink is one loop's link to the other nodes. It belongs to the loop's
@@ -60,6 +65,8 @@ type nodeLink struct {
 	paused  map[int]uint64
 
 	deliverFn func(uint32, []byte)
+	trimmed   time.Time    // when out was last offered to Trim
+	released  atomic.Int64 // bytes of outbox ring given back by Trim, for tests
 }
 
 type nodeHeld struct {
@@ -178,6 +185,12 @@ func (s *Server) pollNodes() {
 	}
 	if r.in.Pending() {
 		s.loop.Wake() // more came in than one pass delivers: no sleeping
+	}
+	if s.now.Sub(r.trimmed) >= nodeTrimEvery {
+		// The outbox's ring (this loop is its producer) goes back once it
+		// carried nothing for a whole period; the bridge trims the inbox.
+		r.trimmed = s.now
+		r.released.Add(int64(r.out.Trim()))
 	}
 }
 

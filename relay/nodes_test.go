@@ -288,3 +288,27 @@ func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
 		t.Errorf("joining with node-bits 0 did not fail")
 	}
 }
+
+// TestNodeOutboxTrimmed: the outbox's 1 MiB ring, allocated by the first
+// frame for another node, is given back once it has been idle for a
+// trim period.
+func TestNodeOutboxTrimmed(t *testing.T) {
+	srv, rs, addr := joinedServer(t, reactor.Epoll)
+	a := dialTest(t, addr)
+	remoteID := cluster.Scheme{Bits: 2, Self: 2}.Stamp(0x00abcdef)
+	if err := a.Send(remoteID, []byte("across")); err != nil {
+		t.Fatal(err)
+	}
+	out := rs.Loops().Out[0]
+	var got []string
+	waitUntil(t, "the frame in the outbox", func() bool {
+		out.Drain(1<<20, func(dest uint32, f []byte) { got = append(got, fmt.Sprintf("%08x %s", dest, f)) })
+		return len(got) > 0
+	})
+	if want := fmt.Sprintf("%08x across\x00", remoteID); len(got) != 1 || got[0] != want {
+		t.Fatalf("outbox held %q, want %q", got, want)
+	}
+	waitUntil(t, "the idle outbox ring to be released", func() bool {
+		return srv.link.released.Load() >= nodeOutbox
+	})
+}

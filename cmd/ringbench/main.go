@@ -4,6 +4,8 @@
 //	                            relay given with -opponent) and compare them
 //	ringbench scale [flags]     run ringrelay (and each -opponent) at 1, 2, 4, ...
 //	                            loops, each loop pinned to a CPU of its own
+//	ringbench cluster [flags]   start NATS and two ringrelay nodes joined through
+//	                            it; one point on one node and across the two
 //	ringbench load [flags]      run one workload against a running server
 //
 // All print markdown tables on stdout and exit 1 if any point failed its
@@ -36,6 +38,7 @@ func main() {
 const usage = `usage:
   ringbench compare [flags]   start ringrelay per backend and each -opponent, run every load point, compare
   ringbench scale [flags]     the same at 1, 2, 4, ... loops, one CPU per loop (-handoff: loops sharing one CPU)
+  ringbench cluster [flags]   start NATS and two nodes; one point on one node and across nodes: the cost of the hop
   ringbench load [flags]      run one workload against a server that is already running
 run "ringbench COMMAND -h" for the flags
 `
@@ -70,6 +73,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			var r *bench.ScaleReport
 			if r, err = bench.Scale(ctx, cfg, progress); err == nil {
 				out = scaleOutcome(r)
+			}
+		}
+	case "cluster":
+		var cfg bench.ClusterConfig
+		if cfg, err = parseCluster(args[1:], stderr); err == nil {
+			var r *bench.ClusterReport
+			if r, err = bench.Cluster(ctx, cfg, progress); err == nil {
+				out = outcome{
+					write:       func(w io.Writer) error { return bench.WriteClusterMarkdown(w, r) },
+					failed:      r.Failed(),
+					interrupted: r.Interrupted,
+				}
 			}
 		}
 	case "load":
@@ -218,6 +233,56 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 		return cfg, "", usageError{err}
 	}
 	return cfg, *out, nil
+}
+
+func parseCluster(args []string, stderr io.Writer) (bench.ClusterConfig, error) {
+	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		server      = fs.String("server", "", "ringrelay binary (default: bin/ringrelay in the working directory, else ringrelay next to ringbench)")
+		devnats     = fs.String("devnats", "", "devnats binary, the NATS server the nodes join (default: devnats next to the ringrelay binary, else bin/devnats)")
+		serverFlags multiFlag
+		workload    = fs.String("workload", "pingpong", "workload: "+strings.Join(bench.Workloads, ", "))
+		pairs       = fs.Int("pairs", 50, "pingpong: pairs of connections; flood: sender-receiver pairs")
+		window      = fs.Int("window", 16, "pingpong: frames in flight per pair")
+		size        = sizeVar(fs, "size", 0, "payload `size` (default: the workload's)")
+		runs        = fs.Int("runs", 3, "runs on one node and across two, alternating; the median is reported")
+		duration    = fs.Duration("duration", 5*time.Second, "measured time per run")
+		warmup      = fs.Duration("warmup", time.Second, "unmeasured traffic before each measurement")
+	)
+	fs.Var(&serverFlags, "server-flag", "extra `flag` for both nodes, repeatable (e.g. -server-flag=-loops=1)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: ringbench cluster [flags]\n\nStarts a NATS server (devnats) and two ringrelay nodes joined through it, and runs one point\n"+
+			"on node 0 alone and with its connections split over both nodes (every adjacent pair crosses):\n"+
+			"frames/s, p50 and p99 of each, and what the hop costs.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return bench.ClusterConfig{}, err
+	}
+	if fs.NArg() > 0 {
+		return bench.ClusterConfig{}, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	p, err := bench.NewPoint(*workload, *pairs, *window, 0, 0, int(*size))
+	if err != nil {
+		return bench.ClusterConfig{}, usageError{err}
+	}
+	path, err := bench.FindServer(*server)
+	if err != nil {
+		return bench.ClusterConfig{}, err
+	}
+	nats, err := bench.FindDevNATS(*devnats, path)
+	if err != nil {
+		return bench.ClusterConfig{}, err
+	}
+	cfg := bench.ClusterConfig{
+		Server: path, DevNATS: nats, Flags: serverFlags, Point: p,
+		Runs: *runs, Warmup: *warmup, Duration: *duration,
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
 }
 
 func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {

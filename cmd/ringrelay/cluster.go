@@ -64,6 +64,7 @@ func (c *Config) validateCluster() error {
 		return nil
 	}
 	cc.MaxFrame = c.Relay.MaxFrame
+	cc.ShutdownTimeout = c.Relay.ShutdownTimeout
 	if err := cc.Validate(); err != nil {
 		return fmt.Errorf("-%w", err)
 	}
