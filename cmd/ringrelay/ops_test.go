@@ -771,16 +771,19 @@ func TestOpsTwoLoops(t *testing.T) {
 			if got, err := b.Recv(5 * time.Second); err != nil || string(got) != "across" {
 				t.Fatalf("b got %q, %v", got, err)
 			}
-			m := opsWaitMetric(t, maddr, "the frame counted", 5*time.Second, func(m opsMetrics) bool {
-				return m.get(t, opsRelayed) == 1
+			// Each loop publishes its own counters at the end of its pass,
+			// so the receiving loop's count may show before the sender's.
+			outKey := `ringrelay_cross_loop_frames_total{direction="out"}`
+			inKey := `ringrelay_cross_loop_frames_total{direction="in"}`
+			m := opsWaitMetric(t, maddr, "the frame counted on both loops", 5*time.Second, func(m opsMetrics) bool {
+				return m.get(t, opsRelayed) == 1 && m.get(t, outKey) >= 1 && m.get(t, inKey) >= 1
 			})
 			for _, key := range []string{`ringrelay_connections_open{loop="0"}`, `ringrelay_connections_open{loop="1"}`} {
 				if v := m.get(t, key); v != 1 {
 					t.Errorf("%s = %v, want 1 (one connection per loop)", key, v)
 				}
 			}
-			out := m.get(t, `ringrelay_cross_loop_frames_total{direction="out"}`)
-			in := m.get(t, `ringrelay_cross_loop_frames_total{direction="in"}`)
+			out, in := m.get(t, outKey), m.get(t, inKey)
 			if out != 1 || in != 1 {
 				t.Errorf("cross-loop frames out %v, in %v: want 1 and 1", out, in)
 			}
