@@ -37,7 +37,7 @@ const maxCPUs = 1024
 // the k-th CPU listed); a CPU listed twice is an error.
 func ParseCPUs(s string) ([]int, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, fmt.Errorf("CPU list %q: empty", s)
+		return nil, fmt.Errorf("CPU list %q: empty list", s)
 	}
 	var cpus []int
 	for part := range strings.SplitSeq(s, ",") {
