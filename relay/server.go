@@ -424,7 +424,9 @@ func (s *Server) beginDrain() {
 			p.conn.PauseRead()
 		}
 	}
-	s.log.Info("shutting down: accepting and reading stopped, writing queued output", "timeout", s.cfg.ShutdownTimeout)
+	if s.x == nil || s.x.k == 0 { // one line for the process, not one per loop
+		s.log.Info("shutting down: accepting and reading stopped, writing queued output", "timeout", s.cfg.ShutdownTimeout)
+	}
 }
 
 // drainDone reports whether every queued byte has reached its peer, or
