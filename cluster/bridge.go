@@ -85,6 +85,7 @@ type Bridge struct {
 
 	dup         chan announcement // a same-index announcement during startup
 	bell        chan struct{}     // loops published frames
+	rung        atomic.Bool       // a bell is pending: Ring need not send again
 	announceNow chan struct{}     // a peer asked, or we reconnected
 	wantAsk     atomic.Bool
 	stop, done  chan struct{}
@@ -263,6 +264,12 @@ func (b *Bridge) since() int64 { return int64(time.Since(b.epoch)) + 1 }
 // Ring tells the bridge that a loop published frames into its Source. It
 // never blocks and rings coalesce; loops call it after publishing.
 func (b *Bridge) Ring() {
+	// The flag spares the loops a channel operation on every pass while
+	// the bridge has not taken the last bell yet. The bridge clears it
+	// before it drains, so a publish that found it set is drained anyway.
+	if b.rung.Load() || !b.rung.CompareAndSwap(false, true) {
+		return
+	}
 	select {
 	case b.bell <- struct{}{}:
 	default:

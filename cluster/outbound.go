@@ -18,6 +18,7 @@ func (b *Bridge) run() {
 		case <-b.stop:
 			return
 		case <-b.bell:
+			b.rung.Store(false)
 		case <-b.announceNow:
 			b.announce()
 			nextAnnounce = time.Now().Add(b.cfg.AnnounceEvery)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/ringrelay/ringrelay/ring"
 )
 
 // Kind says what an Event reports.
@@ -156,6 +158,10 @@ type Config struct {
 	// AcceptRetry is how long accepting pauses after EMFILE/ENFILE
 	// (default 100ms).
 	AcceptRetry time.Duration
+	// Spin is how long an io_uring wait may watch the completion queue
+	// before it blocks in the kernel (adaptively: see ring.SetSpin).
+	// DefaultConfig sets ring.DefaultSpin; 0 never spins. epoll ignores it.
+	Spin time.Duration
 	// HandOff makes the loop report each accepted connection as an Accepted
 	// event carrying its descriptor instead of opening it, so the owner can
 	// place it on any loop with Adopt. Descriptor exhaustion pauses
@@ -175,6 +181,7 @@ func DefaultConfig() Config {
 		NoDelay:     true,
 		Backlog:     4096,
 		AcceptRetry: 100 * time.Millisecond,
+		Spin:        ring.DefaultSpin,
 	}
 }
 

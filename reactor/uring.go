@@ -85,6 +85,7 @@ func newUring(addr string, cfg Config) (_ *eventLoop, err error) {
 	if err != nil {
 		return nil, &setupError{err}
 	}
+	u.ring.SetSpin(cfg.Spin)
 	u.initHandOff()
 	u.bufs, err = u.ring.NewBufferRing(bufferGroup, cfg.Buffers, cfg.BufferSize)
 	if err != nil {

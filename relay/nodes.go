@@ -184,7 +184,7 @@ func (s *Server) pollNodes() {
 		r.ring()
 	}
 	if r.in.Pending() {
-		s.loop.Wake() // more came in than one pass delivers: no sleeping
+		s.again = true // more came in than one pass delivers: no waiting
 	}
 	if s.now.Sub(r.trimmed) >= nodeTrimEvery {
 		// The outbox's ring (this loop is its producer) goes back once it

@@ -30,6 +30,7 @@ type Server struct {
 
 	stop     atomic.Bool // set by Shutdown from any goroutine
 	draining bool
+	again    bool // work is left that the next pass must do at once: Poll does not wait
 	deadline time.Time
 	now      time.Time // time of the current batch
 	start    time.Time // when Run began; clock counts from here
@@ -109,6 +110,9 @@ func (s *Server) Run() error {
 	events := make([]reactor.Event, 1024)
 	for {
 		timeout := s.timeout()
+		if s.again {
+			timeout, s.again = 0, false
+		}
 		slept := false
 		if s.x != nil && timeout != 0 {
 			// Tell the other loops this one is about to block, so that

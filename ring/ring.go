@@ -67,6 +67,7 @@ func New(entries uint32) (*Ring, error) {
 		if err == nil {
 			ring := &Ring{r: r, mode: m.name, features: pp.features}
 			ring.f.init(r, m.flags&setupTaskrunFlag != 0)
+			ring.spinner.max = DefaultSpin
 			return ring, nil
 		}
 		if firstErr == nil {

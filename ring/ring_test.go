@@ -294,3 +294,38 @@ func TestSpinPath(t *testing.T) {
 		}
 	}
 }
+
+// TestSpinOff: with SetSpin(0) a wait never spins, whatever its score:
+// spin hands nothing over and reports nothing ready, so the caller blocks
+// in the kernel, and a read completes through that blocking wait.
+func TestSpinOff(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r, err := New(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.spinner.max != DefaultSpin {
+		t.Fatalf("a new ring spins up to %v, want DefaultSpin (%v)", r.spinner.max, DefaultSpin)
+	}
+	r.SetSpin(0)
+	fd, peer := tcpPair(t)
+	defer unix.Close(fd)
+	r.spinner.score = spinCap
+	pending := uint32(1)
+	if r.spin(&pending, time.Second) || pending != 1 || r.spinner.score != spinCap {
+		t.Fatalf("spin with SetSpin(0): pending %d, score %d; want no spin at all", pending, r.spinner.score)
+	}
+	buf := make([]byte, 4)
+	if err := r.Read(fd, buf, Pack(6, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		peer.Write([]byte("late"))
+	}()
+	if c := waitOne(t, r); c.UserData != Pack(6, 1, 1) || c.Res != 4 || string(buf) != "late" {
+		t.Fatalf("read: completion %#x res %d data %q", uint64(c.UserData), c.Res, buf)
+	}
+}

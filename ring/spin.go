@@ -13,9 +13,10 @@ import (
 // so it adapts: each completion caught while spinning raises a score, each
 // spin that runs out lowers it steeply, and at zero the loop stops
 // spinning and only probes once every spinProbe blocking waits. An idle
-// loop therefore spins at most spinMax once every spinProbe waits.
+// loop therefore spins at most that maximum once every spinProbe waits.
 const (
-	spinMax   = 50 * time.Microsecond
+	// DefaultSpin is how long a wait may spin by default (SetSpin).
+	DefaultSpin = 50 * time.Microsecond
 	spinHit   = 1  // score added when a spin catches a completion
 	spinMiss  = 8  // score taken when a spin runs out
 	spinCap   = 16 // highest score
@@ -24,19 +25,30 @@ const (
 )
 
 type spinner struct {
-	score  int // spin while > 0
-	waits  int // blocking waits since spinning stopped
-	reaped int // completions reaped since the last wait
+	max    time.Duration // longest spin; 0: never spin
+	score  int           // spin while > 0
+	waits  int           // blocking waits since spinning stopped
+	reaped int           // completions reaped since the last wait
 }
 
+// SetSpin sets how long a wait may watch the completion queue before it
+// blocks (DefaultSpin unless set; 0 never spins). Spinning answers sooner
+// when the next completion is a few microseconds away, and burns that
+// time when it is not: a server that is rarely idle for long, or whose
+// CPU is shared, may prefer 0.
+func (r *Ring) SetSpin(d time.Duration) { r.spinner.max = max(d, 0) }
+
 // spin hands over what is queued and watches the completion queue for up
-// to spinMax (never longer than timeout, when there is one). It reports
+// to its maximum (never longer than timeout, when there is one). It reports
 // whether completions are ready, in which case the caller must not block.
 // submit is updated to what the kernel has not taken yet.
 func (r *Ring) spin(submit *uint32, timeout time.Duration) bool {
 	s := &r.spinner
 	batch := s.reaped
 	s.reaped = 0
+	if s.max == 0 {
+		return false
+	}
 	if batch > spinBatch {
 		// A loop that finds many completions per wait is bound by its
 		// throughput, not by wake-up latency: spinning would only burn
@@ -55,7 +67,7 @@ func (r *Ring) spin(submit *uint32, timeout time.Duration) bool {
 			*submit -= uint32(n)
 		}
 	}
-	limit := spinMax
+	limit := s.max
 	if timeout > 0 {
 		limit = min(limit, timeout)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/bytesize"
@@ -90,6 +91,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"ring-entries", value(uint32Flag{&c.Reactor.RingEntries}), "io_uring submission queue `entries` (power of two); the completion queue gets 4x"},
 			{"buffers", bind(fs.IntVar, &c.Reactor.Buffers), "`count` of receive buffers shared by all connections (power of two, at most 32768)"},
 			{"buffer-size", value(sizeFlag{&c.Reactor.BufferSize, true}), "size of one receive buffer in `bytes` (KiB, MiB or GiB suffixes); auto is 4KiB on io_uring, 16KiB on epoll"},
+			{"spin", bind(fs.DurationVar, &c.Reactor.Spin), "how long an io_uring wait may watch for completions before it blocks (adaptive): lower latency at light load for CPU spent spinning; 0 never spins"},
 		}},
 		{"Limits", []flagDef{
 			{"max-frame", value(sizeFlag{p: &c.Relay.MaxFrame}), "longest payload in `bytes`, not counting the 4-byte header and the NUL; a longer frame closes its sender"},
@@ -192,6 +194,9 @@ func (c *Config) Validate() error {
 	}
 	if r.BufferSize != 0 && (r.BufferSize < 64 || r.BufferSize > 16<<20) {
 		return fmt.Errorf("-buffer-size %d: must be auto or between 64 B and 16 MiB", r.BufferSize)
+	}
+	if r.Spin < 0 || r.Spin > 10*time.Millisecond {
+		return fmt.Errorf("-spin %v: must be between 0 (never spin) and 10ms", r.Spin)
 	}
 	if c.Relay.MaxQueue < c.Relay.MaxFrame+1 {
 		return fmt.Errorf("-max-queue %d is smaller than one frame (-max-frame %d + 1): a full-size frame could never be queued", c.Relay.MaxQueue, c.Relay.MaxFrame)

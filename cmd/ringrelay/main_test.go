@@ -217,6 +217,7 @@ func TestHelp(t *testing.T) {
 		"ring-entries":     {"io_uring tuning", "4096"},
 		"buffers":          {"io_uring tuning", "1024"},
 		"buffer-size":      {"io_uring tuning", "auto"},
+		"spin":             {"io_uring tuning", "50µs"},
 		"max-frame":        {"Limits", "1MiB"},
 		"max-queue":        {"Limits", "4MiB"},
 		"slow-consumer":    {"Limits", "backpressure"},
