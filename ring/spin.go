@@ -17,11 +17,11 @@ import (
 const (
 	// DefaultSpin is how long a wait may spin by default (SetSpin).
 	DefaultSpin = 50 * time.Microsecond
-	spinHit   = 1  // score added when a spin catches a completion
-	spinMiss  = 8  // score taken when a spin runs out
-	spinCap   = 16 // highest score
-	spinProbe = 64 // blocking waits between probes while not spinning
-	spinBatch = 4  // spin only after a batch of at most this many completions
+	spinHit     = 1  // score added when a spin catches a completion
+	spinMiss    = 8  // score taken when a spin runs out
+	spinCap     = 16 // highest score
+	spinProbe   = 64 // blocking waits between probes while not spinning
+	spinBatch   = 4  // spin only after a batch of at most this many completions
 )
 
 type spinner struct {
