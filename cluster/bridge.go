@@ -108,6 +108,8 @@ type Bridge struct {
 	inClosed  bool
 	lim       Limits
 	inFrom    *peer
+	inFrames  uint64 // frames and bytes of the batch being delivered, added to inFrom once
+	inBytes   uint64
 	inTouched []bool
 	inBlocked []bool
 	inList    []int

@@ -97,8 +97,6 @@ func (c *Conn) ResumeRead() {
 	}
 }
 
-// ReadPaused reports whether the owner has paused reading.
-func (c *Conn) ReadPaused() bool { return c.flags&flagWantPause != 0 }
 
 // NotifyDrained arms a one-shot Drained event for when Pending falls to mark
 // bytes or fewer. Arming it again moves the mark.
