@@ -97,7 +97,6 @@ func (c *Conn) ResumeRead() {
 	}
 }
 
-
 // NotifyDrained arms a one-shot Drained event for when Pending falls to mark
 // bytes or fewer. Arming it again moves the mark.
 func (c *Conn) NotifyDrained(mark int) {
