@@ -652,7 +652,11 @@ func TestLimitWriteTimeout(t *testing.T) {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
 				const (
-					writeTimeout = 300 * time.Millisecond
+					// A second, twenty times the reader's pace: at 300 ms the
+					// slow reader was closed once in a few runs, on a quiet
+					// machine too (TCP can hold a loopback sender back for a
+					// 200 ms persist probe even while the reader keeps up).
+					writeTimeout = time.Second
 					watch        = 5 * writeTimeout
 					chunk        = 64 << 10 // what the slow reader takes each time
 					pace         = 50 * time.Millisecond
