@@ -103,6 +103,9 @@ func (l *eventLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 	if l.isClosed {
 		return 0, ErrLoopClosed
 	}
+	if len(events) < 2 {
+		return 0, ErrShortEvents
+	}
 	l.doorbellSeen = false
 	l.io.giveBack()
 	l.reuseSlots()

@@ -76,6 +76,7 @@ type loopOwner struct {
 	addr  string        // the listener's, for clients ("" without one)
 	echo  bool          // send every Received chunk back
 	wait  time.Duration // Poll timeout
+	batch int           // events per Poll (default 64)
 	notes chan ownerNote
 
 	mu   sync.Mutex
@@ -97,7 +98,14 @@ func startOwner(t *testing.T, open func() (Loop, error), echo bool) *loopOwner {
 // blocks until something happens).
 func startOwnerWait(t *testing.T, open func() (Loop, error), echo bool, wait time.Duration) *loopOwner {
 	t.Helper()
-	o := &loopOwner{t: t, echo: echo, wait: wait, notes: make(chan ownerNote, 1<<16), done: make(chan struct{})}
+	return startOwnerBatch(t, open, echo, wait, 64)
+}
+
+// startOwnerBatch is startOwnerWait with the length of the owner's event
+// slice.
+func startOwnerBatch(t *testing.T, open func() (Loop, error), echo bool, wait time.Duration, batch int) *loopOwner {
+	t.Helper()
+	o := &loopOwner{t: t, echo: echo, wait: wait, batch: batch, notes: make(chan ownerNote, 1<<16), done: make(chan struct{})}
 	started := make(chan error, 1)
 	go o.run(open, started)
 	if err := <-started; err != nil {
@@ -130,7 +138,7 @@ func (o *loopOwner) run(open func() (Loop, error), started chan<- error) {
 	started <- nil
 	defer l.Close()
 
-	events := make([]Event, 64)
+	events := make([]Event, o.batch)
 	conns := make(map[int]*Conn)
 	for !o.stop.Load() {
 		n, err := l.Poll(events, o.wait)
@@ -325,17 +333,25 @@ func echoRoundTripErr(c net.Conn, msg []byte) error {
 func TestEcho(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		for _, tc := range []struct {
-			name string
-			cfg  Config
+			name  string
+			cfg   Config
+			batch int // events per Poll
 		}{
-			{"default buffers", Config{}},
+			{"default buffers", Config{}, 64},
 			// Two 1 KiB receive buffers (the epoll arena, the io_uring buffer
 			// ring): most Polls run out of them, and the rest of the data
 			// must come on later Polls, in order.
-			{"tiny buffers", Config{Buffers: 2, BufferSize: 1024}},
+			{"tiny buffers", Config{Buffers: 2, BufferSize: 1024}, 64},
+			// Sixteen 1 KiB buffers: on io_uring with recv bundles, reads of
+			// up to four buffers that often wrap from the last buffer to the
+			// first, which takes two Received events, also when Poll has
+			// room for no more than two.
+			{"small ring", Config{Buffers: 16, BufferSize: 1024}, 64},
+			{"small ring, two events per Poll", Config{Buffers: 16, BufferSize: 1024}, 2},
+			{"small ring without bundles", Config{Buffers: 16, BufferSize: 1024, NoRecvBundle: true}, 64},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				o := startLoopOwner(t, b, tc.cfg, true)
+				o := startOwnerBatch(t, func() (Loop, error) { return openLoop(b, tc.cfg) }, true, time.Second, tc.batch)
 				c1, _ := o.dial()
 				c2, _ := o.dial()
 				echoRoundTrip(t, c1, []byte("hello"))
@@ -355,6 +371,25 @@ func TestEcho(t *testing.T) {
 				}
 				wg.Wait()
 			})
+		}
+	})
+}
+
+// Poll refuses a slice with room for one event: one receive may need two.
+func TestPollNeedsTwoEvents(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		l, err := openLoop(b, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		if _, err := l.Poll(make([]Event, 1), 0); !errors.Is(err, ErrShortEvents) {
+			t.Fatalf("Poll with one event: %v, want ErrShortEvents", err)
+		}
+		if _, err := l.Poll(make([]Event, 2), 0); err != nil {
+			t.Fatalf("Poll with two events: %v", err)
 		}
 	})
 }

@@ -41,7 +41,6 @@ type uringEngine struct {
 	ring  *ring.Ring
 	bufs  *ring.BufferRing
 	cqes  []ring.Completion
-	lent  []uint16    // buffers handed out in Received events, given back next Poll
 	vecs  []*sendVec  // free sendmsg vectors
 	slots []uringSlot // per connection slot, as eventLoop.conns
 
@@ -87,12 +86,11 @@ func newUring(addr string, cfg Config) (_ *eventLoop, err error) {
 	}
 	u.ring.SetSpin(cfg.Spin)
 	u.initHandOff()
-	u.bufs, err = u.ring.NewBufferRing(bufferGroup, cfg.Buffers, cfg.BufferSize)
+	u.bufs, err = u.ring.NewBufferRing(bufferGroup, cfg.Buffers, cfg.BufferSize, !cfg.NoRecvBundle)
 	if err != nil {
 		return nil, &setupError{err}
 	}
 	u.cqes = make([]ring.Completion, 4*cfg.RingEntries)
-	u.lent = make([]uint16, 0, cfg.Buffers)
 	if l.waker, err = newWaker(); err != nil {
 		return nil, err
 	}
@@ -108,8 +106,12 @@ func newUring(addr string, cfg Config) (_ *eventLoop, err error) {
 func (u *uringEngine) backend() Backend { return Uring }
 
 func (u *uringEngine) features() string {
-	return fmt.Sprintf("io_uring %s, multishot accept, multishot recv, buffer ring %dx%s, sq %d cq %d",
-		u.ring.Mode(), u.cfg.Buffers, bytesize.Format(int64(u.cfg.BufferSize)), u.cfg.RingEntries, 4*u.cfg.RingEntries)
+	recv := "multishot recv"
+	if u.bufs.Bundling() {
+		recv += " with bundles"
+	}
+	return fmt.Sprintf("io_uring %s, multishot accept, %s, buffer ring %dx%s, sq %d cq %d",
+		u.ring.Mode(), recv, u.cfg.Buffers, bytesize.Format(int64(u.cfg.BufferSize)), u.cfg.RingEntries, 4*u.cfg.RingEntries)
 }
 
 // submitErr keeps the first submission failure; Poll reports it.
@@ -121,13 +123,7 @@ func (u *uringEngine) submitErr(err error) {
 
 // giveBack returns the buffers of the previous Poll's Received events to
 // the buffer ring, in one store.
-func (u *uringEngine) giveBack() {
-	for _, id := range u.lent {
-		u.bufs.Recycle(id)
-	}
-	u.lent = u.lent[:0]
-	u.bufs.Publish()
-}
+func (u *uringEngine) giveBack() { u.bufs.GiveBack() }
 
 func (u *uringEngine) startSend(c *Conn) {
 	if s := &u.slots[c.slot]; !s.sendArmed {
@@ -253,61 +249,84 @@ func (u *uringEngine) wait(timeout time.Duration, _ int) error {
 }
 
 // complete reaps completions while the caller's slice has room, and hands
-// each to the handler of its operation.
+// each to the handler of its operation. A completion may need two events
+// (a recv whose bytes wrap around the buffer ring), so each round reaps
+// no more completions than half the room left: a slice with room for one
+// event gets none (Poll's slice holds at least two, so the next has room).
 func (u *uringEngine) complete(events []Event, n int) (int, int) {
 	reaped := 0
-	for n < len(events) {
-		k := u.ring.Reap(u.cqes[:min(len(events)-n, len(u.cqes))])
+	for len(events)-n >= 2 {
+		k := u.ring.Reap(u.cqes[:min((len(events)-n)/2, len(u.cqes))])
 		if k == 0 {
 			break
 		}
 		reaped += k
 		for i := range u.cqes[:k] {
-			if u.dispatch(&u.cqes[i], &events[n]) {
-				n++
-			}
+			n += u.dispatch(&u.cqes[i], events[n:])
 		}
 	}
 	return n, reaped
 }
 
 // dispatch hands one completion to its handler. A handler writes at most
-// one event into ev and reports whether it did.
-func (u *uringEngine) dispatch(cqe *ring.Completion, ev *Event) bool {
+// two events at the start of evs (only onRecv writes two) and returns how
+// many.
+func (u *uringEngine) dispatch(cqe *ring.Completion, evs []Event) int {
 	ud := cqe.UserData
 	switch ud.Op() {
 	case opAccept:
-		return u.onAccept(cqe, ev)
+		return one(u.onAccept(cqe, &evs[0]))
 	case opWake:
-		return u.onWake(ev)
+		return one(u.onWake(&evs[0]))
 	case opDoorbell:
-		return u.onDoorbell(ev)
+		return one(u.onDoorbell(&evs[0]))
 	case opRing:
 		u.onRingFailed(cqe)
-		return false
+		return 0
 	case opCancel:
-		return false // the cancelled operation completes on its own
+		return 0 // the cancelled operation completes on its own
 	}
 	c := u.lookup(ud.Slot(), ud.Gen())
 	if c == nil {
 		// A completion for a recycled slot cannot happen while slots are
 		// released only after their last completion; drop it defensively,
-		// but never leak the buffer it carries.
-		if id, ok := cqe.Buffer(); ok {
-			u.lent = append(u.lent, id)
-		}
-		return false
+		// but take the buffers it carries, or the ring falls out of step.
+		u.takeBuffers(cqe)
+		return 0
 	}
 	s := &u.slots[c.slot]
 	switch ud.Op() {
 	case opRecv:
-		return u.onRecv(c, s, cqe, ev)
+		return u.onRecv(c, s, cqe, evs)
 	case opSend:
 		u.onSend(c, s, cqe)
 	case opClose:
 		u.onClose(c, s)
 	}
-	return false
+	return 0
+}
+
+func one(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// takeBuffers accounts for the receive buffers cqe filled and returns
+// their bytes (see ring.BufferRing.Take). The ring falling out of step is
+// a bug that would hand out the wrong bytes; it stops the loop instead.
+func (u *uringEngine) takeBuffers(cqe *ring.Completion) (first, second []byte) {
+	id, ok := cqe.Buffer()
+	if !ok {
+		return nil, nil
+	}
+	first, second, err := u.bufs.Take(id, max(int(cqe.Res), 0))
+	if err != nil {
+		u.submitErr(err)
+		return nil, nil
+	}
+	return first, second
 }
 
 // onAccept: a new connection, or an accept error. Without F_MORE the
@@ -353,22 +372,25 @@ func (u *uringEngine) onWake(ev *Event) bool {
 }
 
 // onRecv: one result of c's multishot recv.
-func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, ev *Event) bool {
+func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, evs []Event) int {
 	if !cqe.More() {
 		// The multishot recv is over.
 		s.recvArmed, s.recvCancelled = false, false
 		s.inflight--
 	}
-	delivered := false
+	delivered := 0
+	first, second := u.takeBuffers(cqe)
 	switch res := cqe.Res; {
 	case res > 0:
-		// Data, in a buffer from the ring: lent to the owner until the next
-		// Poll. None is delivered once the owner asked to close.
-		if id, ok := cqe.Buffer(); ok {
-			u.lent = append(u.lent, id)
-			if c.flags&(flagOpen|flagWantClose) == flagOpen {
-				*ev = Event{Kind: Received, Conn: c, Data: u.bufs.Bytes(id, int(res))}
-				delivered = true
+		// Data, in buffers from the ring: lent to the owner until the next
+		// Poll, in one event, or two when they wrap around the ring. None
+		// is delivered once the owner asked to close.
+		if len(first) > 0 && c.flags&(flagOpen|flagWantClose) == flagOpen {
+			evs[0] = Event{Kind: Received, Conn: c, Data: first}
+			delivered = 1
+			if len(second) > 0 {
+				evs[1] = Event{Kind: Received, Conn: c, Data: second}
+				delivered = 2
 			}
 		}
 	case res == 0:

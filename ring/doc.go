@@ -8,11 +8,13 @@
 //     queue four times the submission queue;
 //   - the probe that says whether io_uring can be used here and, when it
 //     cannot, why (a typed *UnavailableError the backend selection reports);
-//   - the provided buffer ring: one allocation, registered once, buffers
-//     recycled by id;
+//   - the provided buffer ring: one allocation, registered once, its
+//     entries written here (giouring's helper breaks past 4096 entries),
+//     buffers taken and given back in ring order, so that the buffers of
+//     one recv bundle lie next to each other in memory (bufring.go);
 //   - submission helpers (multishot accept, multishot recv with buffer
-//     select, send, read, close, cancel) that flush the submission queue
-//     when it is full instead of failing;
+//     select and, from Linux 6.10, bundles; send, read, close, cancel)
+//     that flush the submission queue when it is full instead of failing;
 //   - the hot path without giouring (fast.go): completions read straight
 //     from the ring into a caller-owned slice, io_uring_enter through a
 //     registered ring descriptor, non-blocking enters without the

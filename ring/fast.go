@@ -80,6 +80,9 @@ const (
 	setupTaskrunFlag = 1 << 9
 
 	registerRingFds = 20
+
+	featRecvSendBundle = 1 << 14 // IORING_FEAT_RECVSEND_BUNDLE
+	recvsendBundle     = 1 << 4  // IORING_RECVSEND_BUNDLE, in sqe.ioprio
 )
 
 // cqe is one completion queue entry as the kernel lays it out.

@@ -27,6 +27,7 @@ type Report struct {
 	MultishotAccept bool // IORING_ACCEPT_MULTISHOT (5.19)
 	MultishotRecv   bool // IORING_RECV_MULTISHOT (6.0)
 	BufferRing      bool // IORING_REGISTER_PBUF_RING (5.19)
+	RecvBundle      bool // IORING_FEAT_RECVSEND_BUNDLE (6.10)
 	SendZC          bool // IORING_OP_SEND_ZC (6.0)
 	MsgRing         bool // IORING_OP_MSG_RING (5.18)
 	OpsMissing      []string
@@ -134,6 +135,7 @@ func Probe() *Report {
 	defer r.Close()
 	rep.SingleIssuer = strings.Contains(r.mode, "single-issuer")
 	rep.DeferTaskrun = strings.Contains(r.mode, "defer-taskrun")
+	rep.RecvBundle = r.Bundles()
 
 	p, err := r.r.GetProbeRing()
 	if err != nil {
@@ -163,7 +165,7 @@ func Probe() *Report {
 	atLeast := func(maj, min int) bool { return rep.Major > maj || rep.Major == maj && rep.Minor >= min }
 	rep.MultishotAccept = atLeast(5, 19)
 	rep.MultishotRecv = atLeast(6, 0)
-	if br, err := r.NewBufferRing(0, 1, 64); err == nil {
+	if br, err := r.NewBufferRing(0, 1, 64, false); err == nil {
 		rep.BufferRing = true
 		br.Close()
 	}

@@ -82,6 +82,10 @@ func New(entries uint32) (*Ring, error) {
 	return nil, fmt.Errorf("io_uring_setup: %w", firstErr)
 }
 
+// Bundles reports whether the kernel fills several provided buffers in one
+// recv (IORING_FEAT_RECVSEND_BUNDLE, Linux 6.10).
+func (r *Ring) Bundles() bool { return r.features&featRecvSendBundle != 0 }
+
 // Mode names the task-running mode the ring was set up with.
 func (r *Ring) Mode() string { return r.mode }
 
@@ -140,13 +144,17 @@ func (r *Ring) Accept(fd int, ud UserData) error {
 }
 
 // Recv queues a multishot receive on fd that picks its buffers from the
-// provided buffer ring br.
+// provided buffer ring br: one buffer per completion, or with bundles as
+// many as the data waiting needs, up to br's bundle limit.
 func (r *Ring) Recv(fd int, br *BufferRing, ud UserData) error {
 	e, err := r.sqe()
 	if err != nil {
 		return err
 	}
-	e.PrepareRecvMultishot(fd, 0, 0, 0)
+	e.PrepareRecvMultishot(fd, 0, br.bundle, 0)
+	if br.bundle > 0 {
+		e.IoPrio |= recvsendBundle
+	}
 	e.Flags |= giouring.SqeBufferSelect
 	e.BufIG = br.group
 	e.UserData = uint64(ud)
@@ -269,7 +277,8 @@ type Completion struct {
 // completion (IORING_CQE_F_MORE).
 func (c *Completion) More() bool { return c.Flags&giouring.CQEFMore != 0 }
 
-// Buffer returns the provided-buffer id this completion consumed, if any.
+// Buffer returns the provided-buffer id this completion consumed, if any:
+// with a bundle, the first of the buffers it filled (BufferRing.Take).
 func (c *Completion) Buffer() (uint16, bool) {
 	if c.Flags&giouring.CQEFBuffer == 0 {
 		return 0, false

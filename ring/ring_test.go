@@ -43,6 +43,24 @@ func tcpPair(t *testing.T) (int, net.Conn) {
 	return fd, peer
 }
 
+// lockedRing locks the test's goroutine to its thread, as a Ring's user
+// must be, and returns a ring of entries slots that is closed (and the
+// thread unlocked) when the test ends.
+func lockedRing(t *testing.T, entries uint32) *Ring {
+	t.Helper()
+	runtime.LockOSThread()
+	r, err := New(entries)
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("New(%d): %v", entries, err)
+	}
+	t.Cleanup(func() {
+		r.Close()
+		runtime.UnlockOSThread()
+	})
+	return r
+}
+
 // waitOne submits and reaps until one completion arrives or time is up.
 func waitOne(t *testing.T, r *Ring) Completion {
 	t.Helper()
@@ -64,14 +82,8 @@ func waitOne(t *testing.T, r *Ring) Completion {
 // fills provided buffers, a send goes out, a close SQE releases the
 // descriptor, and every completion carries back the user_data it was given.
 func TestRecvSendClose(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r, err := New(64)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	defer r.Close()
-	br, err := r.NewBufferRing(3, 4, 256)
+	r := lockedRing(t, 64)
+	br, err := r.NewBufferRing(3, 4, 256, false)
 	if err != nil {
 		t.Fatalf("NewBufferRing: %v", err)
 	}
@@ -97,11 +109,11 @@ func TestRecvSendClose(t *testing.T) {
 		if !ok || c.Res != 100 || !c.More() {
 			t.Fatalf("recv %d: res %d buffer %v more %v", i, c.Res, ok, c.More())
 		}
-		if got := br.Bytes(id, int(c.Res)); !bytes.Equal(got, msg) {
-			t.Fatalf("recv %d: buffer holds %q", i, got)
+		got, rest, err := br.Take(id, int(c.Res))
+		if err != nil || rest != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("recv %d: buffer %d holds %q then %q (%v)", i, id, got, rest, err)
 		}
-		br.Recycle(id)
-		br.Publish()
+		br.GiveBack()
 	}
 
 	out := []byte("through the ring")
@@ -144,13 +156,7 @@ func TestRecvSendClose(t *testing.T) {
 // slot last used by a send (whose msg flags the helper leaves behind) must
 // still succeed.
 func TestSQEReuseIsClean(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r, err := New(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := lockedRing(t, 8)
 	// Three entries per round against an 8-slot queue: every slot is
 	// used by sends and by closes in turn.
 	for i := range 16 {
@@ -178,13 +184,7 @@ func TestSQEReuseIsClean(t *testing.T) {
 // a poll-only loop would never see its data. It also checks that many
 // completions, more than one Reap takes, come out in order and whole.
 func TestNonBlockingSubmitSeesDeferredWork(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r, err := New(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := lockedRing(t, 8)
 	fd, peer := tcpPair(t)
 	defer unix.Close(fd)
 
@@ -251,13 +251,7 @@ func TestNonBlockingSubmitSeesDeferredWork(t *testing.T) {
 // and completions that show up while spinning, directly or as deferred
 // task work, must be reaped whole.
 func TestSpinPath(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r, err := New(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := lockedRing(t, 8)
 	fd, peer := tcpPair(t)
 	defer unix.Close(fd)
 
@@ -299,13 +293,7 @@ func TestSpinPath(t *testing.T) {
 // spin hands nothing over and reports nothing ready, so the caller blocks
 // in the kernel, and a read completes through that blocking wait.
 func TestSpinOff(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r, err := New(8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := lockedRing(t, 8)
 	if r.spinner.max != DefaultSpin {
 		t.Fatalf("a new ring spins up to %v, want DefaultSpin (%v)", r.spinner.max, DefaultSpin)
 	}

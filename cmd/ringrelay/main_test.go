@@ -82,6 +82,7 @@ func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
 		{"zero max-frame", []string{"-max-frame=0"}, []string{"max-frame"}, "0"},
 		{"buffers not a power of two", []string{"-buffers=1000"}, []string{"buffers"}, "1000"},
 		{"ring-entries too small", []string{"-ring-entries=3"}, []string{"ring-entries"}, "3"},
+		{"recv-bundle not a boolean", []string{"-recv-bundle=sometimes"}, []string{"recv-bundle"}, "sometimes"},
 		{"unknown policy", []string{"-slow-consumer=maybe"}, []string{"slow-consumer"}, "maybe"},
 		{"negative write-timeout", []string{"-write-timeout=-1s"}, []string{"write-timeout"}, "-1s"},
 		{"unknown log level", []string{"-log-level=verbose"}, []string{"log-level"}, "verbose"},
@@ -135,7 +136,7 @@ func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
 func TestGoodValuesParse(t *testing.T) {
 	args := []string{
 		"-listen=127.0.0.1:0", "-backend=epoll", "-buffers=512", "-ring-entries=8",
-		"-buffer-size=4KiB", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
+		"-buffer-size=4KiB", "-recv-bundle=false", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
 		"-write-timeout=1s", "-log-level=debug", "-log-format=json", "-loops=2", "-cpus=0",
 		"-cluster=nats://127.0.0.1:4222,nats://127.0.0.1:4223", "-node=3", "-node-bits=2", "-cluster-name=rr.test",
 	}
@@ -146,6 +147,7 @@ func TestGoodValuesParse(t *testing.T) {
 	want := defaultConfig()
 	want.Listen, want.LogLevel, want.LogFormat = "127.0.0.1:0", slog.LevelDebug, "json"
 	want.Reactor.Backend, want.Reactor.Buffers, want.Reactor.RingEntries, want.Reactor.BufferSize = "epoll", 512, 8, 4096
+	want.Reactor.NoRecvBundle = true
 	want.Relay.MaxFrame, want.Relay.MaxQueue, want.Relay.SlowConsumer = 65536, 131072, "drop"
 	want.Relay.WriteTimeout = time.Second
 	want.Loops, want.CPUs = "2", "0"
@@ -217,6 +219,7 @@ func TestHelp(t *testing.T) {
 		"ring-entries":     {"io_uring tuning", "4096"},
 		"buffers":          {"io_uring tuning", "1024"},
 		"buffer-size":      {"io_uring tuning", "auto"},
+		"recv-bundle":      {"io_uring tuning", "true"},
 		"spin":             {"io_uring tuning", "50µs"},
 		"max-frame":        {"Limits", "1MiB"},
 		"max-queue":        {"Limits", "4MiB"},
