@@ -168,7 +168,8 @@ type Config struct {
 	// (default 100ms).
 	AcceptRetry time.Duration
 	// Spin is how long an io_uring wait may watch the completion queue
-	// before it blocks in the kernel (adaptively: see ring.SetSpin).
+	// before it blocks in the kernel (adaptively: see ring.SetSpin; held
+	// off while many connections are active, see uringEngine.wait).
 	// DefaultConfig sets ring.DefaultSpin; 0 never spins. epoll ignores it.
 	Spin time.Duration
 	// HandOff makes the loop report each accepted connection as an Accepted

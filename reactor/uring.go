@@ -48,6 +48,12 @@ type uringEngine struct {
 	ho      uringHandOff // adopting and doorbells (uring_handoff.go)
 
 	lastYield time.Time // see wait
+
+	// Connections that received data in the current and the last window
+	// of activeWindow (see wait).
+	window      uint32
+	windowStart time.Time
+	activeNow   int
 }
 
 // yieldEvery is how often the loop goroutine passes through the Go
@@ -57,6 +63,7 @@ const yieldEvery = 5 * time.Millisecond
 // uringSlot is what the kernel holds of one connection.
 type uringSlot struct {
 	inflight      int32    // operations submitted and not yet completed for good
+	window        uint32   // the last activity window in which it received data
 	recvArmed     bool     // multishot recv in flight
 	recvCancelled bool     // its cancel is submitted (the owner paused reading)
 	sendArmed     bool     // send in flight
@@ -229,6 +236,19 @@ func (u *uringEngine) armWake() {
 	u.submitErr(u.ring.Read(u.waker.fd, u.wakeBuf, ring.Pack(opWake, 0, 0)))
 }
 
+// Spinning before a wait (ring.SetSpin) pays when one client's next
+// message is a few microseconds away and a wake-up from a blocking wait
+// would cost more than watching the queue: few clients, each waiting on
+// its round trip. With many clients active, each wake-up serves several of
+// them and the spin only turns idle time into CPU time (at 100 and 1,000
+// connections, 12-15% more CPU per frame for the same frames per second).
+// So the loop counts the connections that received data in each window of
+// activeWindow and holds the spin off while more than spinClients did.
+const (
+	activeWindow = time.Millisecond
+	spinClients  = 16
+)
+
 // wait submits and waits in one io_uring_enter.
 //
 // Every yieldEvery it first yields to the Go scheduler. The loop goroutine
@@ -241,7 +261,13 @@ func (u *uringEngine) armWake() {
 // futex calls; it cut the server's CPU per frame at one pair, window 1,
 // from 21.9 to 15.9 µs (C: 15.1).
 func (u *uringEngine) wait(timeout time.Duration, _ int) error {
-	if now := time.Now(); now.Sub(u.lastYield) > yieldEvery {
+	now := time.Now()
+	if now.Sub(u.windowStart) >= activeWindow {
+		u.ring.HoldSpin(u.activeNow > spinClients)
+		u.window++
+		u.windowStart, u.activeNow = now, 0
+	}
+	if now.Sub(u.lastYield) > yieldEvery {
 		u.lastYield = now
 		runtime.Gosched()
 	}
@@ -385,6 +411,10 @@ func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, evs []
 		// Data, in buffers from the ring: lent to the owner until the next
 		// Poll, in one event, or two when they wrap around the ring. None
 		// is delivered once the owner asked to close.
+		if s.window != u.window {
+			s.window = u.window
+			u.activeNow++
+		}
 		if len(first) > 0 && c.flags&(flagOpen|flagWantClose) == flagOpen {
 			evs[0] = Event{Kind: Received, Conn: c, Data: first}
 			delivered = 1

@@ -26,6 +26,7 @@ const (
 
 type spinner struct {
 	max    time.Duration // longest spin; 0: never spin
+	held   bool          // the owner holds spinning off for now (HoldSpin)
 	score  int           // spin while > 0
 	waits  int           // blocking waits since spinning stopped
 	reaped int           // completions reaped since the last wait
@@ -38,6 +39,11 @@ type spinner struct {
 // CPU is shared, may prefer 0.
 func (r *Ring) SetSpin(d time.Duration) { r.spinner.max = max(d, 0) }
 
+// HoldSpin stops spinning while on is true (waits block at once) and lets
+// it resume when on is false. The owner knows what the ring does not: the
+// reactor holds it off while many connections are active (see its wait).
+func (r *Ring) HoldSpin(on bool) { r.spinner.held = on }
+
 // spin hands over what is queued and watches the completion queue for up
 // to its maximum (never longer than timeout, when there is one). It reports
 // whether completions are ready, in which case the caller must not block.
@@ -46,7 +52,7 @@ func (r *Ring) spin(submit *uint32, timeout time.Duration) bool {
 	s := &r.spinner
 	batch := s.reaped
 	s.reaped = 0
-	if s.max == 0 {
+	if s.max == 0 || s.held {
 		return false
 	}
 	if batch > spinBatch {
