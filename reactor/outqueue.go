@@ -73,7 +73,8 @@ func (p *chunkPool) put(c *chunk) {
 // outQueue is a FIFO of bytes in chunks.
 type outQueue struct {
 	head, tail *chunk
-	n          int // bytes queued and not yet consumed
+	n          int  // bytes queued and not yet consumed
+	pinned     bool // the kernel may be reading the chunks (an io_uring send is in flight)
 }
 
 // push copies b to the end of the queue.
@@ -81,6 +82,16 @@ func (q *outQueue) push(b []byte, p *chunkPool) {
 	q.n += len(b)
 	for len(b) > 0 {
 		t := q.tail
+		if t != nil && t == q.head && len(t.buf) == smallChunkSize && t.w+len(b) > smallChunkSize && !q.pinned {
+			// A queue that started small outgrows its small chunk before
+			// anything of it is in flight: move what it holds into a large
+			// chunk, so that the send that follows is one buffer (send)
+			// rather than two (sendmsg, which costs the kernel more).
+			c := p.get(chunkSize)
+			c.w = copy(c.buf, t.buf[t.r:t.w])
+			p.put(t)
+			q.head, q.tail, t = c, c, c
+		}
 		if t == nil || t.w == len(t.buf) {
 			size := chunkSize
 			if t == nil && len(b) <= smallChunkSize {

@@ -86,7 +86,7 @@ func TestOutQueueReset(t *testing.T) {
 }
 
 // TestOutQueueSmallFirst checks that a small write to an empty queue takes a
-// small chunk, that the queue grows into large chunks after it, and that
+// small chunk, that the queue grows into a large chunk after it, and that
 // each size goes back to its own free list.
 func TestOutQueueSmallFirst(t *testing.T) {
 	var pool chunkPool
@@ -97,8 +97,8 @@ func TestOutQueueSmallFirst(t *testing.T) {
 	}
 	big := bytes.Repeat([]byte("x"), smallChunkSize)
 	q.push(big, &pool)
-	if q.head.next == nil || len(q.head.next.buf) != chunkSize {
-		t.Fatalf("queue did not continue in a large chunk")
+	if q.head != q.tail || len(q.head.buf) != chunkSize || pool.small.count != 1 {
+		t.Fatalf("queue did not move into one large chunk (small chunk back in the pool: %d)", pool.small.count)
 	}
 	segs := make([][]byte, maxSegments)
 	k := q.peek(segs)
@@ -116,5 +116,43 @@ func TestOutQueueSmallFirst(t *testing.T) {
 	q.push(make([]byte, smallChunkSize+1), &pool)
 	if len(q.head.buf) != chunkSize {
 		t.Fatalf("a write larger than a small chunk started in a %d-byte chunk", len(q.head.buf))
+	}
+}
+
+// TestOutQueueSmallChunkGrows: a queue that starts with a small chunk and
+// outgrows it before anything is in flight holds its bytes in one large
+// chunk, so they leave in one buffer; while a send is in flight (pinned)
+// the small chunk stays where the kernel reads it, and the bytes that do
+// not fit go after it.
+func TestOutQueueSmallChunkGrows(t *testing.T) {
+	for _, pinned := range []bool{false, true} {
+		var pool chunkPool
+		var q outQueue
+		var want []byte
+		frame := bytes.Repeat([]byte{'f'}, 68)
+		q.push(frame[:4], &pool) // a small first write, as the ID is
+		want = append(want, frame[:4]...)
+		first := q.head
+		q.pinned = pinned
+		for i := range 16 {
+			frame[0] = byte(i)
+			q.push(frame, &pool)
+			want = append(want, frame...)
+		}
+		segs := make([][]byte, maxSegments)
+		k := q.peek(segs)
+		var got []byte
+		for _, s := range segs[:k] {
+			got = append(got, s...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("pinned=%v: queue holds %d bytes that differ from the %d pushed", pinned, len(got), len(want))
+		}
+		switch {
+		case !pinned && (k != 1 || len(q.head.buf) != chunkSize):
+			t.Fatalf("not pinned: %d segments, head chunk of %d bytes; want one large chunk", k, len(q.head.buf))
+		case pinned && (k != 2 || q.head != first):
+			t.Fatalf("pinned: %d segments, head chunk moved: %v; want the small chunk left in place and a second chunk", k, q.head != first)
+		}
 	}
 }

@@ -151,6 +151,7 @@ func (u *uringEngine) send(c *Conn, s *uringSlot) {
 		u.submitErr(u.ring.SendMsg(c.fd, s.vec.set(u.segs[:k]), ud))
 	}
 	clear(u.segs[:k])
+	c.out.pinned = true
 	s.sendArmed = true
 	s.inflight++
 }
@@ -452,6 +453,7 @@ func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, evs []
 // onSend: the kernel took res bytes of c's output, or the send failed.
 func (u *uringEngine) onSend(c *Conn, s *uringSlot, cqe *ring.Completion) {
 	s.sendArmed = false
+	c.out.pinned = false
 	s.inflight--
 	if v := s.vec; v != nil {
 		v.reset()
