@@ -49,8 +49,8 @@ type uringEngine struct {
 
 	lastYield time.Time // see wait
 
-	// Connections that received data in the current and the last window
-	// of activeWindow (see wait).
+	// The current activity window (see wait): its number, when it began,
+	// and how many connections received data in it so far.
 	window      uint32
 	windowStart time.Time
 	activeNow   int
