@@ -155,7 +155,8 @@ type Config struct {
 	Buffers    int
 	BufferSize int
 	// NoRecvBundle turns recv bundles off. By default, where the kernel
-	// has them (Linux 6.10+), one io_uring recv fills as many consecutive
+	// has them and completes them in order (Linux 6.15+, see
+	// ring.Ring.Bundles), one io_uring recv fills as many consecutive
 	// buffers as the data waiting needs (up to 64 KiB), instead of one
 	// buffer per recv: bulk streams cost a fraction of the recv calls.
 	NoRecvBundle bool

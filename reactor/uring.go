@@ -350,6 +350,9 @@ func (u *uringEngine) takeBuffers(cqe *ring.Completion) (first, second []byte) {
 	}
 	first, second, err := u.bufs.Take(id, max(int(cqe.Res), 0))
 	if err != nil {
+		if u.bufs.Bundling() {
+			err = fmt.Errorf("%w (if this kernel reorders recv bundles, run with -recv-bundle=false)", err)
+		}
 		u.submitErr(err)
 		return nil, nil
 	}

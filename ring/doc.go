@@ -13,7 +13,7 @@
 //     buffers taken and given back in ring order, so that the buffers of
 //     one recv bundle lie next to each other in memory (bufring.go);
 //   - submission helpers (multishot accept, multishot recv with buffer
-//     select and, from Linux 6.10, bundles; send, read, close, cancel)
+//     select and, from Linux 6.15, bundles; send, read, close, cancel)
 //     that flush the submission queue when it is full instead of failing;
 //   - the hot path without giouring (fast.go): completions read straight
 //     from the ring into a caller-owned slice, io_uring_enter through a

@@ -27,7 +27,7 @@ type Report struct {
 	MultishotAccept bool // IORING_ACCEPT_MULTISHOT (5.19)
 	MultishotRecv   bool // IORING_RECV_MULTISHOT (6.0)
 	BufferRing      bool // IORING_REGISTER_PBUF_RING (5.19)
-	RecvBundle      bool // IORING_FEAT_RECVSEND_BUNDLE (6.10)
+	RecvBundle      bool // IORING_FEAT_RECVSEND_BUNDLE (6.10), used from 6.15 (see Ring.Bundles)
 	SendZC          bool // IORING_OP_SEND_ZC (6.0)
 	MsgRing         bool // IORING_OP_MSG_RING (5.18)
 	OpsMissing      []string

@@ -70,6 +70,25 @@ func TestParseRelease(t *testing.T) {
 	}
 }
 
+// Recv bundles are used from 6.15 only: earlier releases with them may
+// complete a bundle's buffers out of order.
+func TestBundlesSafeIn(t *testing.T) {
+	for release, want := range map[string]bool{
+		"6.18.44-fc-v669":   true,
+		"6.15.0":            true,
+		"7.0.1":             true,
+		"6.14.8-300.fc42":   false,
+		"6.12.30-generic":   false,
+		"6.10.0":            false,
+		"5.15.0-91-generic": false,
+		"garbage":           false,
+	} {
+		if got := bundlesSafeIn(release); got != want {
+			t.Errorf("bundlesSafeIn(%q) = %v, want %v", release, got, want)
+		}
+	}
+}
+
 // TestProbeThisHost checks the probe agrees with itself on the machine the
 // tests run on: either io_uring works and the report says which features,
 // or setup failed and the report carries the errno.

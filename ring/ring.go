@@ -3,12 +3,14 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/pawelgaczynski/giouring"
+	"golang.org/x/sys/unix"
 )
 
 // Ring is one io_uring instance: a submission queue, a completion queue and
@@ -82,9 +84,28 @@ func New(entries uint32) (*Ring, error) {
 	return nil, fmt.Errorf("io_uring_setup: %w", firstErr)
 }
 
-// Bundles reports whether the kernel fills several provided buffers in one
-// recv (IORING_FEAT_RECVSEND_BUNDLE, Linux 6.10).
-func (r *Ring) Bundles() bool { return r.features&featRecvSendBundle != 0 }
+// Bundles reports whether recvs may fill several provided buffers at once
+// (IORING_FEAT_RECVSEND_BUNDLE): the kernel has them, and is 6.15 or later.
+// Bundles came with 6.10, but stable releases of 6.12 to 6.14 (6.13.11 to
+// 6.14.8, and the 6.12 releases that took the same change) can complete a
+// bundle's buffers out of order, which scatters the stream (liburing issue
+// 1409, fixed in 6.14.9 and 6.15). Uname cannot tell a fixed 6.12 from a
+// broken one, so nothing before 6.15 uses them.
+func (r *Ring) Bundles() bool {
+	return r.features&featRecvSendBundle != 0 && bundlesSafe()
+}
+
+var bundlesSafe = sync.OnceValue(func() bool {
+	var uts unix.Utsname
+	return unix.Uname(&uts) == nil && bundlesSafeIn(unix.ByteSliceToString(uts.Release[:]))
+})
+
+// bundlesSafeIn reports whether a kernel of this uname release completes
+// recv bundles in order (6.15 or later).
+func bundlesSafeIn(release string) bool {
+	major, minor := parseRelease(release)
+	return major > 6 || major == 6 && minor >= 15
+}
 
 // Mode names the task-running mode the ring was set up with.
 func (r *Ring) Mode() string { return r.mode }

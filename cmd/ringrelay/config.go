@@ -91,7 +91,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"ring-entries", value(uint32Flag{&c.Reactor.RingEntries}), "io_uring submission queue `entries` (power of two); the completion queue gets 4x"},
 			{"buffers", bind(fs.IntVar, &c.Reactor.Buffers), "`count` of receive buffers shared by all connections (power of two, at most 32768)"},
 			{"buffer-size", value(sizeFlag{&c.Reactor.BufferSize, true}), "size of one receive buffer in `bytes` (KiB, MiB or GiB suffixes); auto is 4KiB on io_uring, 16KiB on epoll"},
-			{"recv-bundle", value(notFlag{&c.Reactor.NoRecvBundle}), "let one io_uring recv fill several receive buffers where the kernel can (Linux 6.10+); -recv-bundle=false reads one buffer per recv"},
+			{"recv-bundle", value(notFlag{&c.Reactor.NoRecvBundle}), "let one io_uring recv fill several receive buffers where the kernel can (Linux 6.15+); -recv-bundle=false reads one buffer per recv"},
 			{"spin", bind(fs.DurationVar, &c.Reactor.Spin), "how long an io_uring wait may watch for completions before it blocks (adaptive): lower latency at light load for CPU spent spinning; 0 never spins"},
 		}},
 		{"Limits", []flagDef{

@@ -31,7 +31,11 @@ func printProbe(w io.Writer) {
 		fmt.Fprintf(w, "  multishot accept:    %s\n", yes(rep.MultishotAccept))
 		fmt.Fprintf(w, "  multishot recv:      %s\n", yes(rep.MultishotRecv))
 		fmt.Fprintf(w, "  buffer rings:        %s\n", yes(rep.BufferRing))
-		fmt.Fprintf(w, "  recv bundles:        %s\n", yes(rep.RecvBundle))
+		if rep.RecvBundle {
+			fmt.Fprintf(w, "  recv bundles:        available\n")
+		} else {
+			fmt.Fprintf(w, "  recv bundles:        not used (needs Linux 6.15: earlier releases may reorder them)\n")
+		}
 		fmt.Fprintf(w, "  SINGLE_ISSUER:       %s\n", yes(rep.SingleIssuer))
 		fmt.Fprintf(w, "  DEFER_TASKRUN:       %s\n", yes(rep.DeferTaskrun))
 		fmt.Fprintf(w, "  send_zc:             %s (not used)\n", yes(rep.SendZC))
