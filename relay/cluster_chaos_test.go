@@ -68,6 +68,9 @@ func TestClusterChaos(t *testing.T) {
 	}
 	grBase := runtime.NumGoroutine()
 	before := sum()
+	ch.remoteDrops = func() uint64 {
+		return sum().dropped[relay.DropRemoteOverLimit] - before.dropped[relay.DropRemoteOverLimit]
+	}
 
 	var workers sync.WaitGroup
 	for slot := range chaosClients {
