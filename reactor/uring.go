@@ -40,8 +40,6 @@ type uringEngine struct {
 	*eventLoop
 	ring  *ring.Ring
 	bufs  *ring.BufferRing
-	big   *ring.BufferRing // large buffers for bulk streams (see pickRing)
-	moves int              // connections moved to big (for tests)
 	cqes  []ring.Completion
 	vecs  []*sendVec  // free sendmsg vectors
 	slots []uringSlot // per connection slot, as eventLoop.conns
@@ -66,9 +64,7 @@ const yieldEvery = 5 * time.Millisecond
 type uringSlot struct {
 	inflight      int32    // operations submitted and not yet completed for good
 	window        uint32   // the last activity window in which it received data
-	pausedIn      uint32   // the last activity window in which the owner paused it; 0: never
 	recvArmed     bool     // multishot recv in flight
-	big, wantBig  bool     // the recv in flight reads large buffers; the next one should
 	recvCancelled bool     // its cancel is submitted (the owner paused reading)
 	sendArmed     bool     // send in flight
 	closing       bool     // Closed reported; waiting for inflight to reach 0
@@ -102,11 +98,6 @@ func newUring(addr string, cfg Config) (_ *eventLoop, err error) {
 		return nil, &setupError{err}
 	}
 	u.cqes = make([]ring.Completion, 4*cfg.RingEntries)
-	if u.bufs.Bundling() && cfg.BufferSize < bigBufferSize {
-		if u.big, err = u.ring.NewBufferRing(bigGroup, bigBuffers, bigBufferSize, false); err != nil {
-			return nil, &setupError{err}
-		}
-	}
 	if l.waker, err = newWaker(); err != nil {
 		return nil, err
 	}
@@ -126,12 +117,8 @@ func (u *uringEngine) features() string {
 	if u.bufs.Bundling() {
 		recv += " with bundles"
 	}
-	rings := fmt.Sprintf("buffer ring %dx%s", u.cfg.Buffers, bytesize.Format(int64(u.cfg.BufferSize)))
-	if u.big != nil {
-		rings += fmt.Sprintf(" + %dx%s for bulk streams", bigBuffers, bytesize.Format(bigBufferSize))
-	}
-	return fmt.Sprintf("io_uring %s, multishot accept, %s, %s, sq %d cq %d",
-		u.ring.Mode(), recv, rings, u.cfg.RingEntries, 4*u.cfg.RingEntries)
+	return fmt.Sprintf("io_uring %s, multishot accept, %s, buffer ring %dx%s, sq %d cq %d",
+		u.ring.Mode(), recv, u.cfg.Buffers, bytesize.Format(int64(u.cfg.BufferSize)), u.cfg.RingEntries, 4*u.cfg.RingEntries)
 }
 
 // submitErr keeps the first submission failure; Poll reports it.
@@ -143,12 +130,7 @@ func (u *uringEngine) submitErr(err error) {
 
 // giveBack returns the buffers of the previous Poll's Received events to
 // the buffer ring, in one store.
-func (u *uringEngine) giveBack() {
-	u.bufs.GiveBack()
-	if u.big != nil {
-		u.big.GiveBack()
-	}
-}
+func (u *uringEngine) giveBack() { u.bufs.GiveBack() }
 
 func (u *uringEngine) startSend(c *Conn) {
 	if s := &u.slots[c.slot]; !s.sendArmed {
@@ -191,24 +173,12 @@ func (u *uringEngine) takeVec() *sendVec {
 func (u *uringEngine) armConn(c *Conn) {
 	s := &u.slots[c.slot]
 	want := c.flags&(flagWantPause|flagEOF) == 0
-	if c.flags&flagWantPause != 0 {
-		s.pausedIn, s.wantBig = max(u.window, 1), false // see pickRing
-	}
 	switch {
 	case want && !s.recvArmed:
-		br := u.bufs
-		if s.big = s.wantBig; s.big {
-			br = u.big
-		}
-		u.submitErr(u.ring.Recv(c.fd, br, ring.Pack(opRecv, c.slot, c.gen)))
+		u.submitErr(u.ring.Recv(c.fd, u.bufs, ring.Pack(opRecv, c.slot, c.gen)))
 		s.recvArmed, s.recvCancelled = true, false
 		s.inflight++
 	case !want && s.recvArmed && !s.recvCancelled:
-		u.submitErr(u.ring.Cancel(ring.Pack(opRecv, c.slot, c.gen), ring.Pack(opCancel, c.slot, c.gen)))
-		s.recvCancelled = true
-	case want && s.recvArmed && !s.recvCancelled && s.big != s.wantBig:
-		// Moving to the large ring: cancel, and arm anew once the
-		// cancelled recv has completed.
 		u.submitErr(u.ring.Cancel(ring.Pack(opRecv, c.slot, c.gen), ring.Pack(opCancel, c.slot, c.gen)))
 		s.recvCancelled = true
 	}
@@ -348,11 +318,7 @@ func (u *uringEngine) dispatch(cqe *ring.Completion, evs []Event) int {
 		// A completion for a recycled slot cannot happen while slots are
 		// released only after their last completion; drop it defensively,
 		// but take the buffers it carries, or the ring falls out of step.
-		bufs := u.bufs
-		if slot := ud.Slot(); int(slot) < len(u.slots) && u.slots[slot].big {
-			bufs = u.big
-		}
-		u.takeBuffers(cqe, bufs)
+		u.takeBuffers(cqe)
 		return 0
 	}
 	s := &u.slots[c.slot]
@@ -377,14 +343,14 @@ func one(b bool) int {
 // takeBuffers accounts for the receive buffers cqe filled and returns
 // their bytes (see ring.BufferRing.Take). The ring falling out of step is
 // a bug that would hand out the wrong bytes; it stops the loop instead.
-func (u *uringEngine) takeBuffers(cqe *ring.Completion, bufs *ring.BufferRing) (first, second []byte) {
+func (u *uringEngine) takeBuffers(cqe *ring.Completion) (first, second []byte) {
 	id, ok := cqe.Buffer()
 	if !ok {
 		return nil, nil
 	}
-	first, second, err := bufs.Take(id, max(int(cqe.Res), 0))
+	first, second, err := u.bufs.Take(id, max(int(cqe.Res), 0))
 	if err != nil {
-		if bufs.Bundling() {
+		if u.bufs.Bundling() {
 			err = fmt.Errorf("%w (if this kernel reorders recv bundles, run with -recv-bundle=false)", err)
 		}
 		u.submitErr(err)
@@ -443,12 +409,7 @@ func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, evs []
 		s.inflight--
 	}
 	delivered := 0
-	bufs := u.bufs
-	if s.big {
-		bufs = u.big
-	}
-	first, second := u.takeBuffers(cqe, bufs)
-	u.pickRing(c, s, cqe.Res)
+	first, second := u.takeBuffers(cqe)
 	switch res := cqe.Res; {
 	case res > 0:
 		// Data, in buffers from the ring: lent to the owner until the next
@@ -490,42 +451,6 @@ func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, evs []
 		u.markDirty(c)
 	}
 	return delivered
-}
-
-// Bulk streams. A receive buffer of 4 KiB suits small frames and many
-// connections, but a stream of large frames goes markedly faster through
-// larger buffers (flood of 64 KiB frames: 1.44x the frames/s with 32 KiB
-// buffers on one test VM). So the engine keeps a second, small ring of
-// large buffers. A connection whose receive brought bigSwitch bytes or
-// more (a bundle: only where bundles are used) moves there, and back when
-// a receive brings less than one small buffer or the owner pauses it.
-//
-// A connection paused within the last bigQuiet windows stays on the small
-// ring: a multishot recv may run 32 times per wake-up, and on the large
-// ring a backpressured sender would read 32 x 32 KiB after each resume
-// before its pause applies again (a fan-in of 100 senders queued 15 times
-// -max-queue at its receiver that way).
-const (
-	bigGroup      = 2
-	bigBuffers    = 128
-	bigBufferSize = 32 << 10
-	bigSwitch     = 32 << 10
-	bigQuiet      = 1000 // activity windows (at least a second)
-)
-
-// pickRing decides, from a receive of res bytes, which ring c's next recv
-// reads; a move to the large ring cancels the recv on the small one.
-func (u *uringEngine) pickRing(c *Conn, s *uringSlot, res int32) {
-	switch {
-	case u.big == nil:
-	case !s.wantBig && res >= bigSwitch && (s.pausedIn == 0 || u.window-s.pausedIn > bigQuiet):
-		s.wantBig = true
-		u.moves++
-		u.markDirty(c)
-	case s.wantBig && res > 0 && int(res) < u.cfg.BufferSize:
-		s.wantBig = false
-		u.markDirty(c)
-	}
 }
 
 // onSend: the kernel took res bytes of c's output, or the send failed.
@@ -570,9 +495,6 @@ func (u *uringEngine) close() error {
 	}
 	if u.bufs != nil {
 		u.bufs.Close()
-	}
-	if u.big != nil {
-		u.big.Close()
 	}
 	for i := range u.slots {
 		// A descriptor whose close went through the ring may already carry
