@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/pawelgaczynski/giouring"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,8 +22,7 @@ import (
 // past the last buffer), handed out as it lies, with no gather and no copy.
 type BufferRing struct {
 	ring   *Ring
-	br     *giouring.BufAndRing
-	ents   []bufEntry // the ring's entries, br's memory
+	ents   []bufEntry // the ring's entries, in memory giouring mapped
 	mem    []byte
 	size   int
 	count  int
@@ -54,7 +52,7 @@ func (r *Ring) NewBufferRing(group uint16, count, size int, bundle bool) (*Buffe
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("buffer ring: register: %w", err)
 	}
-	b := &BufferRing{ring: r, br: br, mem: mem, size: size, count: count, group: group, mask: count - 1}
+	b := &BufferRing{ring: r, mem: mem, size: size, count: count, group: group, mask: count - 1}
 	b.ents = unsafe.Slice((*bufEntry)(unsafe.Pointer(br)), count)
 	if bundle && r.Bundles() {
 		b.bundle = uint32(bundleBytes(count, size))
@@ -152,6 +150,6 @@ func (b *BufferRing) GiveBack() {
 func (b *BufferRing) Close() {
 	_ = b.ring.r.FreeBufRing(int(b.group))
 	// giouring maps the ring entries itself and never unmaps them.
-	_, _, _ = unix.Syscall(unix.SYS_MUNMAP, uintptr(unsafe.Pointer(b.br)), uintptr(b.count)*unsafe.Sizeof(giouring.BufAndRing{}), 0)
+	_, _, _ = unix.Syscall(unix.SYS_MUNMAP, uintptr(unsafe.Pointer(&b.ents[0])), uintptr(b.count)*unsafe.Sizeof(bufEntry{}), 0)
 	_ = unix.Munmap(b.mem)
 }
