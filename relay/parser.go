@@ -37,10 +37,12 @@ const (
 // The zero Parser is not usable; create one with NewParser. A Parser is not
 // safe for concurrent use.
 type Parser struct {
-	max    int                   // payload limit, excluding header and NUL
-	hdr    [frame.HeaderLen]byte // header of the incomplete frame
-	nhdr   int                   // bytes of hdr filled; 0 when between frames
+	// Every open connection carries one, so the fields are as narrow as
+	// their ranges allow: 40 bytes in all.
 	accum  []byte                // payload (and finally the NUL) of the incomplete frame
+	max    int32                 // payload limit, excluding header and NUL (31 bits)
+	hdr    [frame.HeaderLen]byte // header of the incomplete frame
+	nhdr   uint8                 // bytes of hdr filled; 0 when between frames
 	failed bool                  // a frame broke the limit; only Reset recovers
 }
 
@@ -52,7 +54,7 @@ func NewParser(maxFrame int) Parser {
 	if maxFrame < 0 || maxFrame > frame.MaxPayload {
 		panic(fmt.Sprintf("relay: NewParser: maxFrame %d out of range", maxFrame))
 	}
-	return Parser{max: maxFrame}
+	return Parser{max: int32(maxFrame)}
 }
 
 // Next consumes a prefix of data and reports how many bytes it used in n.
@@ -80,10 +82,10 @@ func (p *Parser) Next(data []byte) (n int, dest uint32, fr []byte, ok bool, err 
 		body := data[frame.HeaderLen:]
 		// Looking further than max+1 bytes is pointless: a NUL beyond
 		// that point would end an over-long payload anyway.
-		if i := frame.Index(body, p.max+1); i >= 0 {
+		if i := frame.Index(body, int(p.max)+1); i >= 0 {
 			return frame.HeaderLen + i + 1, binary.BigEndian.Uint32(data), body[:i+1], true, nil
 		}
-		if len(body) > p.max {
+		if len(body) > int(p.max) {
 			return p.fail()
 		}
 		copy(p.hdr[:], data)
@@ -95,7 +97,7 @@ func (p *Parser) Next(data []byte) (n int, dest uint32, fr []byte, ok bool, err 
 	// Slow path: finish a header that was split across chunks.
 	if p.nhdr < frame.HeaderLen {
 		c := copy(p.hdr[p.nhdr:], data)
-		p.nhdr += c
+		p.nhdr += uint8(c)
 		n = c
 		if p.nhdr < frame.HeaderLen {
 			return n, 0, nil, false, nil
@@ -105,7 +107,7 @@ func (p *Parser) Next(data []byte) (n int, dest uint32, fr []byte, ok bool, err 
 
 	// Continue a payload. room counts the bytes the frame may still take,
 	// its NUL included.
-	room := p.max + 1 - len(p.accum)
+	room := int(p.max) + 1 - len(p.accum)
 	i := frame.Index(data, room)
 	if i < 0 {
 		if len(data) >= room {
@@ -127,7 +129,7 @@ func (p *Parser) Next(data []byte) (n int, dest uint32, fr []byte, ok bool, err 
 func (p *Parser) Partial() bool { return p.nhdr > 0 }
 
 // Buffered returns how many bytes of the incomplete frame the parser holds.
-func (p *Parser) Buffered() int { return p.nhdr + len(p.accum) }
+func (p *Parser) Buffered() int { return int(p.nhdr) + len(p.accum) }
 
 // Reset discards any partial frame and clears a previous ErrFrameTooLong.
 // An accumulation buffer larger than 64 KiB is released, so that idle
@@ -156,7 +158,7 @@ func (p *Parser) fail() (int, uint32, []byte, bool, error) {
 func (p *Parser) accumulate(b []byte) {
 	need := len(p.accum) + len(b)
 	if need > cap(p.accum) {
-		size := min(max(2*cap(p.accum), need, minAccum), p.max+1)
+		size := min(max(2*cap(p.accum), need, minAccum), int(p.max)+1)
 		grown := make([]byte, len(p.accum), size)
 		copy(grown, p.accum)
 		p.accum = grown
