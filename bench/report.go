@@ -33,6 +33,7 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	}
 	writeDetails(&b, r.Points)
 	writeSaturation(&b, r)
+	writeSpread(&b, r.Points)
 	writeErrors(&b, r.Points)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -211,6 +212,46 @@ func writeSaturation(b *strings.Builder, r *Report) {
 		fmt.Fprintf(b, "Generator near saturation (>= %d%% of the CPUs it could use); these rows may understate the server: %s.\n\n",
 			saturated, strings.Join(rows, ", "))
 	}
+}
+
+// spreadLimit is the ratio of a point's fastest run to its slowest above
+// which the runs are said to disagree.
+const spreadLimit = 1.5
+
+// writeSpread names the rows whose runs disagree by more than spreadLimit
+// in frames/s. A median of such runs stands for neither: the server may
+// settle into one of two steady states (see README, Troubleshooting), or
+// something else ran on the machine.
+func writeSpread(b *strings.Builder, points []PointResult) {
+	var rows []string
+	for _, p := range points {
+		for _, br := range p.Backends {
+			if lo, hi, ok := runSpread(br.Runs); ok && hi > spreadLimit*lo {
+				rows = append(rows, fmt.Sprintf("%s on %s (%s to %s frames/s)", p.Point.Name, br.Backend, count(lo), count(hi)))
+			}
+		}
+	}
+	if len(rows) > 0 {
+		fmt.Fprintf(b, "Runs disagree (the fastest over %.1fx the slowest); the median of these rows stands for neither: %s.\n\n",
+			spreadLimit, strings.Join(rows, ", "))
+	}
+}
+
+// runSpread returns the lowest and highest frames/s of the runs that
+// measured traffic without errors; ok is false when fewer than two did.
+func runSpread(runs []Figures) (lo, hi float64, ok bool) {
+	n := 0
+	for _, f := range runs {
+		if f.Failed() || f.FramesPerSec <= 0 {
+			continue
+		}
+		if n == 0 || f.FramesPerSec < lo {
+			lo = f.FramesPerSec
+		}
+		hi = max(hi, f.FramesPerSec)
+		n++
+	}
+	return lo, hi, n >= 2
 }
 
 func writeErrors(b *strings.Builder, points []PointResult) {

@@ -163,3 +163,40 @@ func TestNumberFormats(t *testing.T) {
 		}
 	}
 }
+
+// Runs that disagree by more than 1.5x are named with their range; a
+// spread within that, a single run and a failed run are not.
+func TestWriteMarkdownNamesDisagreeingRuns(t *testing.T) {
+	r := fixedReport()
+	r.Settings.Runs = 3
+	runs := func(fps ...float64) []Figures {
+		fs := make([]Figures, len(fps))
+		for i, v := range fps {
+			fs[i] = Figures{Seconds: 5, Conns: 2, Frames: int64(v * 5), FramesPerSec: v}
+		}
+		return fs
+	}
+	pp, fl := &r.Points[1], &r.Points[2]
+	pp.Backends[0].Runs = runs(480000, 500000, 560000) // 1.17x: noise
+	pp.Backends[1].Runs = runs(9810, 24051, 12865)     // 2.45x: two behaviours
+	fl.Backends[0].Runs = runs(100000, 149000)         // 1.49x: under the limit
+	failed := runs(100000, 400000)
+	failed[1].Errors = 1
+	fl.Backends[1].Runs = failed // the failed run does not count
+	var b strings.Builder
+	if err := WriteMarkdown(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	want := "\nRuns disagree (the fastest over 1.5x the slowest); the median of these rows stands for neither: pingpong-p50-w16 on epoll (9,810 to 24,051 frames/s).\n"
+	if got := b.String(); !strings.Contains(got, want) {
+		t.Errorf("missing %q (and nothing else on that line) in:\n%s", want, got)
+	}
+
+	b.Reset()
+	if err := WriteMarkdown(&b, fixedReport()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "Runs disagree") {
+		t.Errorf("single runs were said to disagree:\n%s", b.String())
+	}
+}
