@@ -150,7 +150,7 @@ func (e *epollEngine) writeOut(c *Conn) {
 		for _, s := range e.segs[:k] {
 			want += len(s)
 		}
-		n, err := e.sendSegments(c.fd, e.segs[:k])
+		n, err := e.sendSegments(int(c.fd), e.segs[:k])
 		clear(e.segs[:k])
 		if n > 0 {
 			c.consumed(n)
@@ -200,7 +200,7 @@ func (e *epollEngine) armConn(c *Conn) {
 	}
 	// A mask of 0 is valid: the socket stays registered and still reports
 	// errors and hang-ups.
-	if err := e.control(unix.EPOLL_CTL_MOD, c.fd, want, c.slot, c.gen); err != nil {
+	if err := e.control(unix.EPOLL_CTL_MOD, int(c.fd), want, c.slot, c.gen); err != nil {
 		e.closeConn(c, fmt.Errorf("epoll_ctl mod: %w", err))
 		return
 	}
@@ -217,8 +217,8 @@ func (e *epollEngine) closeConn(c *Conn, err error) {
 	// Deregister explicitly instead of relying on close: the registration
 	// belongs to the open file, and a child process forked in this instant
 	// would hold a copy of the descriptor and keep it alive.
-	_ = e.control(unix.EPOLL_CTL_DEL, c.fd, 0, 0, 0)
-	_ = unix.Close(c.fd)
+	_ = e.control(unix.EPOLL_CTL_DEL, int(c.fd), 0, 0, 0)
+	_ = unix.Close(int(c.fd))
 	e.closed(c, err)
 	e.interest[c.slot] = 0
 	e.release(c)
@@ -333,7 +333,7 @@ func (e *epollEngine) handleReady(ev *unix.EpollEvent, events []Event, n int) in
 		// is not wanted and writing would fail, so close it now rather than
 		// be told again on every wait.
 		if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			e.closeConn(c, socketError(c.fd))
+			e.closeConn(c, socketError(int(c.fd)))
 		}
 		return n
 	}
@@ -353,7 +353,7 @@ func (e *epollEngine) readOnce(c *Conn, events []Event, n int) int {
 	// copies instead of writing into the neighbouring chunk.
 	chunk := e.arena[start : start+size : start+size]
 
-	r, err := unix.Read(c.fd, chunk)
+	r, err := unix.Read(int(c.fd), chunk)
 	switch {
 	case r > 0:
 		e.arenaNext++
@@ -406,7 +406,7 @@ func (e *epollEngine) opened(fd int) {
 // io_uring) non-blocking, and registers it.
 func (e *epollEngine) adopt(c *Conn) {
 	*slotState(&e.interest, c.slot) = 0
-	if err := unix.SetNonblock(c.fd, true); err != nil {
+	if err := unix.SetNonblock(int(c.fd), true); err != nil {
 		e.closeConn(c, fmt.Errorf("adopt: set non-blocking: %w", err))
 		return
 	}
@@ -415,7 +415,7 @@ func (e *epollEngine) adopt(c *Conn) {
 
 // register adds a new connection, whose Opened is queued, to the epoll set.
 func (e *epollEngine) register(c *Conn) {
-	if err := e.control(unix.EPOLL_CTL_ADD, c.fd, epollReadInterest, c.slot, c.gen); err != nil {
+	if err := e.control(unix.EPOLL_CTL_ADD, int(c.fd), epollReadInterest, c.slot, c.gen); err != nil {
 		// Out of epoll watches or memory. The owner already has its Opened
 		// (queued), so it gets the matching Closed.
 		e.closeConn(c, fmt.Errorf("epoll_ctl add: %w", err))

@@ -232,7 +232,7 @@ func (l *eventLoop) newConn(fd int) *Conn {
 		c = &Conn{slot: int32(len(l.conns)), loop: l}
 		l.conns = append(l.conns, c)
 	}
-	c.fd = fd
+	c.fd = int32(fd)
 	c.flags = flagOpen
 	l.open++
 	l.stats.Accepted.Add(1)
@@ -375,7 +375,7 @@ func (l *eventLoop) Close() error {
 	err := l.io.close()
 	for _, c := range l.conns {
 		if c.fd >= 0 && c.flags&flagOpen != 0 {
-			_ = unix.Close(c.fd)
+			_ = unix.Close(int(c.fd))
 		}
 		c.fd = -1
 		c.flags = 0

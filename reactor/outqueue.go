@@ -73,16 +73,17 @@ func (p *chunkPool) put(c *chunk) {
 // outQueue is a FIFO of bytes in chunks.
 type outQueue struct {
 	head, tail *chunk
-	n          int  // bytes queued and not yet consumed
-	pinned     bool // the kernel may be reading the chunks (an io_uring send is in flight)
+	n          int // bytes queued and not yet consumed
 }
 
-// push copies b to the end of the queue.
-func (q *outQueue) push(b []byte, p *chunkPool) {
+// push copies b to the end of the queue. pinned says the kernel may be
+// reading the queued chunks (an io_uring send is in flight), so none may
+// move.
+func (q *outQueue) push(b []byte, p *chunkPool, pinned bool) {
 	q.n += len(b)
 	for len(b) > 0 {
 		t := q.tail
-		if t != nil && t == q.head && len(t.buf) == smallChunkSize && t.w+len(b) > smallChunkSize && !q.pinned {
+		if t != nil && t == q.head && len(t.buf) == smallChunkSize && t.w+len(b) > smallChunkSize && !pinned {
 			// A queue that started small outgrows its small chunk before
 			// anything of it is in flight: move what it holds into a large
 			// chunk, so that the send that follows is one buffer (send)

@@ -23,7 +23,7 @@ func TestOutQueueFIFO(t *testing.T) {
 				b[i] = next
 				next++
 			}
-			q.push(b, &pool)
+			q.push(b, &pool, false)
 			want = append(want, b...)
 		}
 		if q.n != len(want)-len(got) {
@@ -49,7 +49,7 @@ func TestOutQueueFIFO(t *testing.T) {
 		got = append(got, sent[:take]...)
 		q.consume(take, &pool)
 	}
-	q.push([]byte("tail"), &pool)
+	q.push([]byte("tail"), &pool, false)
 	want = append(want, "tail"...)
 	for q.n > 0 {
 		k := q.peek(segs)
@@ -72,7 +72,7 @@ func TestOutQueueFIFO(t *testing.T) {
 func TestOutQueueReset(t *testing.T) {
 	var pool chunkPool
 	var q outQueue
-	q.push(make([]byte, 5*chunkSize/2), &pool)
+	q.push(make([]byte, 5*chunkSize/2), &pool, false)
 	q.reset(&pool)
 	if q.n != 0 || q.head != nil || pool.large.count != 3 {
 		t.Fatalf("after reset: n %d head %v pool %d", q.n, q.head != nil, pool.large.count)
@@ -91,12 +91,12 @@ func TestOutQueueReset(t *testing.T) {
 func TestOutQueueSmallFirst(t *testing.T) {
 	var pool chunkPool
 	var q outQueue
-	q.push([]byte("abcd"), &pool)
+	q.push([]byte("abcd"), &pool, false)
 	if len(q.head.buf) != smallChunkSize {
 		t.Fatalf("first chunk for 4 bytes is %d bytes, want %d", len(q.head.buf), smallChunkSize)
 	}
 	big := bytes.Repeat([]byte("x"), smallChunkSize)
-	q.push(big, &pool)
+	q.push(big, &pool, false)
 	if q.head != q.tail || len(q.head.buf) != chunkSize || pool.small.count != 1 {
 		t.Fatalf("queue did not move into one large chunk (small chunk back in the pool: %d)", pool.small.count)
 	}
@@ -113,7 +113,7 @@ func TestOutQueueSmallFirst(t *testing.T) {
 	if pool.small.count != 1 || pool.large.count != 1 {
 		t.Fatalf("free lists: small %d large %d, want 1 and 1", pool.small.count, pool.large.count)
 	}
-	q.push(make([]byte, smallChunkSize+1), &pool)
+	q.push(make([]byte, smallChunkSize+1), &pool, false)
 	if len(q.head.buf) != chunkSize {
 		t.Fatalf("a write larger than a small chunk started in a %d-byte chunk", len(q.head.buf))
 	}
@@ -130,13 +130,12 @@ func TestOutQueueSmallChunkGrows(t *testing.T) {
 		var q outQueue
 		var want []byte
 		frame := bytes.Repeat([]byte{'f'}, 68)
-		q.push(frame[:4], &pool) // a small first write, as the ID is
+		q.push(frame[:4], &pool, false) // a small first write, as the ID is
 		want = append(want, frame[:4]...)
 		first := q.head
-		q.pinned = pinned
 		for i := range 16 {
 			frame[0] = byte(i)
-			q.push(frame, &pool)
+			q.push(frame, &pool, pinned)
 			want = append(want, frame...)
 		}
 		segs := make([][]byte, maxSegments)

@@ -145,13 +145,13 @@ func (u *uringEngine) send(c *Conn, s *uringSlot) {
 	ud := ring.Pack(opSend, c.slot, c.gen)
 	k := c.out.peek(u.segs[:])
 	if k == 1 {
-		u.submitErr(u.ring.Send(c.fd, u.segs[0], ud))
+		u.submitErr(u.ring.Send(int(c.fd), u.segs[0], ud))
 	} else {
 		s.vec = u.takeVec()
-		u.submitErr(u.ring.SendMsg(c.fd, s.vec.set(u.segs[:k]), ud))
+		u.submitErr(u.ring.SendMsg(int(c.fd), s.vec.set(u.segs[:k]), ud))
 	}
 	clear(u.segs[:k])
-	c.out.pinned = true
+	c.flags |= flagPinned
 	s.sendArmed = true
 	s.inflight++
 }
@@ -175,7 +175,7 @@ func (u *uringEngine) armConn(c *Conn) {
 	want := c.flags&(flagWantPause|flagEOF) == 0
 	switch {
 	case want && !s.recvArmed:
-		u.submitErr(u.ring.Recv(c.fd, u.bufs, ring.Pack(opRecv, c.slot, c.gen)))
+		u.submitErr(u.ring.Recv(int(c.fd), u.bufs, ring.Pack(opRecv, c.slot, c.gen)))
 		s.recvArmed, s.recvCancelled = true, false
 		s.inflight++
 	case !want && s.recvArmed && !s.recvCancelled:
@@ -199,7 +199,7 @@ func (u *uringEngine) closeConn(c *Conn, err error) {
 	s.closing = true
 	u.closed(c, err)
 	if s.inflight > 0 {
-		u.submitErr(u.ring.CancelFd(c.fd, ring.Pack(opCancel, c.slot, c.gen)))
+		u.submitErr(u.ring.CancelFd(int(c.fd), ring.Pack(opCancel, c.slot, c.gen)))
 		return
 	}
 	u.closeFd(c, s)
@@ -214,7 +214,7 @@ func (u *uringEngine) closeWhenIdle(c *Conn, s *uringSlot) {
 }
 
 func (u *uringEngine) closeFd(c *Conn, s *uringSlot) {
-	u.submitErr(u.ring.CloseFd(c.fd, ring.Pack(opClose, c.slot, c.gen)))
+	u.submitErr(u.ring.CloseFd(int(c.fd), ring.Pack(opClose, c.slot, c.gen)))
 	s.closeSent = true
 	s.inflight++
 }
@@ -456,7 +456,7 @@ func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, evs []
 // onSend: the kernel took res bytes of c's output, or the send failed.
 func (u *uringEngine) onSend(c *Conn, s *uringSlot, cqe *ring.Completion) {
 	s.sendArmed = false
-	c.out.pinned = false
+	c.flags &^= flagPinned
 	s.inflight--
 	if v := s.vec; v != nil {
 		v.reset()
@@ -500,7 +500,7 @@ func (u *uringEngine) close() error {
 		// A descriptor whose close went through the ring may already carry
 		// another file's number: never close it twice.
 		if s, c := &u.slots[i], u.conns[i]; s.closing && !s.closeSent && c.fd >= 0 {
-			unix.Close(c.fd)
+			unix.Close(int(c.fd))
 			c.fd = -1
 		}
 	}

@@ -55,7 +55,7 @@ func (u *uringEngine) initHandOff() {
 // (an epoll loop may have accepted it non-blocking), and arms its recv.
 func (u *uringEngine) adopt(c *Conn) {
 	*slotState(&u.slots, c.slot) = uringSlot{}
-	if err := unix.SetNonblock(c.fd, false); err != nil {
+	if err := unix.SetNonblock(int(c.fd), false); err != nil {
 		u.closeConn(c, fmt.Errorf("adopt: set blocking: %w", err))
 		return
 	}
