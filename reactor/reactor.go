@@ -157,8 +157,9 @@ type Config struct {
 	// NoRecvBundle turns recv bundles off. By default, where the kernel
 	// has them and completes them in order (Linux 6.15+, see
 	// ring.Ring.Bundles), one io_uring recv fills as many consecutive
-	// buffers as the data waiting needs (up to 64 KiB), instead of one
-	// buffer per recv: bulk streams cost a fraction of the recv calls.
+	// buffers as the data waiting needs (up to 64 KiB, or a quarter of
+	// the buffers while the loop has at most 16 connections), instead of
+	// one buffer per recv: bulk streams cost a fraction of the recv calls.
 	NoRecvBundle bool
 	// NoDelay sets TCP_NODELAY on accepted and adopted sockets.
 	// DefaultConfig turns it on.

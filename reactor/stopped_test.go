@@ -73,6 +73,15 @@ func TestReadsStopped(t *testing.T) {
 		if l.ReadsStopped() {
 			t.Fatal("ReadsStopped while the connection is read")
 		}
+		// The pause must find a read in flight. On io_uring a multishot
+		// recv ends when the buffer ring runs dry (a wide bundle can take
+		// a quarter of it), and the next Poll arms it again.
+		for !l.io.reading(conn) {
+			if time.Now().After(deadline) {
+				t.Fatal("no read in flight within 5s")
+			}
+			poll()
+		}
 
 		conn.PauseRead()
 		if l.ReadsStopped() {

@@ -168,6 +168,13 @@ func (u *uringEngine) takeVec() *sendVec {
 	return new(sendVec)
 }
 
+// wideClients is the most open connections for which armConn asks for the
+// wide bundle limit (see ring.wideBundleBytes): a few bulk streams each
+// drain up to a quarter of the buffers per wait, while a loop with many
+// connections, where many senders may be paused at once, keeps each recv
+// to 64 KiB and so bounds what they read ahead.
+const wideClients = 16
+
 // armConn keeps a multishot recv armed while reading is wanted and cancels
 // it while paused. The cancelled recv completes with ECANCELED.
 func (u *uringEngine) armConn(c *Conn) {
@@ -175,7 +182,12 @@ func (u *uringEngine) armConn(c *Conn) {
 	want := c.flags&(flagWantPause|flagEOF) == 0
 	switch {
 	case want && !s.recvArmed:
-		u.submitErr(u.ring.Recv(int(c.fd), u.bufs, ring.Pack(opRecv, c.slot, c.gen)))
+		// With few connections, each recv may bundle a quarter of the
+		// buffers (see ring.wideBundleBytes); with many, 64 KiB, which
+		// bounds what paused senders read ahead. A recv keeps its limit
+		// until it is armed again (after a pause, for one).
+		wide := u.open <= wideClients
+		u.submitErr(u.ring.Recv(int(c.fd), u.bufs, wide, ring.Pack(opRecv, c.slot, c.gen)))
 		s.recvArmed, s.recvCancelled = true, false
 		s.inflight++
 	case !want && s.recvArmed && !s.recvCancelled:

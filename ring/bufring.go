@@ -29,6 +29,7 @@ type BufferRing struct {
 	group  uint16
 	mask   int
 	bundle uint32 // > 0: recvs bundle up to this many bytes (IORING_RECVSEND_BUNDLE)
+	wide   uint32 // what a wide recv may bundle (Ring.Recv); >= bundle
 	taken  uint32 // buffers the kernel filled, as completions reported them
 	given  uint32 // buffers given back since the ring was filled
 }
@@ -56,6 +57,7 @@ func (r *Ring) NewBufferRing(group uint16, count, size int, bundle bool) (*Buffe
 	b.ents = unsafe.Slice((*bufEntry)(unsafe.Pointer(br)), count)
 	if bundle && r.Bundles() {
 		b.bundle = uint32(bundleBytes(count, size))
+		b.wide = uint32(wideBundleBytes(count, size))
 	}
 	for id := range count {
 		b.add(uint16(id), id)
@@ -80,6 +82,21 @@ var _ [16 - unsafe.Sizeof(bufEntry{})]struct{}
 // ring, so that one busy connection cannot take every buffer at once.
 func bundleBytes(count, size int) int {
 	return max(size, min(64<<10, count*size/4))
+}
+
+// wideBundleBytes bounds what one recv of a wide bundle may take: a
+// quarter of the ring (1 MiB by default; at least one buffer).
+//
+// The bound is also the kernel's cue to stop reading the socket until the
+// next wait (recent kernels treat a multishot recv's length as its cap per
+// wake-up), so at 64 KiB a single stream drains 64 KiB per wait. With bbr
+// on loopback its sender then falls into TCP pacing, and a flood of 64 KiB
+// frames costs 1.5-2x the CPU per frame (bench/RESULTS.md, "Flood and TCP
+// pacing"). The wide bound lets a stream drain as a C relay reading 32 x
+// 32 KiB per wait does, at the price of more read-ahead per paused sender:
+// the reactor asks for it only while it has few connections.
+func wideBundleBytes(count, size int) int {
+	return max(size, count*size/4)
 }
 
 // Bundling reports whether recvs on this ring take several buffers at once.

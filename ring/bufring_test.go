@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestBufferRingStream streams 1 MiB through a multishot recv, taking and
@@ -69,7 +71,7 @@ func TestBufferRingStream(t *testing.T) {
 			}
 
 			tag := Pack(2, 1, 1)
-			if err := r.Recv(fd, br, tag); err != nil {
+			if err := r.Recv(fd, br, false, tag); err != nil {
 				t.Fatal(err)
 			}
 			var got []byte
@@ -116,7 +118,7 @@ func TestBufferRingStream(t *testing.T) {
 					start()
 				}
 				if rearm {
-					if err := r.Recv(fd, br, tag); err != nil {
+					if err := r.Recv(fd, br, false, tag); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -155,5 +157,65 @@ func TestBufferRingOutOfStep(t *testing.T) {
 	}
 	if b, _, err := br.Take(0, 10); err != nil || len(b) != 10 {
 		t.Fatalf("Take(0, 10) = %d bytes, %v", len(b), err)
+	}
+}
+
+// TestRecvWideBundle: with 160 KiB waiting, the first bundle of a recv
+// armed wide takes more than 64 KiB (up to a quarter of the ring, 128 KiB
+// here), and one armed narrow takes 64 KiB at most.
+func TestRecvWideBundle(t *testing.T) {
+	for _, wide := range []bool{false, true} {
+		r := lockedRing(t, 64)
+		if !r.Bundles() {
+			t.Skip("this kernel has no recv bundles (Linux 6.15+)")
+		}
+		br, err := r.NewBufferRing(6, 512, 1024, true)
+		if err != nil {
+			t.Fatalf("NewBufferRing: %v", err)
+		}
+		fd, peer := tcpPair(t)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		const waiting = 160 << 10
+		go peer.Write(make([]byte, waiting))
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n >= waiting {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d of %d bytes arrived", n, waiting)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		tag := Pack(2, 1, 1)
+		if err := r.Recv(fd, br, wide, tag); err != nil {
+			t.Fatal(err)
+		}
+		var cqes [8]Completion
+		n := 0
+		for n == 0 && time.Now().Before(deadline) {
+			if err := r.Submit(100 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			n = r.Reap(cqes[:])
+		}
+		if n == 0 {
+			t.Fatalf("wide=%v: no completion", wide)
+		}
+		got := int(cqes[0].Res)
+		switch {
+		case wide && got <= 64<<10:
+			t.Errorf("wide: the first recv took %d bytes with %d waiting; want more than 64 KiB", got, waiting)
+		case !wide && (got <= 0 || got > 64<<10):
+			t.Errorf("narrow: the first recv took %d bytes; want 1 to 64 KiB", got)
+		}
+		br.Close()
+		syscall.Close(fd)
 	}
 }

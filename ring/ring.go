@@ -166,13 +166,18 @@ func (r *Ring) Accept(fd int, ud UserData) error {
 
 // Recv queues a multishot receive on fd that picks its buffers from the
 // provided buffer ring br: one buffer per completion, or with bundles as
-// many as the data waiting needs, up to br's bundle limit.
-func (r *Ring) Recv(fd int, br *BufferRing, ud UserData) error {
+// many as the data waiting needs, up to br's bundle limit, or its wide
+// limit (a quarter of the ring) if wide is set.
+func (r *Ring) Recv(fd int, br *BufferRing, wide bool, ud UserData) error {
 	e, err := r.sqe()
 	if err != nil {
 		return err
 	}
-	e.PrepareRecvMultishot(fd, 0, br.bundle, 0)
+	limit := br.bundle
+	if wide {
+		limit = br.wide
+	}
+	e.PrepareRecvMultishot(fd, 0, limit, 0)
 	if br.bundle > 0 {
 		e.IoPrio |= recvsendBundle
 	}

@@ -91,7 +91,7 @@ func TestRecvSendClose(t *testing.T) {
 	fd, peer := tcpPair(t)
 
 	recvTag := Pack(2, 7, 99)
-	if err := r.Recv(fd, br, recvTag); err != nil {
+	if err := r.Recv(fd, br, false, recvTag); err != nil {
 		t.Fatal(err)
 	}
 	// Five writes against four buffers: the ring must be recycled to
