@@ -82,7 +82,7 @@ func TestBridgeExchange(t *testing.T) {
 	cl := startNATS(t, 3, 0)
 	var nodes []*testNode
 	for i := 0; i < 3; i++ {
-		nodes = append(nodes, startTestNode(t, testConfig(i, cl.url(i))))
+		nodes = append(nodes, startTestNode(t, steadyConfig(i, cl.url(i))))
 	}
 	waitUp(t, cl, nodes...)
 
@@ -113,6 +113,13 @@ func TestBridgeExchange(t *testing.T) {
 	}
 	wg.Wait()
 	want := int64(2 * testLoops * 3 * perStream)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range nodes {
+				t.Logf("node %d received %d frames, outboxes hold %d and %d; %+v", n.node, n.received(), n.out[0].len(), n.out[1].len(), n.b.Snapshot())
+			}
+		}
+	})
 	for _, n := range nodes {
 		waitFor(t, 20*time.Second, fmt.Sprintf("node %d to receive %d frames", n.node, want), func() bool {
 			return n.received() >= want
@@ -155,8 +162,8 @@ func TestBridgeSplitsBatches(t *testing.T) {
 		t.Fatalf("Start with max-frame over max_payload: %v", err)
 	}
 
-	a := startTestNode(t, testConfig(0, cl.url(0)))
-	b := startTestNode(t, testConfig(1, cl.url(2)))
+	a := startTestNode(t, steadyConfig(0, cl.url(0)))
+	b := startTestNode(t, steadyConfig(1, cl.url(2)))
 	waitUp(t, cl, a, b)
 	dest := ids(1, 1)[0]
 	const frames = 100 // 100 frames of about 60 KiB: over 20 batches
@@ -165,6 +172,11 @@ func TestBridgeSplitsBatches(t *testing.T) {
 		a.out[0].push(dest, pl+strings.Repeat("z", 60<<10-len(pl)))
 	}
 	a.b.Ring()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("received %d; sender %+v; receiver %+v", b.received(), a.b.Snapshot(), b.b.Snapshot())
+		}
+	})
 	waitFor(t, 20*time.Second, "100 big frames", func() bool { return b.received() >= frames })
 	var got []frame
 	for _, in := range b.in {
@@ -232,7 +244,11 @@ func TestBridgeDuplicateNode(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = n.start(testConfig(2, cl.url(i+1)))
+			// A startup wait that a loaded test run cannot outlast:
+			// each must hear the other's announcement within it.
+			cfg := testConfig(2, cl.url(i+1))
+			cfg.StartupWait = 2 * time.Second
+			errs[i] = n.start(cfg)
 		}()
 	}
 	wg.Wait()

@@ -268,6 +268,17 @@ func testConfig(node int, urls ...string) Config {
 	return c
 }
 
+// steadyConfig is testConfig for tests that count every frame: there no
+// node may be thought down. Under a loaded test run (both CPUs busy, the
+// race detector on) an announcement can come more than 300 ms late, and
+// frames for a node thought down are dropped by design; 50 missed
+// announcements (5 s) keep the tests about exchange, not liveness.
+func steadyConfig(node int, urls ...string) Config {
+	c := testConfig(node, urls...)
+	c.AnnounceMissed = 50
+	return c
+}
+
 func newTestNode(node int, capacity int) *testNode {
 	n := &testNode{node: node, log: &logBuf{}}
 	for k := 0; k < testLoops; k++ {
