@@ -113,13 +113,7 @@ func TestBridgeExchange(t *testing.T) {
 	}
 	wg.Wait()
 	want := int64(2 * testLoops * 3 * perStream)
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range nodes {
-				t.Logf("node %d received %d frames, outboxes hold %d and %d; %+v", n.node, n.received(), n.out[0].len(), n.out[1].len(), n.b.Snapshot())
-			}
-		}
-	})
+	logOnFailure(t, nodes...)
 	for _, n := range nodes {
 		waitFor(t, 20*time.Second, fmt.Sprintf("node %d to receive %d frames", n.node, want), func() bool {
 			return n.received() >= want
@@ -172,11 +166,7 @@ func TestBridgeSplitsBatches(t *testing.T) {
 		a.out[0].push(dest, pl+strings.Repeat("z", 60<<10-len(pl)))
 	}
 	a.b.Ring()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("received %d; sender %+v; receiver %+v", b.received(), a.b.Snapshot(), b.b.Snapshot())
-		}
-	})
+	logOnFailure(t, a, b)
 	waitFor(t, 20*time.Second, "100 big frames", func() bool { return b.received() >= frames })
 	var got []frame
 	for _, in := range b.in {

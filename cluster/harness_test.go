@@ -324,6 +324,20 @@ func (n *testNode) send(loop int, dest uint32, payload string) {
 	n.b.Ring()
 }
 
+// logOnFailure logs what each node received and its bridge's snapshot
+// (drops by reason, peers up) if the test fails: a count that falls short
+// says nothing about why.
+func logOnFailure(t *testing.T, nodes ...*testNode) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, n := range nodes {
+			t.Logf("node %d received %d frames; %+v", n.node, n.received(), n.b.Snapshot())
+		}
+	})
+}
+
 func (n *testNode) received() int64 {
 	var s int64
 	for _, in := range n.in {
