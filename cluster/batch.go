@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // A batch is the body of one NATS message on NAME.node.K: many frames for
@@ -16,7 +18,7 @@ import (
 //	offset 8  frame count    uint32, big-endian, at least 1
 //	offset 12 frames         count times [dest ID uint32][payload, no 0x00][0x00]
 //
-// Each frame is exactly a relay wire frame (PROTOCOL.md), so a batch is a
+// Each frame is exactly a relay wire frame (docs/protocol.md), so a batch is a
 // header followed by what the senders wrote. Nothing follows the last
 // frame.
 const (
@@ -79,9 +81,9 @@ func reject(r Reject, off int, format string, args ...any) error {
 
 // Limits is what a receiving node accepts.
 type Limits struct {
-	Scheme   Scheme // every frame's ID must belong to Scheme.Self
-	MaxFrame int    // largest payload, NUL not counted (the relay's -max-frame)
-	MaxBatch int    // largest batch in bytes, header included
+	Scheme   shard.Scheme // every frame's ID must belong to Scheme.Self
+	MaxFrame int          // largest payload, NUL not counted (the relay's -max-frame)
+	MaxBatch int          // largest batch in bytes, header included
 }
 
 // Decoded is a batch that passed every check. Its frames alias the bytes

@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // testLimits: node 1 of 4 (Bits 2), frames up to 16 bytes, batches up to
 // 256 bytes.
-var testLimits = Limits{Scheme: Scheme{Bits: 2, Self: 1}, MaxFrame: 16, MaxBatch: 256}
+var testLimits = Limits{Scheme: shard.Scheme{Bits: 2, Self: 1}, MaxFrame: 16, MaxBatch: 256}
 
 // idOn returns an ID of node n (Bits 2) with the given low bits.
 func idOn(n int, low uint32) uint32 { return uint32(n)<<30 | low }
@@ -127,7 +129,7 @@ func TestBatchMaxFrameExactly(t *testing.T) {
 
 func TestBatchSingleNode(t *testing.T) {
 	// Bits 0 has one node: every source is this node, so nothing decodes.
-	lim := Limits{Scheme: Scheme{}, MaxFrame: 16, MaxBatch: 256}
+	lim := Limits{Scheme: shard.Scheme{}, MaxFrame: 16, MaxBatch: 256}
 	_, _, err := decodeAll(t, encode(0, frame{5, []byte("a\x00")}), lim)
 	var be *BatchError
 	if !errors.As(err, &be) || be.Reason != RejectSource {

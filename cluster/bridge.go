@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/ringrelay/ringrelay/internal/bytesize"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // Source is one loop's outbox towards other nodes: frames the loop routed
@@ -42,6 +43,19 @@ type Loops struct {
 	Wake  func(loop int)      // wakes a loop; called from bridge goroutines, must not block
 }
 
+// QueueLoops is Loops over one shard.Queue outbox and inbox per loop, as
+// the relay's loops have them (relay.Links).
+func QueueLoops(out, in []*shard.Queue, owner func(id uint32) int, wake func(loop int)) Loops {
+	l := Loops{Owner: owner, Wake: wake}
+	for _, q := range out {
+		l.Out = append(l.Out, q)
+	}
+	for _, q := range in {
+		l.In = append(l.In, q)
+	}
+	return l
+}
+
 // ErrDuplicateNode is returned by Start, or reported by Err, when another
 // process serves the same node index.
 var ErrDuplicateNode = errors.New("cluster: another process serves this node index")
@@ -57,13 +71,14 @@ var ErrDuplicateNode = errors.New("cluster: another process serves this node ind
 // Ring only; Snapshot, Err and Failed are for any goroutine.
 type Bridge struct {
 	cfg    Config
-	scheme Scheme
+	scheme shard.Scheme
 	loops  Loops
 	log    logger
 
 	nc       *nats.Conn
 	batchSub *nats.Subscription
 	annSub   *nats.Subscription
+	ctlSub   *nats.Subscription
 
 	instance uint64
 	epoch    time.Time
@@ -101,6 +116,8 @@ type Bridge struct {
 	passFailed bool
 	closed     bool // Close's last passes: the loops are gone, wake none
 	routeFn    func(uint32, []byte)
+	ctlOut     []byte // this pass's control message (control.go)
+	ctlRecords int
 
 	// The inbound goroutine's own, under inMu (Close takes it to know no
 	// delivery is in flight).
@@ -114,6 +131,9 @@ type Bridge struct {
 	inBlocked []bool
 	inList    []int
 	deliverFn func(uint32, []byte)
+	// room[k] is signalled by loop k when its inbox has room again
+	// (Room), for a delivery waiting in waitForRoom.
+	room []chan struct{}
 }
 
 type logger interface {
@@ -137,7 +157,7 @@ func Start(cfg Config, loops Loops) (*Bridge, error) {
 	}
 	b := &Bridge{
 		cfg:         cfg,
-		scheme:      Scheme{Bits: cfg.NodeBits, Self: cfg.Node},
+		scheme:      shard.Scheme{Bits: cfg.NodeBits, Self: cfg.Node},
 		loops:       loops,
 		log:         cfg.Logger,
 		instance:    newInstance(),
@@ -152,6 +172,10 @@ func Start(cfg Config, loops Loops) (*Bridge, error) {
 		done:        make(chan struct{}),
 		inTouched:   make([]bool, len(loops.In)),
 		inBlocked:   make([]bool, len(loops.In)),
+		room:        make([]chan struct{}, len(loops.In)),
+	}
+	for k := range b.room {
+		b.room[k] = make(chan struct{}, 1)
 	}
 	b.routeFn = b.route
 	b.deliverFn = b.deliver
@@ -253,6 +277,10 @@ func (b *Bridge) subscribe() error {
 	}
 	if err := b.batchSub.SetPendingLimits(b.cfg.PendingMsgs, b.cfg.PendingBytes); err != nil {
 		return fmt.Errorf("cluster: pending limits on %s: %w", subj, err)
+	}
+	b.ctlSub, err = b.nc.Subscribe(b.cfg.controlSubject(), b.onControl)
+	if err != nil {
+		return fmt.Errorf("cluster: subscribe to %s: %w", b.cfg.controlSubject(), err)
 	}
 	if err := b.nc.Flush(); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
@@ -382,6 +410,10 @@ func (b *Bridge) Snapshot() Snapshot {
 		BatchMaxBytes:    b.stats.batchMaxOut.Load(),
 		BatchesIn:        b.stats.batchesIn.Load(),
 		BadAnnouncements: b.stats.badAnnouncements.Load(),
+		ControlOut:       b.stats.controlOut.Load(),
+		ControlIn:        b.stats.controlIn.Load(),
+		ControlDropped:   b.stats.controlDropped.Load(),
+		ControlRejected:  b.stats.controlRejected.Load(),
 	}
 	for i := range s.Rejected {
 		s.Rejected[i] = b.stats.rejected[i].Load()

@@ -53,7 +53,7 @@ func checkStreams(t *testing.T, n *testNode) map[int]int {
 	from := map[int]int{}
 	for k, in := range n.in {
 		for _, f := range in.take() {
-			if owner(f.dest, testLoops) != k || (Scheme{Bits: 2}).NodeOf(f.dest) != n.node {
+			if shard.Owner(f.dest, testLoops) != k || (shard.Scheme{Bits: 2}).NodeOf(f.dest) != n.node {
 				t.Fatalf("node %d loop %d got a frame for %08x", n.node, k, f.dest)
 			}
 			if len(f.data) == 0 || f.data[len(f.data)-1] != 0 {
@@ -426,7 +426,7 @@ func TestBridgeSinkFull(t *testing.T) {
 
 	var onLoop0 []uint32
 	for _, id := range ids(1, 40) {
-		if owner(id, testLoops) == 0 {
+		if shard.Owner(id, testLoops) == 0 {
 			onLoop0 = append(onLoop0, id)
 		}
 	}
@@ -600,7 +600,7 @@ func TestBridgeTrimsIdleInboxes(t *testing.T) {
 	a := startTestNode(t, testConfig(0, cl.url(0)))
 
 	var qs []*trimQueue
-	l := Loops{Owner: func(id uint32) int { return owner(id, testLoops) }, Wake: func(int) {}}
+	l := Loops{Owner: func(id uint32) int { return shard.Owner(id, testLoops) }, Wake: func(int) {}}
 	for k := 0; k < testLoops; k++ {
 		q, err := shard.NewQueue(shard.QueueConfig{Size: 64 << 10, MaxPayload: 64<<10 + 1})
 		if err != nil {
@@ -621,7 +621,7 @@ func TestBridgeTrimsIdleInboxes(t *testing.T) {
 	waitFor(t, 10*time.Second, "node 1 up at node 0", func() bool { return a.b.Up(1) })
 
 	dest := ids(1, 1)[0]
-	k := owner(dest, testLoops)
+	k := shard.Owner(dest, testLoops)
 	a.send(0, dest, "hello")
 	var got []string
 	waitFor(t, 10*time.Second, "the frame in the inbox", func() bool {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/bytesize"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // Config is everything the bridge needs; Validate checks it once.
@@ -115,7 +116,7 @@ func (c Config) Validate() error {
 	if err := checkName(c.Name); err != nil {
 		return err
 	}
-	if err := (Scheme{Bits: c.NodeBits, Self: c.Node}).Validate(); err != nil {
+	if err := (shard.Scheme{Bits: c.NodeBits, Self: c.Node}).Validate(); err != nil {
 		return err
 	}
 	if c.NodeBits == 0 {

@@ -4,11 +4,11 @@
 //
 // # What it owns
 //
-//   - Scheme: which node owns an ID. The node index is the ID's top
-//     -node-bits bits (fixed for a cluster), so nothing is looked up per
-//     frame and IDs are unique cluster-wide by construction. Scheme.Draw
-//     composes with the loops of one process: the owning loop is still a
-//     hash over the whole ID.
+//   - The node link, bus side: what the relay's loops put in their
+//     outboxes reaches the other nodes, and what other nodes sent reaches
+//     the loops' inboxes (the loop side is relay/nodes.go). Which node owns
+//     an ID is shard.Scheme's (the ID's top -node-bits bits), so nothing is
+//     looked up per frame.
 //   - The batch codec (Batch, DecodeBatch): many frames for one node in one
 //     NATS message. The decoder checks a whole batch before it hands out a
 //     frame, and rejects it whole, with a Reject reason, on any fault.
@@ -32,15 +32,22 @@
 //     the end of the pass, on NAME.node.K.
 //   - Received batches are decoded on the NATS client's delivery
 //     goroutine for this node's subscription (one goroutine, messages in
-//     order). It is the single producer of every Sink: each frame goes to
-//     the Sink of Loops.Owner(dest), then each touched Sink is published
-//     and its loop woken with Loops.Wake. A *shard.Queue is both a Source
-//     and a Sink as it stands.
+//     order). Each frame goes to the Sink of Loops.Owner(dest), then each
+//     touched Sink is published and its loop woken with Loops.Wake. A full
+//     Sink is published, its loop woken, and the delivery waits up to
+//     SinkWait for the loop's Room signal (never a sleep-and-retry). A
+//     *shard.Queue is both a Source and a Sink as it stands.
+//   - Control records (ID 0 in a Source: the relay's pauses and resumes)
+//     are gathered per pass into one message on NAME.ctl, which every node
+//     subscribes to; each receiving node puts every record into every
+//     loop's Sink (control.go). The Sinks' producers (batches, control)
+//     hold inMu.
 //   - The announcement handler (another client goroutine) only stores
 //     atomics. Snapshot, Up, Err and Failed are safe from any goroutine.
 //   - On its tick the bridge goroutine calls Trim on every Sink that has
-//     one (Trimmer), under the lock the inbound goroutine holds while it
-//     fills the Sinks, so idle inbox rings are given back.
+//     one (Trimmer), under inMu when it is free (a delivery waiting for
+//     room keeps it; the bridge trims at a later tick rather than wait),
+//     so idle inbox rings are given back.
 //   - Close, called once the loops stopped producing, drains every Source
 //     and publishes what it held before it closes the connection, within
 //     ShutdownTimeout; what is left then is dropped as DropShutdown.
@@ -61,6 +68,14 @@
 // limits (SlowConsumer). One loss is not counted: frames published to a
 // node in the seconds between its silent death and its expiry go to a
 // subject nobody reads, and NATS does not tell the publisher.
+//
+// A slow destination is not a loss under backpressure: its loop sends a
+// pause to every other node, whose loops pause the connections that send
+// to it, and a resume once it drained. Pauses are leases renewed while the
+// destination stays over its limit, so a lost resume or a dead node
+// releases its senders within seconds; the relay's hard bound on what a
+// destination queues from other nodes (counted as remote_over_limit)
+// covers a lost pause. The relay's deliver.go has the numbers.
 //
 // # Duplicate node index
 //

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // natsCluster is n embedded NATS servers on loopback, ports chosen by the
@@ -290,7 +292,7 @@ func newTestNode(node int, capacity int) *testNode {
 
 func (n *testNode) loops() Loops {
 	l := Loops{
-		Owner: func(id uint32) int { return owner(id, testLoops) },
+		Owner: func(id uint32) int { return shard.Owner(id, testLoops) },
 		Wake:  func(k int) { n.wakes[k].Add(1) },
 	}
 	for k := range n.out {
@@ -346,9 +348,9 @@ func (n *testNode) received() int64 {
 	return s
 }
 
-// ids draws count IDs of node on loop k with the Scheme, as a loop would.
+// ids draws count IDs of node on loop k stamped with the node, as a loop would.
 func ids(node, count int) []uint32 {
-	s := Scheme{Bits: 2, Self: node}
+	s := shard.Scheme{Bits: 2, Self: node}
 	var state = uint64(node)*7919 + 17
 	rnd := func() uint32 {
 		state ^= state >> 12
@@ -358,7 +360,9 @@ func ids(node, count int) []uint32 {
 	}
 	out := make([]uint32, count)
 	for i := range out {
-		out[i] = s.Draw(rnd, func(uint32) bool { return true })
+		for out[i] == 0 {
+			out[i] = s.Stamp(rnd())
+		}
 	}
 	return out
 }

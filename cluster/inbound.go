@@ -35,6 +35,12 @@ func (b *Bridge) onBatch(m *nats.Msg) {
 	// what the bridge goroutine reads for every outgoing frame.
 	b.inFrom.framesIn.Add(b.inFrames)
 	b.inFrom.bytesIn.Add(b.inBytes)
+	b.publishTouched()
+}
+
+// publishTouched makes what this delivery put into the loops' inboxes
+// visible, and wakes those loops.
+func (b *Bridge) publishTouched() {
 	for _, k := range b.inList {
 		if b.loops.In[k].Publish() {
 			b.loops.Wake(k)
@@ -73,17 +79,34 @@ func (b *Bridge) deliver(dest uint32, frame []byte) {
 	b.inBytes += uint64(len(frame))
 }
 
+// waitForRoom publishes loop k's full inbox, wakes the loop, and waits
+// until the loop says the inbox has room (Room) or SinkWait has passed.
 func (b *Bridge) waitForRoom(k int, dest uint32, frame []byte) bool {
 	sink := b.loops.In[k]
 	if sink.Publish() {
 		b.loops.Wake(k)
 	}
-	deadline := time.Now().Add(b.cfg.SinkWait)
-	for time.Now().Before(deadline) {
-		time.Sleep(20 * time.Microsecond)
+	timer := time.NewTimer(b.cfg.SinkWait)
+	defer timer.Stop()
+	for {
+		// A Put refused after the loop drained asks again; Room answers
+		// each ask once, so this never waits for a signal already spent.
 		if sink.Put(dest, frame) {
 			return true
 		}
+		select {
+		case <-b.room[k]:
+		case <-timer.C:
+			return sink.Put(dest, frame)
+		}
 	}
-	return false
+}
+
+// Room tells the bridge that loop k's inbox, which had refused a frame,
+// has room again. Loops call it; it never blocks.
+func (b *Bridge) Room(k int) {
+	select {
+	case b.room[k] <- struct{}{}:
+	default:
+	}
 }

@@ -66,6 +66,8 @@ type bridgeStats struct {
 	rejected                                  [NumRejects]atomic.Uint64
 	badAnnouncements                          atomic.Uint64
 	disconnects                               atomic.Uint64
+	controlOut, controlIn, controlDropped     atomic.Uint64
+	controlRejected                           atomic.Uint64
 }
 
 // PeerSnapshot is one peer node's counters. Bytes are payload bytes with
@@ -96,6 +98,11 @@ type Snapshot struct {
 	// subscription's pending limits were full.
 	SlowConsumer     uint64
 	BadAnnouncements uint64
+	// Control records (pauses and resumes) sent to the other nodes,
+	// handed to this node's loops (once per loop), and dropped: the bus
+	// was down, or a loop's inbox was full.
+	ControlOut, ControlIn, ControlDropped uint64
+	ControlRejected                       uint64 // malformed control messages
 
 	Peers []PeerSnapshot // every node heard of or sent to, by node index
 }

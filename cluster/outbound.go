@@ -55,11 +55,17 @@ func (b *Bridge) pass() int {
 		p.dirty = false
 	}
 	b.dirty = b.dirty[:0]
+	b.publishControl()
 	return total
 }
 
-// route takes one frame from a loop's Source into its node's batch.
+// route takes one frame from a loop's Source into its node's batch, or
+// one control record (ID 0) into the pass's control message.
 func (b *Bridge) route(dest uint32, frame []byte) {
+	if dest == 0 {
+		b.addControl(frame)
+		return
+	}
 	node := b.scheme.NodeOf(dest)
 	p := b.peer(node)
 	switch {
@@ -148,8 +154,14 @@ type Trimmer interface {
 
 // trimSinks lets the loops' inboxes release rings idle since the last
 // tick (every AnnounceEvery/4).
+//
+// A delivery may hold the lock while it waits for room in an inbox; the
+// bridge goroutine does not wait for it (it publishes for every loop) and
+// trims at a later tick instead.
 func (b *Bridge) trimSinks() {
-	b.inMu.Lock()
+	if !b.inMu.TryLock() {
+		return
+	}
 	defer b.inMu.Unlock()
 	if b.inClosed {
 		return

@@ -21,7 +21,7 @@ type ClusterCollector struct {
 	busUp, serving, disconnects                  *prometheus.Desc
 	batchesOut, batchBytesOut, batchFramesOut    *prometheus.Desc
 	batchMax, batchesIn, rejected, slowConsumer  *prometheus.Desc
-	badAnnouncements                             *prometheus.Desc
+	badAnnouncements, control                    *prometheus.Desc
 	peerUp, framesOut, bytesOut, framesIn, bytes *prometheus.Desc
 	dropped                                      *prometheus.Desc
 }
@@ -45,6 +45,7 @@ func NewClusterCollector(snapshot func() cluster.Snapshot) *ClusterCollector {
 		rejected:         d("batches_rejected_total", "Batches received and dropped whole, by reason.", "reason"),
 		slowConsumer:     d("slow_consumer_batches_total", "Batches the NATS client dropped over the subscription's pending limits."),
 		badAnnouncements: d("bad_announcements_total", "Node announcements that did not decode."),
+		control:          d("control_records_total", "Backpressure pause and resume records: sent to the other nodes (out), handed to this node's loops (in, once per loop), dropped (bus down, inbox full), and in malformed messages (rejected).", "outcome"),
 		peerUp:           d("node_up", "1 while the peer node is up as far as this node knows.", "node"),
 		framesOut:        d("frames_out_total", "Frames published to the peer node.", "node"),
 		bytesOut:         d("bytes_out_total", "Payload bytes (NUL included) published to the peer node.", "node"),
@@ -58,7 +59,7 @@ func NewClusterCollector(snapshot func() cluster.Snapshot) *ClusterCollector {
 func (c *ClusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.busUp, c.serving, c.disconnects, c.batchesOut, c.batchBytesOut, c.batchFramesOut,
-		c.batchMax, c.batchesIn, c.rejected, c.slowConsumer, c.badAnnouncements,
+		c.batchMax, c.batchesIn, c.rejected, c.slowConsumer, c.badAnnouncements, c.control,
 		c.peerUp, c.framesOut, c.bytesOut, c.framesIn, c.bytes, c.dropped,
 	} {
 		ch <- d
@@ -87,6 +88,10 @@ func (c *ClusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.slowConsumer, s.SlowConsumer)
 	counter(c.badAnnouncements, s.BadAnnouncements)
+	counter(c.control, s.ControlOut, "out")
+	counter(c.control, s.ControlIn, "in")
+	counter(c.control, s.ControlDropped, "dropped")
+	counter(c.control, s.ControlRejected, "rejected")
 	for _, p := range s.Peers {
 		if p.Node == s.Node {
 			continue // frames a wiring error sent to itself: counted under drops below

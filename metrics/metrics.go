@@ -93,6 +93,9 @@ var families = []family{
 	{name: "ringrelay_backpressure_pauses_total", kind: prometheus.CounterValue, scope: perLoop,
 		help: "Times a sender's reads were paused for a full destination.",
 		read: func(l Loop, _ int) float64 { return float64(l.Relay.BackpressurePauses.Load()) }},
+	{name: "ringrelay_pause_leases_lapsed_total", kind: prometheus.CounterValue, scope: total,
+		help: "Pauses asked by another node that lapsed without a resume: the resume was lost, or that node is gone (cluster only).",
+		read: func(l Loop, _ int) float64 { return float64(l.Relay.PauseLeasesLapsed.Load()) }},
 	{name: "ringrelay_loop_frames_received_total", kind: prometheus.CounterValue, scope: perLoop,
 		help: "Complete frames read from the loop's connections, wherever they go.",
 		read: func(l Loop, _ int) float64 { return float64(l.Relay.FramesReceived.Load()) }},
@@ -121,7 +124,7 @@ var families = []family{
 		help: "Receives that found every buffer lent out (ENOBUFS, io_uring only).",
 		read: func(l Loop, _ int) float64 { return float64(l.Reactor.NoBuffers.Load()) }},
 	{name: "ringrelay_accept_fd_exhausted_total", kind: prometheus.CounterValue, scope: total,
-		help: "Accepts that failed for lack of descriptors (EMFILE/ENFILE).",
+		help: "Accepts that failed for lack of descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
 		read: func(l Loop, _ int) float64 { return float64(l.Reactor.AcceptFails.Load()) }},
 }
 

@@ -17,6 +17,11 @@ func (l *eventLoop) Adopt(fd int) {
 	l.io.adopt(l.openConn(fd))
 }
 
+// Reject closes fd, which no loop adopts; see Loop.Reject.
+func (l *eventLoop) Reject(fd int) {
+	_ = unix.Close(fd)
+}
+
 // openConn takes a slot for fd, a connected socket, and queues its Opened
 // event. The engine then registers it (engine.adopt, or its accept path).
 func (l *eventLoop) openConn(fd int) *Conn {

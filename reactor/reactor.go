@@ -96,6 +96,10 @@ type Loop interface {
 	// in Stats.Accepted). The loop owns fd from the call on; on a closed
 	// loop Adopt closes it.
 	Adopt(fd int)
+	// Reject closes fd, a socket from an Accepted event that no loop will
+	// adopt (the owner is shutting down, say). Like Adopt it may be called
+	// on any loop; the socket is closed at once.
+	Reject(fd int)
 	// RingLoop wakes dst, another loop (or this one), so that dst's Poll
 	// returns a Woken event, even if dst is blocked waiting. Between two
 	// io_uring loops on a kernel with IORING_OP_MSG_RING, it queues a
@@ -234,7 +238,7 @@ type Stats struct {
 	Iterations  atomic.Uint64 // waits for I/O
 	Completions atomic.Uint64 // CQEs (io_uring) or ready descriptors (epoll) handled
 	NoBuffers   atomic.Uint64 // io_uring recv found the buffer ring empty (ENOBUFS)
-	AcceptFails atomic.Uint64 // accept failed for lack of descriptors (EMFILE/ENFILE)
+	AcceptFails atomic.Uint64 // accept failed for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)
 	HandedOff   atomic.Uint64 // Accepted events (Config.HandOff); Accepted counts adoptions
 	// Doorbells this loop rang with RingLoop, by route: an IORING_OP_MSG_RING
 	// message from its ring, or the target's eventfd (epoll on either side,

@@ -13,6 +13,7 @@ import (
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // The cluster tests run three relay nodes in this process, joined through
@@ -156,7 +157,7 @@ func startNode(t testing.TB, backend reactor.Backend, loops, index int, url stri
 	n := &relayNode{index: index}
 	gc := relay.GroupConfig{Loops: loops, Listen: "127.0.0.1:0", Reactor: lc, Relay: rc}
 	gc.Join = func(servers []*relay.Server) error {
-		links, err := relay.Join(servers, cluster.Scheme{Bits: clusterNodeBits, Self: index})
+		links, err := relay.Join(servers, shard.Scheme{Bits: clusterNodeBits, Self: index})
 		if err != nil {
 			return err
 		}
@@ -164,7 +165,8 @@ func startNode(t testing.TB, backend reactor.Backend, loops, index int, url stri
 		if editCluster != nil {
 			editCluster(&cc)
 		}
-		if n.bridge, err = cluster.Start(cc, links.Loops()); err != nil {
+		l := links.Links()
+		if n.bridge, err = cluster.Start(cc, cluster.QueueLoops(l.Out, l.In, l.Owner, l.Wake)); err != nil {
 			return err
 		}
 		links.Attach(n.bridge)

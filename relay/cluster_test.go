@@ -9,8 +9,10 @@ import (
 
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // clusterCases is the end-to-end table with the sender and the receiver on
@@ -22,7 +24,7 @@ var clusterCases = []struct {
 }{
 	{"exchange", func(t *testing.T, nodes []*relayNode) {
 		a, b := nodes[0].dial(t), nodes[1].dial(t)
-		scheme := cluster.Scheme{Bits: clusterNodeBits}
+		scheme := shard.Scheme{Bits: clusterNodeBits}
 		if scheme.NodeOf(a.ID()) != 0 || scheme.NodeOf(b.ID()) != 1 {
 			t.Fatalf("IDs %08x and %08x do not carry their nodes 0 and 1", a.ID(), b.ID())
 		}
@@ -80,7 +82,7 @@ var clusterCases = []struct {
 	{"unknown destination on a remote node is counted there", func(t *testing.T, nodes []*relayNode) {
 		a, b := nodes[0].dial(t), nodes[1].dial(t)
 		// An ID of node 1 that no connection holds.
-		unknown := cluster.Scheme{Bits: clusterNodeBits, Self: 1}.Stamp(b.ID() ^ 0x00a5a5a5)
+		unknown := shard.Scheme{Bits: clusterNodeBits, Self: 1}.Stamp(b.ID() ^ 0x00a5a5a5)
 		before0, before1 := nodeDrops(nodes[0], relay.DropUnknownDest), nodeDrops(nodes[1], relay.DropUnknownDest)
 		if err := a.Send(unknown, []byte("into the void")); err != nil {
 			t.Fatal(err)
@@ -97,6 +99,51 @@ var clusterCases = []struct {
 		if n := nodeDrops(nodes[0], relay.DropUnknownDest); n != before0 {
 			t.Fatalf("the sender's node counted %d unknown destinations, want none", n-before0)
 		}
+	}},
+	{"a reader that stops pauses its senders on other nodes", func(t *testing.T, nodes []*relayNode) {
+		// a floods c, which never reads, from another node; b and d, an
+		// unrelated pair on two nodes, keep talking meanwhile. The flood
+		// must be paused at its source (the pause crosses the bus), not
+		// dropped on c's node, and must not stall the pair.
+		c := rawpeer.Dial(t, nodes[2].addr, rawpeer.Bufs{Rcv: 4 << 10})
+		a, b, d := nodes[0].dial(t), nodes[1].dial(t), nodes[0].dial(t)
+		pausesBefore := nodes[0].metrics().BackpressurePauses.Load()
+		relayedBefore := nodes[2].metrics().BytesRelayed.Load()
+		flood := bytes.Repeat([]byte{'f'}, 64<<10)
+		go func() {
+			for a.Send(c.ID, flood) == nil { // until a is closed
+			}
+		}()
+		waitFor(t, "a to be paused on its own node", 10*time.Second, func() bool {
+			return nodes[0].metrics().BackpressurePauses.Load() > pausesBefore
+		})
+		for i := range 500 {
+			msg := fmt.Appendf(nil, "ping %d", i)
+			if err := b.Send(d.ID(), msg); err != nil {
+				t.Fatal(err)
+			}
+			if got := recv(t, d, 10*time.Second); !bytes.Equal(got, msg) {
+				t.Fatalf("d got %q, want %q", got, msg)
+			}
+			if err := d.Send(b.ID(), msg); err != nil {
+				t.Fatal(err)
+			}
+			if got := recv(t, b, 10*time.Second); !bytes.Equal(got, msg) {
+				t.Fatalf("b got %q, want %q", got, msg)
+			}
+		}
+		for _, n := range nodes {
+			if v := nodeDrops(n, relay.DropRemoteOverLimit); v != 0 {
+				t.Fatalf("node %d dropped %d frames for a reader over its limit: the pause did not hold the flood", n.index, v)
+			}
+		}
+		// What reached c's queue is its limit plus what was in flight
+		// when the pause landed: megabytes, not the flood's rate times
+		// the test's length.
+		if got := nodes[2].metrics().BytesRelayed.Load() - relayedBefore; got > 32<<20 {
+			t.Fatalf("%d MiB reached the reader that stopped", got>>20)
+		}
+		a.Close()
 	}},
 	{"a remote receiver that leaves", func(t *testing.T, nodes []*relayNode) {
 		a, b, c := nodes[0].dial(t), nodes[1].dial(t), nodes[1].dial(t)

@@ -27,20 +27,35 @@
 // and is the only one that touches the peers, the routes and the parsers.
 // Other goroutines may call Server.Shutdown and read Metrics, nothing else.
 //
-// Several loops: a Group (group.go) runs one Server per loop, each on its
-// own goroutine locked to its OS thread, which opens the loop there. Loop
-// 0 accepts (reactor HandOff) and places each connection on the loop with
-// the fewest; each loop draws the IDs of its connections so that
-// shard.Owner(id, N) names it (shard.IDs; in a cluster, cluster.Scheme.Draw
-// with the same rule), so the owner of an ID follows from the ID alone. A frame for
-// another loop crosses through the shard mesh (cross.go): copied once into
-// the single-producer/single-consumer ring towards that loop, delivered
-// there if its destination still exists, with pause and resume records
-// carrying backpressure back per destination. The loops share no table
-// and no lock; what they share is the mesh's atomics and a few counters
-// read off the data path (connections per loop, shutdown progress). With
-// one loop none of this exists: Server.x is nil and the data path is the
-// single loop's.
+// A frame's way through a loop is three steps, each written once (the
+// design of this package; see also the README's promises):
+//
+//   - route (route.go): from the 4-byte header alone (shard.Scheme for the
+//     node, shard.Owner for the loop), the frame is for a connection of
+//     this loop, for another loop of this process, or for another node.
+//   - deliver (deliver.go): at the destination's loop, -slow-consumer
+//     applies to the frame whatever its origin; under backpressure the
+//     destination asks its senders to pause, wherever they are.
+//   - hold (hold.go): a bounded hop refused the frame (the queue towards
+//     another loop, the outbox towards the bridge); the sender keeps it
+//     and the rest of its read, stops reading, and resumes when the hop
+//     has room. Pauses asked for by a destination elsewhere stop the
+//     sender the same way (block, unblock).
+//
+// Hops: with several loops, a Group (group.go) runs one Server per loop,
+// each on its own goroutine locked to its OS thread, joined by the shard
+// mesh (cross.go; the mesh itself is shard's); in a cluster, Join gives
+// each loop an outbox and an inbox towards the bridge, which cmd/ringrelay
+// wires to the cluster package through the Bridge interface (nodes.go).
+// Control records (pause, resume, adopt) travel on the same hops as
+// frames (control.go). The loops share no table and no lock; what they
+// share is the mesh's atomics and a few counters read off the data path
+// (connections per loop, shutdown progress). With one loop on one node
+// none of this exists: the data path is the single loop's.
+//
+// IDs: each loop draws the IDs of its connections from shard.IDs, which
+// only yields IDs of this node that this loop owns, and checks uniqueness
+// in its own table (routes.go).
 //
 // Shutdown across loops is exact, with no quiet period: each loop stops
 // accepting and reading, and declares itself quiet, for good, once the

@@ -179,9 +179,9 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		g.mesh = mesh
 	}
 	for k := range n {
-		s := NewServer(g.loops[k], gc.Relay, ms[k])
+		s := newServer(g.loops[k], gc.Relay, ms[k], k, n)
 		if n > 1 {
-			s.x = newCross(g, s, k)
+			s.x = newCross(g, s)
 		}
 		g.servers[k] = s
 	}

@@ -85,6 +85,7 @@ func (ts *testServer) metrics() *relay.Metrics {
 		sum.FramesReceived.Add(m.FramesReceived.Load())
 		sum.BytesRelayed.Add(m.BytesRelayed.Load())
 		sum.BackpressurePauses.Add(m.BackpressurePauses.Load())
+		sum.PauseLeasesLapsed.Add(m.PauseLeasesLapsed.Load())
 		sum.CrossOut.Add(m.CrossOut.Load())
 		sum.CrossIn.Add(m.CrossIn.Load())
 		for i := range m.Closed {

@@ -1,6 +1,10 @@
 package relay
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/ringrelay/ringrelay/shard"
+)
 
 // CloseReason says why the server saw a connection end.
 type CloseReason int
@@ -39,7 +43,7 @@ const (
 	DropUnknownDest     DropReason = iota // no open connection has the dest ID
 	DropSlowConsumer                      // destination over MaxQueue under the drop policy
 	DropOversize                          // frame over MaxFrame (its connection is closed)
-	DropRemoteOverLimit                   // from another node, destination over twice MaxQueue (backpressure)
+	DropRemoteOverLimit                   // from another node, destination far over MaxQueue: a pause did not reach its sender (backpressure)
 	numDropReasons
 )
 
@@ -67,24 +71,33 @@ type Metrics struct {
 	CrossOut, CrossIn  atomic.Uint64
 	BytesRelayed       atomic.Uint64 // payload bytes including the NUL, as written to receivers
 	BackpressurePauses atomic.Uint64
-	Closed             [numCloseReasons]atomic.Uint64
-	Dropped            [numDropReasons]atomic.Uint64
+	// Pauses from another node that lapsed without a resume: the resume
+	// was lost, or that node is gone (cluster only).
+	PauseLeasesLapsed atomic.Uint64
+	Closed            [numCloseReasons]atomic.Uint64
+	Dropped           [numDropReasons]atomic.Uint64
 }
 
 // counts is the loop-private twin of Metrics.
 type counts struct {
 	frames, bytes, pauses uint64
 	received              uint64
-	crossOut, crossIn     uint64
+	leasesLapsed          uint64
 	closed                [numCloseReasons]uint64
 	dropped               [numDropReasons]uint64
 }
 
-func (c *counts) publish(m *Metrics) {
+// publish stores the counts in m; port, with several loops, is the mesh's
+// count of frames this loop sent to and took from the others.
+func (c *counts) publish(m *Metrics, port *shard.Port) {
 	m.FramesRelayed.Store(c.frames)
 	m.FramesReceived.Store(c.received)
-	m.CrossOut.Store(c.crossOut)
-	m.CrossIn.Store(c.crossIn)
+	if port != nil {
+		st := port.Stats()
+		m.CrossOut.Store(st.FramesOut)
+		m.CrossIn.Store(st.FramesIn)
+	}
+	m.PauseLeasesLapsed.Store(c.leasesLapsed)
 	m.BytesRelayed.Store(c.bytes)
 	m.BackpressurePauses.Store(c.pauses)
 	for i := range c.closed {

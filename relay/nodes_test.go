@@ -3,16 +3,17 @@ package relay
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay/client"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // joinedServer runs one relay server joined to a cluster as node 0 of 4,
@@ -42,7 +43,7 @@ func joinedServerWith(t *testing.T, backend reactor.Backend, cfg Config) (*Serve
 			return
 		}
 		srv := NewServer(loop, cfg, nil)
-		rs, err := Join([]*Server{srv}, cluster.Scheme{Bits: 2, Self: 0})
+		rs, err := Join([]*Server{srv}, shard.Scheme{Bits: 2, Self: 0})
 		if err != nil {
 			loop.Close()
 			ready <- started{err: err}
@@ -89,10 +90,10 @@ func TestNodeOutboxFullPausesSender(t *testing.T) {
 		t.Run(string(backend), func(t *testing.T) {
 			srv, rs, addr := joinedServer(t, backend)
 			a := dialTest(t, addr)
-			if n := (cluster.Scheme{Bits: 2}).NodeOf(a.ID()); n != 0 {
+			if n := (shard.Scheme{Bits: 2}).NodeOf(a.ID()); n != 0 {
 				t.Fatalf("ID %08x belongs to node %d, want 0", a.ID(), n)
 			}
-			remoteID := cluster.Scheme{Bits: 2, Self: 3}.Stamp(0x00123456)
+			remoteID := shard.Scheme{Bits: 2, Self: 3}.Stamp(0x00123456)
 			const frames, size = 96, 32 << 10 // 3 MiB: three outboxes' worth
 			writeErr := make(chan error, 1)
 			go func() {
@@ -105,7 +106,7 @@ func TestNodeOutboxFullPausesSender(t *testing.T) {
 				_, err := a.NetConn().Write(buf)
 				writeErr <- err
 			}()
-			loops := rs.Loops()
+			loops := rs.Links()
 			waitUntil(t, "the sender to be paused on the full outbox", func() bool {
 				return srv.Metrics().BackpressurePauses.Load() > 0
 			})
@@ -152,8 +153,8 @@ func TestNodeOutboxFullPausesSender(t *testing.T) {
 func TestNodeInboxDelivers(t *testing.T) {
 	srv, rs, addr := joinedServer(t, reactor.Epoll)
 	a := dialTest(t, addr)
-	loops := rs.Loops()
-	unknown := cluster.Scheme{Bits: 2, Self: 0}.Stamp(a.ID() ^ 0x00ffffff)
+	loops := rs.Links()
+	unknown := shard.Scheme{Bits: 2, Self: 0}.Stamp(a.ID() ^ 0x00ffffff)
 	for _, f := range []struct {
 		dest uint32
 		data string
@@ -183,11 +184,13 @@ func TestNodeInboxDelivers(t *testing.T) {
 	}
 }
 
-// TestNodeInboxBoundedUnderBackpressure: a destination that stopped
-// reading cannot pause senders on other nodes, so under backpressure its
-// queue takes remote frames up to twice -max-queue and drops (and counts)
-// the rest: memory stays bounded, and what it does get is whole and in
-// order.
+// TestNodeInboxBoundedUnderBackpressure: a destination here that frames
+// from other nodes take over -max-queue asks every other node to pause (a
+// pause record in the outbox), renews the pause while it stays over its
+// limit, and says resume once it drained. When the senders do not pause
+// (here nobody reads the pause records: a lost pause), it takes remote
+// frames up to -max-queue plus nodeSlack and drops (and counts) the rest:
+// memory stays bounded, and what it does get is whole and in order.
 func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 	for _, backend := range []reactor.Backend{reactor.Uring, reactor.Epoll} {
 		t.Run(string(backend), func(t *testing.T) {
@@ -195,9 +198,12 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 			cfg.MaxQueue = 64 << 10
 			srv, rs, addr := joinedServerWith(t, backend, cfg)
 			stuck := rawpeer.Dial(t, addr, rawpeer.Bufs{Rcv: 4 << 10})
-			loops := rs.Loops()
-			in := loops.In[loops.Owner(stuck.ID)]
-			const frames, size = 4096, 1024
+			loops := rs.Links()
+			k := loops.Owner(stuck.ID)
+			in := loops.In[k]
+			w := &outboxWatch{out: loops.Out[k]}
+			const size = 1024
+			frames := (cfg.MaxQueue+nodeSlack)/size + 4096
 			payload := bytes.Repeat([]byte{'x'}, size)
 			for i := 0; i < frames; {
 				copy(payload, fmt.Sprintf("%08d", i)) // a NUL-free sequence number
@@ -214,15 +220,42 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 			loops.Wake(loops.Owner(stuck.ID))
 			m := srv.Metrics()
 			waitUntil(t, "every remote frame to be delivered or dropped", func() bool {
-				return m.FramesRelayed.Load()+m.Dropped[DropRemoteOverLimit].Load() == frames
+				return m.FramesRelayed.Load()+m.Dropped[DropRemoteOverLimit].Load() == uint64(frames)
 			})
 			dropped := m.Dropped[DropRemoteOverLimit].Load()
-			queued := (frames - dropped) * size
-			// Twice the limit in the server, plus what the kernel's socket
-			// buffers took (a few hundred KiB on loopback at most).
-			if dropped == 0 || queued > 2*uint64(cfg.MaxQueue)+(2<<20) {
+			queued := (uint64(frames) - dropped) * size
+			// The bound in the server, plus what the kernel's socket
+			// buffers took (the send buffer autotunes up to tcp_wmem's
+			// maximum, 4 MiB by default; the reader's is 4 KiB).
+			if dropped == 0 || queued > uint64(cfg.MaxQueue+nodeSlack)+(4<<20)+(64<<10) {
 				t.Fatalf("%d of %d remote frames dropped, %d bytes kept for a reader that stopped (limit %d)",
 					dropped, frames, queued, cfg.MaxQueue)
+			}
+			// pauses counts the pause records since the last resume (the
+			// queue may dip below half its limit while the kernel's send
+			// buffer grows, which is a resume and a new pause): two in a
+			// row are a renewal.
+			pauses := func() int {
+				n := 0
+				for _, c := range w.ctls {
+					switch {
+					case bytes.Equal(c, ctl(ctlPause, stuck.ID)):
+						n++
+					case bytes.Equal(c, ctl(ctlResume, stuck.ID)):
+						n = 0
+					default:
+						t.Fatalf("unexpected control record % x", c)
+					}
+				}
+				return n
+			}
+			waitUntil(t, "a pause for the stuck reader", func() bool { w.drain(); return pauses() >= 1 })
+			deadline := time.Now().Add(nodeRenew + 10*time.Second)
+			for w.drain(); pauses() < 2; w.drain() {
+				if time.Now().After(deadline) {
+					t.Fatalf("the pause was never renewed: %d records", len(w.ctls))
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 			// What was kept arrives whole and in order.
 			last := -1
@@ -237,6 +270,10 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 				}
 				last = seq
 			}
+			waitUntil(t, "a resume for the reader", func() bool {
+				w.drain()
+				return len(w.ctls) > 0 && bytes.Equal(w.ctls[len(w.ctls)-1], ctl(ctlResume, stuck.ID))
+			})
 		})
 	}
 }
@@ -258,7 +295,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // a frame's destination follow from its header.
 func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
 	const loops = 4
-	scheme := cluster.Scheme{Bits: 4, Self: 5}
+	scheme := shard.Scheme{Bits: 4, Self: 5}
 	var servers []*Server
 	for range loops {
 		servers = append(servers, NewServer(nil, DefaultConfig(), nil))
@@ -267,7 +304,7 @@ func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	owner := links.Loops().Owner
+	owner := links.Links().Owner
 	seen := map[uint32]bool{}
 	for k, s := range servers {
 		for slot := range 500 {
@@ -284,7 +321,7 @@ func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
 	if _, err := Join(servers[:1], scheme); err == nil {
 		t.Errorf("joining a server twice did not fail")
 	}
-	if _, err := Join([]*Server{NewServer(nil, DefaultConfig(), nil)}, cluster.Scheme{}); err == nil {
+	if _, err := Join([]*Server{NewServer(nil, DefaultConfig(), nil)}, shard.Scheme{}); err == nil {
 		t.Errorf("joining with node-bits 0 did not fail")
 	}
 }
@@ -295,11 +332,11 @@ func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
 func TestNodeOutboxTrimmed(t *testing.T) {
 	srv, rs, addr := joinedServer(t, reactor.Epoll)
 	a := dialTest(t, addr)
-	remoteID := cluster.Scheme{Bits: 2, Self: 2}.Stamp(0x00abcdef)
+	remoteID := shard.Scheme{Bits: 2, Self: 2}.Stamp(0x00abcdef)
 	if err := a.Send(remoteID, []byte("across")); err != nil {
 		t.Fatal(err)
 	}
-	out := rs.Loops().Out[0]
+	out := rs.Links().Out[0]
 	var got []string
 	waitUntil(t, "the frame in the outbox", func() bool {
 		out.Drain(1<<20, func(dest uint32, f []byte) { got = append(got, fmt.Sprintf("%08x %s", dest, f)) })
@@ -311,4 +348,104 @@ func TestNodeOutboxTrimmed(t *testing.T) {
 	waitUntil(t, "the idle outbox ring to be released", func() bool {
 		return srv.link.released.Load() >= nodeOutbox
 	})
+}
+
+// ctl is a control record as loops and nodes exchange them (control.go).
+func ctl(op byte, id uint32) []byte {
+	b := []byte{op, 0, 0, 0, 0}
+	binary.LittleEndian.PutUint32(b[1:], id)
+	return b
+}
+
+// outboxWatch drains a loop's outbox for a test that plays the bridge,
+// keeping frames and control records apart.
+type outboxWatch struct {
+	out    *shard.Queue
+	frames []string // payloads, NUL dropped
+	ctls   [][]byte
+}
+
+func (w *outboxWatch) drain() {
+	w.out.Drain(1<<20, func(dest uint32, f []byte) {
+		if dest == shard.ControlDest {
+			w.ctls = append(w.ctls, bytes.Clone(f))
+			return
+		}
+		w.frames = append(w.frames, string(f[:len(f)-1]))
+	})
+}
+
+// TestNodePauseIsALease: a pause from another node stops a sender here
+// that sends to the paused destination; a resume releases it, and a pause
+// whose resume never comes (lost, or its node died) lapses after
+// nodeLease, so no sender waits for ever.
+func TestNodePauseIsALease(t *testing.T) {
+	srv, rs, addr := joinedServer(t, reactor.Epoll)
+	links := rs.Links()
+	in, wake := links.In[0], func() { links.Wake(0) }
+	w := &outboxWatch{out: links.Out[0]}
+	a := dialTest(t, addr)
+	remote := shard.Scheme{Bits: 2, Self: 2}.Stamp(0x00abcdef)
+	m := srv.Metrics()
+
+	// pause hands the loop a pause record from another node, and waits
+	// until it was handled: a frame for a, behind it in the inbox, arrives.
+	pause := func(op byte) {
+		t.Helper()
+		if !in.Put(shard.ControlDest, ctl(op, remote)) || !in.Put(a.ID(), []byte("mark\x00")) {
+			t.Fatal("inbox refused a record")
+		}
+		in.Publish()
+		wake()
+		a.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if p, err := a.Recv(); err != nil || string(p) != "mark" {
+			t.Fatalf("marker: %q, %v", p, err)
+		}
+	}
+	// sendAndSee sends one frame to remote and waits for it in the outbox.
+	sendAndSee := func(payload string) {
+		t.Helper()
+		if err := a.Send(remote, []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, payload+" in the outbox", func() bool {
+			w.drain()
+			return len(w.frames) > 0 && w.frames[len(w.frames)-1] == payload
+		})
+	}
+
+	// Lost resume: the frame after the pause goes out, then a is paused
+	// until the lease lapses.
+	pause(ctlPause)
+	sendAndSee("first")
+	waitUntil(t, "a to be paused", func() bool { return m.BackpressurePauses.Load() == 1 })
+	if err := a.Send(remote, []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(nodeLease + 10*time.Second)
+	for len(w.frames) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pause never lapsed: outbox %q", w.frames)
+		}
+		time.Sleep(5 * time.Millisecond)
+		w.drain()
+	}
+	// The loop published the lapse before it read "second" again.
+	if w.frames[1] != "second" || m.PauseLeasesLapsed.Load() != 1 {
+		t.Fatalf("outbox %q with %d leases lapsed: a was not held until the lease lapsed",
+			w.frames, m.PauseLeasesLapsed.Load())
+	}
+
+	// A resume releases at once, lease or not.
+	pause(ctlPause)
+	sendAndSee("third")
+	waitUntil(t, "a to be paused again", func() bool { return m.BackpressurePauses.Load() == 2 })
+	if err := a.Send(remote, []byte("fourth")); err != nil {
+		t.Fatal(err)
+	}
+	pause(ctlResume)
+	sendAndSee("fourth")
+	if n := m.PauseLeasesLapsed.Load(); n != 1 {
+		t.Fatalf("%d leases lapsed, want the first only: the resume did not release a", n)
+	}
 }

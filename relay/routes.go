@@ -1,17 +1,16 @@
 package relay
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"math/bits"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // Routes is the routing table: which open connection (by reactor slot)
 // holds which ID. It also hands out the IDs, since the only rule for a new
-// one is that it is not in the table: an ID is never 0, never one in use,
-// and drawn from crypto/rand, so that a client cannot guess who connects
-// after it. Like the rest of the relay's state it belongs to the loop
-// goroutine and has no lock.
+// one beyond the ID scheme (shard.IDs: random, non-zero, of this node and
+// this loop) is that it is not in the table. Like the rest of the relay's
+// state it belongs to the loop goroutine and has no lock.
 //
 // The table is open addressing with linear probing over one array of
 // 8-byte (ID, slot) pairs, kept at most half full, so a lookup (one per
@@ -28,15 +27,8 @@ type Routes struct {
 	seed  uint32 // mixed into every probe position
 	n     int    // IDs in use
 
-	// Random bytes are read in batches: one getrandom call serves a
-	// thousand IDs instead of one.
-	pool [4096]byte
-	off  int // next unread byte of pool
-
-	// next, when set, replaces the random source: with several loops it
-	// draws only IDs the loop owns (NewRoutesFrom with shard.IDs.Next), in
-	// a cluster only IDs of this node as well (Join); tests use it to force
-	// zeros and collisions.
+	// next draws an ID candidate: shard.IDs.Next of this loop and node;
+	// tests replace it to force zeros and collisions.
 	next func() uint32
 }
 
@@ -48,25 +40,25 @@ type route struct {
 
 const minRoutes = 64 // smallest table, entries
 
-// NewRoutes returns an empty table that draws its IDs from crypto/rand.
-func NewRoutes() *Routes {
-	s := &Routes{}
-	s.off = len(s.pool) // fill on first use
-	s.seed = s.random() | 1
+// NewRoutes returns an empty table that draws its IDs from ids, or, when
+// ids is nil, from the IDs of a lone loop on a lone node.
+func NewRoutes(ids *shard.IDs) *Routes {
+	if ids == nil {
+		ids, _ = shard.NewIDs(shard.Scheme{}, 1, 0) // cannot fail
+	}
+	s := &Routes{next: ids.Next}
+	s.seed = ids.Next() | 1
 	s.resize(minRoutes)
 	return s
 }
 
-// NewRoutesFrom returns an empty table that draws ID candidates from
-// next instead: with several loops, each loop's table takes the IDs its
-// loop owns (shard.IDs.Next), so that the owner of an ID is a function
-// of the ID alone. Uniqueness is still checked here, in this table only,
-// which is enough because no other loop can draw an ID this one owns.
-// next must return random values; 0 and IDs in use are skipped.
-func NewRoutesFrom(next func() uint32) *Routes {
-	s := NewRoutes()
-	s.next = next
-	return s
+// drawFrom makes the table draw its IDs from ids from now on; the table
+// must still be empty (a cluster's node scheme, set before the loop runs).
+func (s *Routes) drawFrom(ids *shard.IDs) {
+	if s.n != 0 {
+		panic("relay: ID source replaced in a table in use")
+	}
+	s.next = ids.Next
 }
 
 // Add gives the connection in slot a fresh ID and routes it there until
@@ -79,7 +71,7 @@ func (s *Routes) Add(slot int) uint32 {
 		s.resize(2 * len(s.tab))
 	}
 	for {
-		id := s.draw()
+		id := s.next()
 		if id == 0 {
 			continue
 		}
@@ -155,25 +147,4 @@ func (s *Routes) resize(n int) {
 			s.tab[s.find(e.id)] = e
 		}
 	}
-}
-
-// draw returns the next candidate ID, which may be 0 or taken.
-func (s *Routes) draw() uint32 {
-	if s.next != nil {
-		return s.next()
-	}
-	return s.random()
-}
-
-func (s *Routes) random() uint32 {
-	if s.off+4 > len(s.pool) {
-		// crypto/rand.Read never fails on supported platforms; if the
-		// kernel could not supply randomness the runtime aborts rather
-		// than return predictable bytes.
-		rand.Read(s.pool[:])
-		s.off = 0
-	}
-	id := binary.BigEndian.Uint32(s.pool[s.off:])
-	s.off += 4
-	return id
 }

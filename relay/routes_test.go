@@ -19,7 +19,7 @@ func scripted(t *testing.T, vals ...uint32) func() uint32 {
 }
 
 func TestRoutesIDsNeverZero(t *testing.T) {
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	s.next = scripted(t, 0, 0, 0, 42)
 	if id := s.Add(0); id != 42 {
 		t.Fatalf("Take = %d, want 42 (the zeros skipped)", id)
@@ -27,7 +27,7 @@ func TestRoutesIDsNeverZero(t *testing.T) {
 }
 
 func TestRoutesIDsSkipInUse(t *testing.T) {
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	s.next = scripted(t, 5, 5, 0, 5, 9, 5)
 	if id := s.Add(0); id != 5 {
 		t.Fatalf("first Take = %d, want 5", id)
@@ -81,21 +81,21 @@ func churn(t *testing.T, s *Routes, rng *rand.Rand, ops, maxLive int) {
 
 func TestRoutesIDsUniqueUnderChurn(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	churn(t, NewRoutes(), rng, 100_000, 5000)
+	churn(t, NewRoutes(nil), rng, 100_000, 5000)
 }
 
 func TestRoutesIDsUniqueUnderChurnWithCollidingSource(t *testing.T) {
 	// A source with only 300 values, zero among them, makes collisions the
 	// common case, so the rejection loop is exercised on nearly every Take.
 	rng := rand.New(rand.NewPCG(3, 4))
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	s.next = func() uint32 { return uint32(rng.IntN(300)) }
 	churn(t, s, rng, 100_000, 250)
 }
 
 func TestRoutesIDsLookRandom(t *testing.T) {
 	const n = 10_000
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	ids := make([]uint32, n)
 	for i := range ids {
 		// Release at once, so that uniqueness below comes from the source
@@ -132,7 +132,7 @@ func TestRoutesIDsLookRandom(t *testing.T) {
 }
 
 func TestRoutesIDsTakeReleaseAllocatesNothing(t *testing.T) {
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	for range 100 {
 		s.Add(0)
 	}
@@ -144,7 +144,7 @@ func TestRoutesIDsTakeReleaseAllocatesNothing(t *testing.T) {
 // TestRoutesLookup checks the table routes each ID to the connection it was
 // given to, and forgets it on Remove.
 func TestRoutesLookup(t *testing.T) {
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	const a, b = 7, 11
 	ida, idb := s.Add(a), s.Add(b)
 	if got, ok := s.Lookup(ida); !ok || got != a {
@@ -168,7 +168,7 @@ func TestRoutesLookup(t *testing.T) {
 // the backward shift of Remove must keep every entry reachable.
 func TestRoutesAgreesWithMap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	want := make(map[uint32]int)
 	var live, gone []uint32
 	for op := range 200_000 {
@@ -215,7 +215,7 @@ func TestRoutesAgreesWithMap(t *testing.T) {
 // connections, against the Go map it replaced.
 func BenchmarkRoutesLookup(b *testing.B) {
 	const n = 10_000
-	s := NewRoutes()
+	s := NewRoutes(nil)
 	m := make(map[uint32]int, n)
 	ids := make([]uint32, n)
 	for i := range ids {

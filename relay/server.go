@@ -23,11 +23,21 @@ type Server struct {
 	peers  peers   // indexed by Conn.Slot
 	routes *Routes // ID -> connection slot; also hands out IDs
 	serial uint64  // peer serial numbers, so waiters survive slot reuse
-	x      *cross  // the other loops of a Group; nil with one loop
+
+	// Where frames can go besides this loop (route.go): k is this loop's
+	// index of n, and hop n is the link to other nodes.
+	k, n   int
+	scheme shard.Scheme // which node an ID belongs to
+	x      *cross       // the other loops of a Group (cross.go); nil with one loop
+	link   *nodeLink    // the other nodes of a cluster (nodes.go); nil on one node
+
+	holds  holds                  // frames a bounded hop refused, and who waits (hold.go)
+	remote map[uint32]*remoteWait // destinations elsewhere that asked for a pause (hold.go)
+	asked  map[int]*asked         // this loop's destinations that asked other hops to pause (deliver.go)
+	ctl    controls               // control records that wait for room (control.go)
 
 	metrics *Metrics
 	counts  counts
-	link    *nodeLink // link to the other nodes of a cluster (nodes.go); nil on one node
 
 	stop     atomic.Bool // set by Shutdown from any goroutine
 	draining bool
@@ -57,8 +67,8 @@ type peer struct {
 	stallSince  instant // since when no progress was seen; 0: not stalled
 
 	id      uint32 // 0 once the connection left the routing table
-	blocked int32  // destinations this peer (as a sender) waits on
-	held    bool   // bytes a full cross-loop queue refused wait in cross.held
+	blocked int32  // reasons this peer (as a sender) does not read: block, unblock
+	held    bool   // bytes a full hop refused wait in Server.holds
 }
 
 // The idle memory per connection (README, Performance) counts this record:
@@ -72,26 +82,45 @@ type instant int64
 
 func (s *Server) since(i instant) time.Duration { return time.Duration(s.clock - i) }
 
+// waiter is a paused sender, by slot; the serial tells a later connection
+// in the same slot from it.
 type waiter struct {
 	slot   int
 	serial uint64
 }
 
-// NewServer returns a server that will drive loop. cfg must be valid.
+// NewServer returns a server that will drive loop, a lone loop on a lone
+// node until a Group or Join says otherwise. cfg must be valid.
 func NewServer(loop reactor.Loop, cfg Config, m *Metrics) *Server {
+	return newServer(loop, cfg, m, 0, 1)
+}
+
+// newServer returns the server of loop k of n.
+func newServer(loop reactor.Loop, cfg Config, m *Metrics, k, n int) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if m == nil {
 		m = new(Metrics)
 	}
-	return &Server{
+	ids, err := shard.NewIDs(shard.Scheme{}, n, k)
+	if err != nil {
+		panic(err) // k < n by construction
+	}
+	s := &Server{
 		cfg:     cfg,
 		loop:    loop,
 		log:     cfg.Logger,
-		routes:  NewRoutes(),
+		routes:  NewRoutes(ids),
+		k:       k,
+		n:       n,
+		remote:  make(map[uint32]*remoteWait),
+		asked:   make(map[int]*asked),
 		metrics: m,
 	}
+	s.holds.init(n + 1)
+	s.ctl.init(n + 1)
+	return s
 }
 
 // Metrics returns the server's counters.
@@ -112,10 +141,10 @@ func (s *Server) Run() error {
 	if s.x != nil {
 		// A loop that left counts as quiet, so that the others do not
 		// wait for it.
-		defer s.x.g.state[s.x.k].quiet.Store(true)
+		defer s.x.g.state[s.k].quiet.Store(true)
 	}
 	s.start = time.Now()
-	events := make([]reactor.Event, 1024)
+	events := make([]reactor.Event, pollEvents)
 	for {
 		timeout := s.timeout()
 		if s.again {
@@ -154,36 +183,69 @@ func (s *Server) Run() error {
 			}
 			*ev = reactor.Event{}
 		}
-		if s.link != nil {
-			s.pollNodes()
-		}
 		if s.stop.Load() && !s.draining {
 			s.beginDrain()
 		}
-		if s.x != nil {
-			s.pass()
-		}
+		s.pass()
 		if s.now.Sub(s.lastTick) >= s.tickEvery() {
 			s.lastTick = s.now
 			s.tick()
 		}
-		s.counts.publish(s.metrics)
+		s.publish()
 		if s.draining && s.drainDone() {
 			for p := range s.peers.all() {
 				if p.conn != nil && p.id != 0 {
 					s.counts.closed[ClosedShutdown]++
 				}
 			}
-			s.counts.publish(s.metrics)
+			s.publish()
 			return nil
 		}
 	}
 }
 
+// pass is what a loop does each time round besides its own events: take
+// what other loops and nodes sent here, route again what waited for a hop
+// that has room now, send the control records that waited, and hand what
+// this pass sent to the other loops and the bridge.
+func (s *Server) pass() {
+	if s.x != nil {
+		s.x.take(s)
+	}
+	if s.link != nil {
+		s.link.take(s)
+	}
+	if s.ctl.any > 0 {
+		s.retryControl()
+	}
+	if s.x != nil {
+		s.x.flush(s)
+	}
+	if s.link != nil {
+		s.link.flush(s)
+	}
+}
+
+// publish makes this pass's counts visible to exporters.
+func (s *Server) publish() {
+	var port *shard.Port
+	if s.x != nil {
+		port = s.x.port
+	}
+	s.counts.publish(s.metrics, port)
+}
+
+// pollEvents is how many events one Poll may return.
+const pollEvents = 1024
+
+// drainPoll is how often a loop looks again while shutting down: output
+// draining is watched by polling the kernel (Conn.Unacked), not signalled.
+const drainPoll = 10 * time.Millisecond
+
 // timeout is how long Poll may wait: for ever when nothing is timed.
 func (s *Server) timeout() time.Duration {
 	if s.draining {
-		return 10 * time.Millisecond
+		return drainPoll
 	}
 	if s.routes.Len() == 0 && (s.x == nil || s.x.port.RingBytes() == 0) {
 		// Idle: nothing is timed. A loop that still holds rings towards
@@ -245,106 +307,10 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 	if p.held {
 		// Bytes read before the pause took effect go behind the held
 		// ones, in order.
-		s.x.held[c.Slot()] = append(s.x.held[c.Slot()], data...)
+		s.holds.bytes[c.Slot()] = append(s.holds.bytes[c.Slot()], data...)
 		return
 	}
 	s.feed(p, data)
-}
-
-// feed parses data, read from p, and routes every frame in it.
-func (s *Server) feed(p *peer, data []byte) {
-	for len(data) > 0 {
-		n, dest, frame, ok, err := p.parser.Next(data)
-		data = data[n:]
-		if err != nil {
-			s.counts.dropped[DropOversize]++
-			s.kick(p, ClosedOversize, "frame over max-frame")
-			return
-		}
-		if ok {
-			p.partialSince = 0
-			s.counts.received++
-			if s.x != nil && dest != 0 && !s.forOtherNode(dest) {
-				if o := shard.Owner(dest, s.x.n); o != s.x.k {
-					if !s.sendRemote(p, o, dest, frame) {
-						s.hold(p, o, dest, frame, data)
-						return
-					}
-					continue
-				}
-			}
-			s.route(p, dest, frame)
-		}
-	}
-	if p.parser.Partial() && p.partialSince == 0 {
-		p.partialSince = s.clock
-	}
-}
-
-// route forwards one complete frame (payload and NUL) to dest.
-func (s *Server) route(src *peer, dest uint32, frame []byte) {
-	if s.forOtherNode(dest) {
-		s.sendToNode(src, dest, frame)
-		return
-	}
-	slot, ok := s.routes.Lookup(dest)
-	if !ok {
-		s.counts.dropped[DropUnknownDest]++
-		return
-	}
-	dp := s.peers.at(slot)
-	if s.deliver(dp, frame) && src != nil {
-		s.pauseFor(src, dp)
-	}
-}
-
-// deliver queues frame on dp's connection under the slow-consumer policy.
-// It reports whether the sender must pause (backpressure, dp over its
-// limit).
-func (s *Server) deliver(dp *peer, frame []byte) bool {
-	dc := dp.conn
-	if dc.Pending() >= s.cfg.MaxQueue {
-		switch s.cfg.SlowConsumer {
-		case Drop:
-			s.counts.dropped[DropSlowConsumer]++
-			return false
-		case Disconnect:
-			s.kick(dp, ClosedSlow, "slow consumer over max-queue")
-			return false
-		}
-	}
-	dc.Send(frame)
-	s.counts.frames++
-	s.counts.bytes += uint64(len(frame))
-	return s.cfg.SlowConsumer == Backpressure && dc.Pending() > s.cfg.MaxQueue
-}
-
-// pauseFor stops reading from src until dst drains below half its limit.
-func (s *Server) pauseFor(src, dst *peer) {
-	for _, w := range dst.waiters {
-		if w.serial == src.serial {
-			return
-		}
-	}
-	dst.waiters = append(dst.waiters, waiter{slot: src.conn.Slot(), serial: src.serial})
-	s.block(src)
-	dst.conn.NotifyDrained(s.cfg.MaxQueue / 2)
-}
-
-// release resumes every sender waiting on p, on this loop and others.
-func (s *Server) release(p *peer) {
-	if s.x != nil && p.conn != nil {
-		s.releaseRemote(p)
-	}
-	for _, w := range p.waiters {
-		sp := s.peers.at(w.slot)
-		if sp.serial != w.serial || sp.conn == nil {
-			continue
-		}
-		s.unblock(sp)
-	}
-	clear(p.waiters)
-	p.waiters = p.waiters[:0]
 }
 
 func (s *Server) drained(c *reactor.Conn) {
@@ -398,10 +364,17 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 	p.blocked = 0
 }
 
-// tick enforces the timed limits.
+// tick enforces the timed limits, renews and expires pauses across
+// nodes, and gives back idle rings.
 func (s *Server) tick() {
 	if s.x != nil {
 		s.x.trim()
+	}
+	if s.link != nil {
+		s.renewNodePauses()
+	}
+	if len(s.remote) > 0 {
+		s.expireLeases()
 	}
 	for p := range s.peers.all() {
 		if p.conn == nil || p.id == 0 {
@@ -436,7 +409,7 @@ func (s *Server) beginDrain() {
 			p.conn.PauseRead()
 		}
 	}
-	if s.x == nil || s.x.k == 0 { // one line for the process, not one per loop
+	if s.k == 0 { // one line for the process, not one per loop
 		s.log.Info("shutting down: accepting and reading stopped, writing queued output", "timeout", s.cfg.ShutdownTimeout)
 	}
 }
@@ -449,7 +422,7 @@ func (s *Server) drainDone() bool {
 	if !s.now.Before(s.deadline) {
 		return true
 	}
-	if s.link != nil && len(s.link.held) > 0 {
+	if s.x == nil && s.holding() {
 		return false // frames for other nodes still wait for the outbox
 	}
 	if s.x != nil && !s.x.g.allQuiet() {

@@ -16,8 +16,11 @@
 //     one Port and touches the mesh only through it.
 //   - Doorbell and Ringer: how a sleeping loop is woken (the loops supply
 //     them: reactor.Loop's Wake and RingLoop).
-//   - Owner and IDs: owner(id) = mix(id) * N >> 32, and random IDs drawn
-//     until their owner is the drawing loop.
+//   - Scheme, Owner and IDs: the one ID scheme. The node index sits in an
+//     ID's top Scheme.Bits bits; the owning loop is Owner(id, N) =
+//     mix(id) * N >> 32; IDs draws random IDs stamped with the node until
+//     their owner is the drawing loop. So a frame's node and loop follow
+//     from its 4-byte header alone.
 //   - ParseLoops, ParseCPUs, Layout, AllowedCPUs, PinThread: flags and
 //     thread placement.
 //
@@ -53,72 +56,21 @@
 // (signals, the metrics server), it is reactor.Loop.Wake: a write to the
 // destination's eventfd, which also coalesces with a compare-and-swap.
 //
-// # How a loop uses it (relay/group.go and relay/cross.go)
+// # How the relay uses it
 //
-// Setup: Layout(-loops, -cpus, AllowedCPUs()) gives N and the pins.
-// GOMAXPROCS is raised to at least N+1 (the loops, plus the runtime and
-// the odd goroutine). Each loop's goroutine calls runtime.LockOSThread,
-// then PinThread(pins[k]) if pinning, then creates its ring or epoll
-// instance on that thread (SINGLE_ISSUER and DEFER_TASKRUN bind a ring to
-// the thread that made it). The mesh's doorbells are the loops' Wake;
-// each Port's Ringer is its loop's RingLoop (MSG_RING on io_uring).
-//
-// Routing: a frame for ID d goes to Owner(d, N).
-//
-//   - This loop: look d up in the loop's own table and deliver as today.
-//   - Another loop j: Port.Send(j, d, payload). Whether d exists is
-//     decided on j when it drains the frame: an unknown or departed ID is
-//     dropped and counted there, and since j looks the ID up at that
-//     moment, a frame never reaches a reused connection slot. (It can
-//     reach a new connection of j that drew the same ID while the frame
-//     was queued: j does not keep departed IDs out of its draws. With IDs
-//     drawn from about 2^32/N values that is rare, not impossible.)
-//   - Later, another node: the node index lives in the ID too; such a
-//     frame goes to the bridge's outbox, and frames arriving from other
-//     nodes come in through the same queues and doorbell as a loop's.
-//
-// IDs: the loop that will own a connection draws its ID with its own IDs
-// (so Owner(id) is that loop) and checks uniqueness in its own table only.
-// The placing loop hands the accepted descriptor to the least-loaded loop
-// in a control record on the mesh queue towards it ("adopt fd"); that loop
-// draws the ID and sends the greeting.
-//
-// Order and whole frames: one sender lives on one loop and one destination
-// on one loop, so all its frames to that destination pass through the same
-// FIFO queue, each as one record, and the destination loop appends each to
-// the output in one piece.
-//
-// Backpressure, full queue: when Send returns false the sending loop keeps
-// the frame and the unparsed rest of that read on the sending connection
-// (as bytes read past a pause are kept today), pauses that connection's
-// reads, and lists it under destination loop j. Port.Writable names j once
-// j has drained enough; the loop sends the held frames again, oldest
-// refusal first (any that still do not fit pause the connection again),
-// and resumes reading. A queue that refused a frame refuses every frame
-// until it has room for it, so small frames never starve a big one. No
-// loop waits for another: the consumer rings the producer when room
-// appears, through the same sleep/wake protocol.
-//
-// Backpressure, slow destination (-slow-consumer=backpressure): loop j
-// delivers every frame it drains, even over -max-queue (the frame was
-// already accepted, exactly as within one loop), and when destination d
-// is then over -max-queue it sends the loop the frame came from, i, a
-// control record on the j->i queue: a frame for ControlDest (ID 0, which
-// no connection has) with payload "pause d". Loop i marks d as full; each of its connections that sends to
-// d afterwards sends that frame and then pauses, listed under d. When d
-// drains below half its limit (NotifyDrained, as today) or leaves, j sends
-// "resume d" to every loop it paused (a list of loops per destination), and
-// those loops resume the connections listed under d. What crosses in the
-// meantime is bounded by the i->j queue. A control record that finds the
-// j->i queue full waits in a small per-loop list and goes out at the next
-// pass; it is never dropped. Under drop and disconnect, j applies the
-// policy itself when it drains the frame; nothing needs to go back.
-//
-// Shutdown: every loop stops accepting and reading and keeps running
-// passes (Drain, deliver, Flush). It declares itself quiet, for good, once
-// its reactor says its reads have really stopped, it holds nothing, and
-// its own Port.Unread is zero; it leaves once every loop is quiet and its
-// connections' output is written, or -shutdown-timeout passes (relay/group.go).
+// Each loop's goroutine locks its OS thread, pins it if asked (Layout,
+// PinThread), and only then creates its ring or epoll instance, so that an
+// io_uring instance is entered only from the thread that made it. The
+// mesh's doorbells are the loops' Wake; each Port's Ringer is its loop's
+// RingLoop. Loop 0 accepts and hands each descriptor to the least loaded
+// loop in an adopt record on the queue towards it; that loop draws the ID.
+// What a frame does on its way (route, deliver, hold), backpressure
+// between loops and the shutdown protocol are the relay's, written once in
+// relay/route.go, deliver.go, hold.go and cross.go. One property of the
+// queues carries it: a queue that refused a record refuses every record
+// until the consumer reports room for it (Queue.Put, Port.Writable), so a
+// held frame is never overtaken and a stream of small frames never keeps
+// a big one out.
 //
 // # Memory
 //

@@ -35,7 +35,7 @@ func Example() {
 	}
 
 	// Loop 1 places a connection: its ID says that loop 1 owns it.
-	ids, err := shard.NewIDs(loops, 1)
+	ids, err := shard.NewIDs(shard.Scheme{}, loops, 1)
 	if err != nil {
 		log.Fatal(err)
 	}

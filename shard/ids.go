@@ -29,42 +29,51 @@ func mix(x uint32) uint32 {
 	return x
 }
 
-// IDs draws connection IDs for loop k of n: random, non-zero, and owned by
-// k. Each candidate is 4 bytes of crypto/rand, read 4 KiB at a time; one
-// candidate in n on average belongs to k, so a loop of 64 pays about one
-// getrandom call per 16 IDs.
+// IDs is the one source of connection IDs: it draws them for loop k of n
+// on the node that Scheme names, random, non-zero, stamped with the node
+// index and owned by k. Each candidate is 4 bytes of crypto/rand, read
+// 4 KiB at a time; one candidate in n on average belongs to k, so a loop
+// of 64 pays about one getrandom call per 16 IDs.
 //
-// Entropy: the drawn ID is uniform over the IDs that k owns, about
-// (2^32-1)/n values. Over a connection whose loop is unknown it is uniform
-// over all 2^32-1 non-zero values, as with one loop; but which loop owns an
-// ID is public (anyone can compute Owner), and placement is predictable
-// enough (the least loaded loop) that a guesser should be credited with
-// knowing it. So count log2((2^32-1)/n) bits: 31 with 2 loops, 30 with 4,
-// 26 with 64. An ID is a routing address, not a secret credential, and the
-// protocol never tells one client another's ID.
+// Entropy: the drawn ID is uniform over the IDs that k owns on this node,
+// about 2^(32-Bits)/n values. Which node and which loop own an ID is
+// public (anyone can compute NodeOf and Owner), and placement is
+// predictable enough (the least loaded loop) that a guesser should be
+// credited with knowing both. So count 32 - Bits - log2(n) bits: 31 with
+// 2 loops on one node, 30 with 4, 28 with 4 nodes of 4 loops. An ID is a
+// routing address, not a secret credential, and the protocol never tells
+// one client another's ID.
 //
 // Uniqueness is not IDs' business: the loop checks its own table (only
-// loop k can hold an ID that k owns) and draws again on a clash.
+// loop k of this node can hold an ID that k owns here) and draws again on
+// a clash.
 //
 // An IDs belongs to one goroutine.
 type IDs struct {
-	n, k int
-	pool [4096]byte
-	off  int
-	fill func([]byte) // crypto/rand.Read, or a test's source
+	scheme Scheme
+	n, k   int
+	pool   [4096]byte
+	off    int
+	fill   func([]byte) // crypto/rand.Read, or a test's source
 }
 
-// NewIDs returns the ID source for loop k of n.
-func NewIDs(n, k int) (*IDs, error) {
+// NewIDs returns the ID source for loop k of n on the node scheme names.
+func NewIDs(scheme Scheme, n, k int) (*IDs, error) {
+	if err := scheme.Validate(); err != nil {
+		return nil, err
+	}
 	if n < 1 || k < 0 || k >= n {
 		return nil, fmt.Errorf("shard: loop %d of %d does not exist", k, n)
 	}
-	a := &IDs{n: n, k: k, fill: func(b []byte) { _, _ = rand.Read(b) }}
+	a := &IDs{scheme: scheme, n: n, k: k, fill: func(b []byte) { _, _ = rand.Read(b) }}
 	a.off = len(a.pool)
 	return a, nil
 }
 
-// Next returns a random non-zero ID with Owner(id, n) == k.
+// Scheme is the node scheme the IDs are stamped with.
+func (a *IDs) Scheme() Scheme { return a.scheme }
+
+// Next returns a random non-zero ID of this node with Owner(id, n) == k.
 func (a *IDs) Next() uint32 {
 	for {
 		if a.off+4 > len(a.pool) {
@@ -74,7 +83,7 @@ func (a *IDs) Next() uint32 {
 			a.fill(a.pool[:])
 			a.off = 0
 		}
-		id := binary.NativeEndian.Uint32(a.pool[a.off:])
+		id := a.scheme.Stamp(binary.BigEndian.Uint32(a.pool[a.off:]))
 		a.off += 4
 		if id != 0 && Owner(id, a.n) == a.k {
 			return id

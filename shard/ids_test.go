@@ -83,7 +83,7 @@ func TestOwnerSpreadsIDs(t *testing.T) {
 func TestIDsBelongToTheirLoop(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 4, 7, 64} {
 		for k := range n {
-			a, err := NewIDs(n, k)
+			a, err := NewIDs(Scheme{}, n, k)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +98,7 @@ func TestIDsBelongToTheirLoop(t *testing.T) {
 }
 
 func TestIDsAreSpreadAndRarelyRepeat(t *testing.T) {
-	a, err := NewIDs(4, 3)
+	a, err := NewIDs(Scheme{}, 4, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestIDsAreSpreadAndRarelyRepeat(t *testing.T) {
 }
 
 func TestIDsSkipZeroAndRefill(t *testing.T) {
-	a, err := NewIDs(2, 0)
+	a, err := NewIDs(Scheme{}, 2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestIDsSkipZeroAndRefill(t *testing.T) {
 		fills++
 		clear(b) // every candidate 0 ...
 		if fills == 2 {
-			b[len(b)-4] = 2 // ... but the last of the second batch: owned by 0 of 2
+			b[len(b)-1] = 2 // ... but the last of the second batch: owned by 0 of 2
 		}
 	}
 	if id := a.Next(); id != 2 || fills != 2 {
@@ -146,7 +146,7 @@ func TestIDsSkipZeroAndRefill(t *testing.T) {
 
 func TestNewIDsChecksLoop(t *testing.T) {
 	for _, c := range [][2]int{{0, 0}, {2, 2}, {2, -1}} {
-		if _, err := NewIDs(c[0], c[1]); err == nil {
+		if _, err := NewIDs(Scheme{}, c[0], c[1]); err == nil {
 			t.Errorf("NewIDs(%d, %d) accepted", c[0], c[1])
 		}
 	}

@@ -16,10 +16,10 @@ const (
 	rung            // a doorbell is on its way; nobody else needs to ring
 )
 
-// ControlDest is the destination ID of loop-to-loop control records (the
-// pause and resume messages of the backpressure plan in the package
-// comment). No connection has ID 0, so a consumer tells them from frames
-// by the ID alone.
+// ControlDest is the destination ID of control records between loops (the
+// relay's pause, resume and adopt records: relay/control.go). No
+// connection has ID 0, so a consumer tells them from frames by the ID
+// alone.
 const ControlDest uint32 = 0
 
 // Mesh connects N loops with one Queue per (source, destination) pair,
@@ -101,10 +101,12 @@ func (m *Mesh) wake(k int, r Ringer) bool {
 	return true
 }
 
-// PortStats counts what one loop did through its Port. The loop reads them
-// on its own goroutine (copying them into its metrics once per pass, say).
+// PortStats counts what one loop did through its Port: the relay publishes
+// its cross-loop metrics from them once per pass, on the loop's goroutine.
+// Control records (ControlDest) are not frames, and are not counted as
+// frames or bytes.
 type PortStats struct {
-	FramesOut, BytesOut uint64 // frames and payload bytes Put towards other loops
+	FramesOut, BytesOut uint64 // frames and payload bytes Sent towards other loops
 	FramesIn, BytesIn   uint64 // frames and payload bytes drained from other loops
 	Full                uint64 // Sends refused because a queue was full
 	Rings               uint64 // doorbells this loop rang
@@ -170,8 +172,10 @@ func (p *Port) Send(dst int, dest uint32, payload []byte) bool {
 		}
 		return false
 	}
-	p.stats.FramesOut++
-	p.stats.BytesOut += uint64(len(payload))
+	if dest != ControlDest {
+		p.stats.FramesOut++
+		p.stats.BytesOut += uint64(len(payload))
+	}
 	if !p.isDirty[dst] {
 		p.isDirty[dst] = true
 		p.dirty = append(p.dirty, dst)
@@ -210,7 +214,10 @@ func (p *Port) Drain(budget int, deliver func(src int, dest uint32, payload []by
 			continue
 		}
 		frames, room := q.Drain(budget, func(dest uint32, payload []byte) {
-			p.stats.BytesIn += uint64(len(payload))
+			if dest != ControlDest {
+				p.stats.FramesIn++
+				p.stats.BytesIn += uint64(len(payload))
+			}
 			deliver(src, dest, payload)
 		})
 		total += frames
@@ -219,7 +226,6 @@ func (p *Port) Drain(budget int, deliver func(src int, dest uint32, payload []by
 		}
 	}
 	p.next = (p.next + 1) % p.m.n
-	p.stats.FramesIn += uint64(total)
 	return total
 }
 

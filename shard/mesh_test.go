@@ -169,7 +169,7 @@ func TestMeshFullQueueWakesProducerWhenRoom(t *testing.T) {
 	m := mustMesh(t, 256, bells)
 	p0, p1 := m.Port(0), m.Port(1)
 	sent := 0
-	for p0.Send(1, uint32(sent), hello) {
+	for p0.Send(1, uint32(sent+1), hello) {
 		sent++
 	}
 	if p0.Stats().Full != 1 || p0.Stats().FramesOut != uint64(sent) {
@@ -387,7 +387,7 @@ func stressLoop(m *Mesh, bell *EventFD, k, n, perPair int, size func(src, dst, s
 	deliver := func(src int, dest uint32, payload []byte) {
 		seq := nextRecv[src]
 		want = payloadFor(want, seq, size(src, k, seq))
-		if bad == nil && (dest != uint32(src)<<24|uint32(seq) || !bytes.Equal(payload, want)) {
+		if bad == nil && (dest != uint32(src+1)<<24|uint32(seq) || !bytes.Equal(payload, want)) {
 			bad = fmt.Errorf("loop %d, frame %d from loop %d: dest %#x, %d bytes %.30q; want %d bytes %.30q",
 				k, seq, src, dest, len(payload), payload, len(want), want)
 		}
@@ -402,7 +402,8 @@ func stressLoop(m *Mesh, bell *EventFD, k, n, perPair int, size func(src, dst, s
 			if dst == k || blocked[dst] || seq == perPair {
 				continue
 			}
-			if !p.Send(dst, uint32(k)<<24|uint32(seq), payloadFor(buf, seq, size(k, dst, seq))) {
+			if !p.Send(dst, uint32(k+1)<<24|uint32(seq), // never 0, ControlDest
+				payloadFor(buf, seq, size(k, dst, seq))) {
 				blocked[dst] = true
 				continue
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/metrics"
 	"github.com/ringrelay/ringrelay/relay"
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // clusterFlags is the -h group of the cluster's flags, bound to
@@ -109,7 +110,7 @@ func joinCluster(cfg Config, servers []*relay.Server, log *slog.Logger) (*node, 
 	}
 	cc := cfg.Cluster
 	cc.Logger = log
-	scheme, err := cluster.NewScheme(cc.NodeBits, cc.Node)
+	scheme, err := shard.NewScheme(cc.NodeBits, cc.Node)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +118,8 @@ func joinCluster(cfg Config, servers []*relay.Server, log *slog.Logger) (*node, 
 	if err != nil {
 		return nil, err
 	}
-	b, err := cluster.Start(cc, rs.Loops())
+	l := rs.Links()
+	b, err := cluster.Start(cc, cluster.QueueLoops(l.Out, l.In, l.Owner, l.Wake))
 	if errors.Is(err, cluster.ErrDuplicateNode) {
 		return nil, fmt.Errorf("%w: refusing to serve a node index another process serves", err)
 	}

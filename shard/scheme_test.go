@@ -1,4 +1,4 @@
-package cluster
+package shard
 
 import (
 	"math/bits"
@@ -60,34 +60,31 @@ func TestSchemeNodeOfStamp(t *testing.T) {
 	}
 }
 
-// owner mirrors shard.Owner's shape (a hash over the whole ID, mapped onto
-// n loops) so Draw is tested with a real spread, not a stub.
-func owner(id uint32, n int) int {
-	x := id
-	x ^= x >> 16
-	x *= 0x21f0aaad
-	x ^= x >> 15
-	x *= 0x735a2d97
-	x ^= x >> 15
-	return int(uint64(x) * uint64(n) >> 32)
-}
-
-func TestSchemeDraw(t *testing.T) {
+// TestIDsWithScheme: IDs.Next stamps the node into every ID it draws and
+// keeps only those the loop owns, as the relay's tables rely on.
+func TestIDsWithScheme(t *testing.T) {
 	const loops = 4
 	s := Scheme{Bits: 3, Self: 5}
 	var state uint64 = 1
-	random := func() uint32 { // xorshift64*: a deterministic stand-in for crypto/rand
-		state ^= state >> 12
-		state ^= state << 25
-		state ^= state >> 27
-		return uint32((state * 2685821657736338717) >> 32)
+	fill := func(b []byte) { // xorshift64*: a deterministic stand-in for crypto/rand
+		for i := range b {
+			state ^= state >> 12
+			state ^= state << 25
+			state ^= state >> 27
+			b[i] = byte((state * 2685821657736338717) >> 56)
+		}
 	}
 	seen := map[uint32]bool{}
 	for k := 0; k < loops; k++ {
+		a, err := NewIDs(s, loops, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.fill = fill
 		for i := 0; i < 1000; i++ {
-			id := s.Draw(random, func(id uint32) bool { return owner(id, loops) == k })
-			if id == 0 || s.NodeOf(id) != 5 || owner(id, loops) != k {
-				t.Fatalf("loop %d drew %08x: node %d owner %d", k, id, s.NodeOf(id), owner(id, loops))
+			id := a.Next()
+			if id == 0 || s.NodeOf(id) != 5 || Owner(id, loops) != k {
+				t.Fatalf("loop %d drew %08x: node %d owner %d", k, id, s.NodeOf(id), Owner(id, loops))
 			}
 			seen[id] = true
 		}
@@ -95,15 +92,23 @@ func TestSchemeDraw(t *testing.T) {
 	if len(seen) < 3990 {
 		t.Fatalf("only %d distinct IDs in 4000 draws", len(seen))
 	}
-	// Node 0 with all random bits 0 is ID 0: Draw must skip it.
-	z := Scheme{Bits: 1, Self: 0}
-	calls := 0
-	id := z.Draw(func() uint32 { calls++; return uint32(calls - 1) }, func(uint32) bool { return true })
-	if id != 1 || calls != 2 {
-		t.Fatalf("Draw gave %08x after %d candidates, want 1 after 2", id, calls)
+	// Node 0 with all random bits 0 is ID 0: Next must skip it.
+	z, err := NewIDs(Scheme{Bits: 1, Self: 0}, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.fill = func(b []byte) {
+		clear(b)
+		b[7] = 1 // the second candidate is 1
+	}
+	if id := z.Next(); id != 1 || z.off != 8 {
+		t.Fatalf("Next gave %08x after %d bytes, want 1 after 8", id, z.off)
 	}
 	// The entropy the doc comment states: 32 - Bits - log2(N).
 	if got := 32 - s.Bits - bits.Len(uint(loops-1)); got != 27 {
 		t.Fatalf("entropy %d", got)
+	}
+	if _, err := NewIDs(Scheme{Bits: 2, Self: 4}, 1, 0); err == nil {
+		t.Fatal("NewIDs accepted node 4 of node-bits 2")
 	}
 }

@@ -1,4 +1,4 @@
-package cluster
+package shard
 
 import "fmt"
 
@@ -18,12 +18,12 @@ const MaxNodeBits = 16
 // node, which owns every ID.
 //
 // Composition with the loops of one process: the owning loop is chosen by
-// a hash over the whole 32-bit ID (shard.Owner(id, N)), node bits
-// included. A loop draws candidates as Stamp(random), keeping the first
-// that is non-zero and that it owns (Draw). Entropy: an ID has 32-Bits
-// random bits; the node is public (it is in the ID), and the loop choice
-// costs about log2(N) more, so count 32 - Bits - log2(N) bits: 28 with 4
-// nodes of 4 loops (Bits=2), 20 with 256 nodes of 16 loops (Bits=8).
+// a hash over the whole 32-bit ID (Owner(id, N)), node bits included. A
+// loop draws candidates as Stamp(random), keeping the first that is
+// non-zero and that it owns (IDs.Next). Entropy: an ID has 32-Bits random
+// bits; the node is public (it is in the ID), and the loop choice costs
+// about log2(N) more, so count 32 - Bits - log2(N) bits: 28 with 4 nodes
+// of 4 loops (Bits=2), 20 with 256 nodes of 16 loops (Bits=8).
 type Scheme struct {
 	Bits int // node index bits, 0..MaxNodeBits
 	Self int // this node's index, 0..2^Bits-1
@@ -62,7 +62,7 @@ func (s Scheme) Local(id uint32) bool { return s.NodeOf(id) == s.Self }
 
 // Stamp turns 32 random bits into an ID of this node: the top Bits bits
 // are replaced by the node index, the rest are kept. The result may be 0
-// (node 0, all random bits 0); Draw skips it.
+// (node 0, all random bits 0); IDs.Next skips it.
 func (s Scheme) Stamp(random uint32) uint32 {
 	if s.Bits == 0 {
 		return random
@@ -70,17 +70,4 @@ func (s Scheme) Stamp(random uint32) uint32 {
 	shift := 32 - s.Bits
 	low := uint32(1)<<shift - 1
 	return uint32(s.Self)<<shift | random&low
-}
-
-// Draw returns the first candidate Stamp(random()) that is non-zero and
-// for which owns is true (owns is "this loop owns the ID", e.g.
-// shard.Owner(id, N) == k, plus any uniqueness check the loop makes).
-// With N loops about N candidates are drawn per ID.
-func (s Scheme) Draw(random func() uint32, owns func(id uint32) bool) uint32 {
-	for {
-		id := s.Stamp(random())
-		if id != 0 && owns(id) {
-			return id
-		}
-	}
 }
