@@ -2,6 +2,7 @@ package tlsrecord
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 
 	"golang.org/x/crypto/hkdf"
@@ -18,3 +19,5 @@ func hkdfExpandRaw(secret, info []byte, n int) []byte {
 	}
 	return out
 }
+
+func hexString(b []byte) string { return hex.EncodeToString(b) }
