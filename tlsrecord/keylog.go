@@ -65,7 +65,6 @@ func ParseKeyLogLine(line []byte) (KeyLogLine, error) {
 	return kl, nil
 }
 
-
 func truncate(b []byte) []byte {
 	if len(b) > 40 {
 		return b[:40]
