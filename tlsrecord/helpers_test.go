@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"time"
 
 	"golang.org/x/crypto/hkdf"
 )
@@ -21,3 +22,5 @@ func hkdfExpandRaw(secret, info []byte, n int) []byte {
 }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }
+
+func timeNowPlus() time.Time { return time.Now().Add(testDeadline) }
