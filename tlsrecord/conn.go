@@ -30,16 +30,21 @@ type Conn struct {
 }
 
 // halfConn is one direction: the current traffic secret (kept for the
-// next KeyUpdate), the AEAD keyed from it, its IV and the record sequence
-// number that is xored into the IV (RFC 8446 §5.3).
+// next KeyUpdate), the key and IV derived from it, the AEAD keyed with it
+// (nil after Shrink, rebuilt on use) and the record sequence number that
+// is xored into the IV (RFC 8446 §5.3).
 type halfConn struct {
 	aead   cipher.AEAD
 	seq    uint64
 	iv     [ivLen]byte
 	nonce  [ivLen]byte // scratch, kept here so the AEAD call does not make it escape
 	hdr    [headerLen]byte
+	key    [maxKeyLen]byte
 	secret [maxSecretLen]byte
 }
+
+// maxKeyLen is the longest AEAD key of the three suites.
+const maxKeyLen = 32
 
 // NewServer returns the record layer of the server side of a connection
 // whose handshake negotiated suiteID and produced these application
@@ -79,16 +84,32 @@ func (h *halfConn) setSecret(s *suite, secret []byte) error {
 	key := ExpandLabel(s.hash, secret, "key", nil, s.keyLen)
 	iv := ExpandLabel(s.hash, secret, "iv", nil, ivLen)
 	aead, err := s.aead(key)
-	clear(key)
 	if err != nil {
+		clear(key)
 		return fmt.Errorf("tlsrecord: AEAD for %#04x: %w", s.id, err)
 	}
 	h.aead = aead
 	h.seq = 0
+	clear(h.key[:])
+	copy(h.key[:], key)
+	clear(key)
 	copy(h.iv[:], iv)
 	clear(h.secret[:])
 	copy(h.secret[:], secret)
 	return nil
+}
+
+// cipher returns the AEAD, rebuilding it from the stored key after Shrink.
+func (h *halfConn) cipher(s *suite) (cipher.AEAD, error) {
+	if h.aead != nil {
+		return h.aead, nil
+	}
+	aead, err := s.aead(h.key[:s.keyLen])
+	if err != nil {
+		return nil, fmt.Errorf("tlsrecord: rebuilding AEAD for %#04x: %w", s.id, err)
+	}
+	h.aead = aead
+	return aead, nil
 }
 
 // update moves this direction to the next traffic secret (RFC 8446 §7.2).
@@ -115,6 +136,15 @@ func (h *halfConn) nextNonce() ([]byte, bool) {
 	}
 	h.seq++
 	return h.nonce[:], true
+}
+
+// Shrink drops both AEADs, the bulk of an AES-GCM Conn's memory (see
+// TestConnMemory), keeping the keys: the next Open or Seal rebuilds the
+// one it needs (see BenchmarkRebuild for the cost). It is meant for
+// connections that have gone idle, not for every pause between batches.
+func (c *Conn) Shrink() {
+	c.in.aead = nil
+	c.out.aead = nil
 }
 
 // Suite returns the cipher suite ID the Conn was made with.

@@ -19,7 +19,10 @@ import (
 // only SealAlert may still be used. On error dst still holds the plaintext
 // of the records before the failing one.
 //
-// Open allocates nothing except on failure and on KeyUpdate.
+// Each record is decrypted straight into dst's spare capacity: dst needs
+// room for a record's body less its 16-byte tag, so a dst with len(in)
+// bytes to spare never grows. Open allocates nothing beyond that, except
+// on failure, on KeyUpdate, and to rebuild an AEAD after Shrink.
 func (c *Conn) Open(dst, in []byte) (out []byte, n int, err error) {
 	if c.peerClosed {
 		return dst, len(in), ErrPeerClosed
@@ -81,8 +84,12 @@ func (c *Conn) openRecord(dst, hdr, body []byte) (out []byte, closed bool, err e
 	if !ok {
 		return dst, false, fail(AlertInternalError, "read sequence number exhausted")
 	}
+	aead, err := c.in.cipher(c.suite)
+	if err != nil {
+		return dst, false, &AlertError{Alert: AlertInternalError, Reason: err.Error()}
+	}
 	start := len(dst)
-	out, err = c.in.aead.Open(dst, nonce, body, hdr)
+	out, err = aead.Open(dst, nonce, body, hdr)
 	if err != nil {
 		return dst, false, fail(AlertBadRecordMAC, "record failed authentication")
 	}

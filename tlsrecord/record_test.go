@@ -383,3 +383,29 @@ func TestConstructorErrors(t *testing.T) {
 		t.Error("48-byte secret accepted for a SHA-256 suite")
 	}
 }
+
+// After Shrink both sides carry on, across a KeyUpdate too.
+func TestShrink(t *testing.T) {
+	for _, id := range allSuites {
+		p := newPair(t, id)
+		for round := range 3 {
+			p.cli.Shrink()
+			p.srv.Shrink()
+			wire, err := p.cli.SealKeyUpdate(nil, round == 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wire, _ = p.cli.Seal(wire, []byte("to server"))
+			p.srv.Shrink()
+			if out, _, err := p.srv.Open(nil, wire); err != nil || string(out) != "to server" {
+				t.Fatalf("%s round %d: server Open = %q, %v", tls.CipherSuiteName(id), round, out, err)
+			}
+			p.srv.Shrink()
+			wire, _ = p.srv.Seal(nil, []byte("to client"))
+			p.cli.Shrink()
+			if out, _, err := p.cli.Open(nil, wire); err != nil || string(out) != "to client" {
+				t.Fatalf("%s round %d: client Open = %q, %v", tls.CipherSuiteName(id), round, out, err)
+			}
+		}
+	}
+}

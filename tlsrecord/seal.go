@@ -119,6 +119,10 @@ func (c *Conn) sealInPlace(buf []byte, start int, typ byte) ([]byte, error) {
 	if contentLen > MaxPlaintext {
 		return buf, errors.New("tlsrecord: SealRecord: " + strconv.Itoa(contentLen) + " bytes of plaintext exceed one record (2^14)")
 	}
+	aead, err := c.out.cipher(c.suite)
+	if err != nil {
+		return buf, err
+	}
 	nonce, ok := c.out.nextNonce()
 	if !ok {
 		return buf, errSeqExhausted
@@ -132,7 +136,7 @@ func (c *Conn) sealInPlace(buf []byte, start int, typ byte) ([]byte, error) {
 	binary.BigEndian.PutUint16(h[3:5], uint16(contentLen+1+tagLen))
 	copy(buf[start:], h[:])
 	inner := buf[start+headerLen:]
-	sealed := c.out.aead.Seal(inner[:0], nonce, inner, h[:])
+	sealed := aead.Seal(inner[:0], nonce, inner, h[:])
 	return buf[:start+headerLen+len(sealed)], nil
 }
 
