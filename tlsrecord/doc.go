@@ -62,8 +62,12 @@
 //
 // # Cost
 //
-// Open and Seal allocate nothing when the caller's buffers have room; a
-// KeyUpdate and an error allocate. A Conn holds its two AEADs, IVs,
-// sequence numbers and the current secrets (needed for KeyUpdate); see
-// TestConnMemory for its measured size.
+// Open and Seal allocate nothing when the caller's buffers have room (Open
+// needs len(in) spare bytes in dst; Seal needs SealedLen); a KeyUpdate and
+// an error allocate. A Conn is 288 bytes plus its two AEADs: about 1.8 KiB
+// in all with AES-GCM (crypto/cipher keeps both AES key schedules and a
+// GHASH table per AEAD), 352 bytes with ChaCha20-Poly1305 (TestConnMemory).
+// Shrink drops the AEADs of a connection that has gone idle, down to the
+// 288-byte struct; the next Open or Seal rebuilds the one it needs from
+// the stored key (under a microsecond and 1.3 KiB, BenchmarkRebuild).
 package tlsrecord

@@ -94,3 +94,42 @@ func FuzzParseKeyLogLine(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenInner fuzzes what the tag protects: arbitrary inner plaintext
+// (content, type, padding), sealed correctly, so the content-type, alert
+// and post-handshake message parsing sees every shape. Application data
+// must come out exactly as the content before its type byte.
+func FuzzOpenInner(f *testing.F) {
+	f.Add([]byte("data\x17"))
+	f.Add([]byte("data\x17\x00\x00\x00"))
+	f.Add([]byte{1, 0, typeAlert})
+	f.Add([]byte{2, 20, typeAlert})
+	f.Add([]byte{msgKeyUpdate, 0, 0, 1, 1, typeHandshake})
+	f.Add([]byte{msgKeyUpdate, 0, 0, 1, 0, msgKeyUpdate, 0, 0, 1, 1, typeHandshake})
+	f.Add([]byte{msgNewSessionTicket, 0, 0, 0, typeHandshake, 0})
+	f.Add([]byte{0, 0, 0})
+	f.Fuzz(func(t *testing.T, inner []byte) {
+		if len(inner) > MaxCiphertext-tagLen {
+			return
+		}
+		sender, _ := NewClient(tls.TLS_CHACHA20_POLY1305_SHA256, fuzzClientSecret, fuzzServerSecret)
+		recv, _ := NewServer(tls.TLS_CHACHA20_POLY1305_SHA256, fuzzClientSecret, fuzzServerSecret)
+		rec := sealRaw(&sender.out, typeApplicationData, inner)
+		out, n, err := recv.Open(nil, rec)
+		if err != nil {
+			if len(out) != 0 || (n != 0 && err != ErrPeerClosed) {
+				t.Fatalf("error %v with %d bytes out, %d consumed", err, len(out), n)
+			}
+			return
+		}
+		if n != len(rec) {
+			t.Fatalf("consumed %d of %d", n, len(rec))
+		}
+		stripped := bytes.TrimRight(inner, "\x00")
+		if len(out) > 0 || stripped[len(stripped)-1] == typeApplicationData {
+			if stripped[len(stripped)-1] != typeApplicationData || !bytes.Equal(out, stripped[:len(stripped)-1]) {
+				t.Fatalf("inner %x gave plaintext %x", inner, out)
+			}
+		}
+	})
+}
