@@ -7,6 +7,9 @@ const (
 	// MaxCiphertext is the longest encrypted record body a peer may send
 	// (2^14 + 256); anything longer is a record_overflow.
 	MaxCiphertext = MaxPlaintext + 256
+	// MaxRecord is the longest record on the wire, header included: the
+	// most a receive buffer must hold to see one whole record.
+	MaxRecord = headerLen + MaxCiphertext
 	// Overhead is what sealing adds to content in one record: the header,
 	// the inner content type byte and the 16-byte AEAD tag of all three
 	// suites.
