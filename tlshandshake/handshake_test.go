@@ -148,7 +148,7 @@ func startFdServer(t *testing.T, files CertFiles) (string, chan Conn) {
 				t.Error(err)
 				return
 			}
-			if err := pool.Start(context.Background(), fd); err != nil {
+			if err := pool.Start(context.Background(), fd); err != nil && !errors.Is(err, ErrPoolClosed) {
 				t.Error(err)
 			}
 		}

@@ -129,7 +129,10 @@ func (p *Pool) TryStart(fd int) bool {
 // accept at all and new connections wait in the kernel's backlog (or are
 // refused by it when that fills). It returns nil once the pool is closed
 // (Close also closes ln) or ln is closed, and the accept error otherwise.
-// A lack of descriptors pauses accepting a little and retries.
+// A lack of descriptors pauses accepting a little and retries. Socket
+// options the listener gives accepted connections stay with the socket
+// after the handover (net.Listen's turn on TCP keep-alive; a
+// net.ListenConfig with KeepAlive -1 does not).
 func (p *Pool) Serve(ln net.Listener) error {
 	stop := context.AfterFunc(p.ctx, func() { ln.Close() })
 	defer stop()

@@ -16,7 +16,7 @@ import (
 // every one of them still ends, by timeout.
 func TestBound(t *testing.T) {
 	p := newPKI(t)
-	s := startServer(t, p.files, Config{MaxHandshakes: 2, Timeout: 300 * time.Millisecond})
+	s := startServer(t, p.files, Config{MaxHandshakes: 2, Timeout: time.Second})
 	var clients []net.Conn
 	for range 5 {
 		c, err := net.Dial("tcp", s.addr) // the kernel completes it; the pool may not accept yet
@@ -169,7 +169,7 @@ func TestReload(t *testing.T) {
 // clients are gone.
 func TestNoDescriptorLeak(t *testing.T) {
 	p := newPKI(t)
-	s := startServer(t, p.files, Config{Timeout: 200 * time.Millisecond})
+	s := startServer(t, p.files, Config{Timeout: time.Second})
 	openFds := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
