@@ -300,6 +300,36 @@ func readRecord(t *testing.T, fd int) []byte {
 // content.
 func openRecord(t *testing.T, suite uint16, secret, rec []byte) (byte, []byte) {
 	t.Helper()
+	aead, nonce := recordAEAD(t, suite, secret)
+	if rec[0] != 23 {
+		t.Fatalf("record type %d, want application_data (23)", rec[0])
+	}
+	plain, err := aead.Open(nil, nonce, rec[recordHeaderLen:], rec[:recordHeaderLen])
+	if err != nil {
+		t.Fatalf("open the first record with the handed-over secret: %v", err)
+	}
+	plain = bytes.TrimRight(plain, "\x00")
+	if len(plain) == 0 {
+		t.Fatal("record holds only padding")
+	}
+	return plain[len(plain)-1], plain[:len(plain)-1]
+}
+
+// sealRecord protects content as the first application data record sent
+// under secret (sequence number 0).
+func sealRecord(t *testing.T, suite uint16, secret, content []byte) []byte {
+	t.Helper()
+	aead, nonce := recordAEAD(t, suite, secret)
+	n := len(content) + 1 + aead.Overhead()
+	hdr := []byte{23, 3, 3, byte(n >> 8), byte(n)}
+	inner := append(append([]byte(nil), content...), 23)
+	return aead.Seal(hdr, nonce, inner, hdr)
+}
+
+// recordAEAD derives the AEAD and the nonce for sequence number 0 (the IV
+// itself) from a traffic secret. AES-GCM suites only.
+func recordAEAD(t *testing.T, suite uint16, secret []byte) (cipher.AEAD, []byte) {
+	t.Helper()
 	var h func() hash.Hash
 	var keyLen int
 	switch suite {
@@ -310,9 +340,7 @@ func openRecord(t *testing.T, suite uint16, secret, rec []byte) (byte, []byte) {
 	default:
 		t.Fatalf("test decrypts AES-GCM suites only; got %s", tls.CipherSuiteName(suite))
 	}
-	key := expandLabel(t, h, secret, "key", keyLen)
-	iv := expandLabel(t, h, secret, "iv", 12) // sequence 0: the nonce is the IV
-	block, err := aes.NewCipher(key)
+	block, err := aes.NewCipher(expandLabel(t, h, secret, "key", keyLen))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,18 +348,7 @@ func openRecord(t *testing.T, suite uint16, secret, rec []byte) (byte, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec[0] != 23 {
-		t.Fatalf("record type %d, want application_data (23)", rec[0])
-	}
-	plain, err := aead.Open(nil, iv, rec[recordHeaderLen:], rec[:recordHeaderLen])
-	if err != nil {
-		t.Fatalf("open the first record with the handed-over secret: %v", err)
-	}
-	plain = bytes.TrimRight(plain, "\x00")
-	if len(plain) == 0 {
-		t.Fatal("record holds only padding")
-	}
-	return plain[len(plain)-1], plain[:len(plain)-1]
+	return aead, expandLabel(t, h, secret, "iv", 12)
 }
 
 // expandLabel is HKDF-Expand-Label (RFC 8446 §7.1) with an empty context.
