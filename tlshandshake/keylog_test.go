@@ -14,8 +14,8 @@ func TestParseKeyLogLine(t *testing.T) {
 	}
 	for _, bad := range []string{
 		"",
-		"CLIENT_TRAFFIC_SECRET_0 " + random,                   // no secret
-		"CLIENT_TRAFFIC_SECRET_0 abcd 00ff",                   // short random
+		"CLIENT_TRAFFIC_SECRET_0 " + random, // no secret
+		"CLIENT_TRAFFIC_SECRET_0 abcd 00ff", // short random
 		"CLIENT_TRAFFIC_SECRET_0 " + random + " 0g",           // not hex
 		"CLIENT_TRAFFIC_SECRET_0 " + random + " 00 extra",     // a fourth field
 		"CLIENT_TRAFFIC_SECRET_0 " + random[:63] + "x 00ff\n", // random not hex
