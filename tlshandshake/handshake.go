@@ -35,7 +35,12 @@ type Conn struct {
 type State struct {
 	Version     uint16 // always tls.VersionTLS13
 	CipherSuite uint16 // tls.TLS_AES_128_GCM_SHA256, ...
-	ServerName  string // SNI, "" when the client sent none
+	// Group is the key exchange group (tls.X25519MLKEM768, tls.X25519, ...).
+	Group tls.CurveID
+	// HelloRetry: the client's first key share was of no use and the
+	// server asked for another (a round trip more).
+	HelloRetry bool
+	ServerName string // SNI, "" when the client sent none
 	// ClientSubject is the verified client certificate's subject (RFC
 	// 2253 form); "" without a client certificate.
 	ClientSubject string
@@ -46,8 +51,9 @@ type State struct {
 }
 
 // run performs one server handshake on nc and returns the connection's
-// secrets and state, or why it failed. fd is the socket the caller hands
-// on; run never closes it and always closes nc.
+// secrets and state (all but Fd), or why it failed. It always closes nc,
+// the Go-side duplicate; the socket the caller hands on is not its to
+// close.
 func (p *Pool) run(ctx context.Context, nc net.Conn) (Conn, Result, error) {
 	start := time.Now()
 	defer nc.Close()
@@ -67,6 +73,8 @@ func (p *Pool) run(ctx context.Context, nc net.Conn) (Conn, Result, error) {
 	st := State{
 		Version:     cs.Version,
 		CipherSuite: cs.CipherSuite,
+		Group:       cs.CurveID,
+		HelloRetry:  cs.HelloRetryRequest,
 		ServerName:  cs.ServerName,
 		Remote:      nc.RemoteAddr(),
 		Duration:    time.Since(start),

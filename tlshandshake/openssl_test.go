@@ -2,6 +2,7 @@ package tlshandshake
 
 import (
 	"bytes"
+	"crypto/tls"
 	"os/exec"
 	"strings"
 	"testing"
@@ -19,9 +20,17 @@ func TestOpenSSLInterop(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the interop test needs the openssl command line tool (Debian: apt-get install openssl): %v", err)
 	}
-	for _, mutual := range []bool{false, true} {
-		name := map[bool]string{false: "server-auth", true: "mtls"}[mutual]
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		mutual     bool
+		helloRetry bool // a key share for ffdhe2048 only (Go has no finite-field groups), X25519 listed
+	}{
+		{"server-auth", false, false},
+		{"mtls", true, false},
+		{"hello-retry", false, true},
+	} {
+		mutual := tc.mutual
+		t.Run(tc.name, func(t *testing.T) {
 			p := newPKI(t)
 			files := p.files
 			args := []string{"s_client", "-connect", "", "-tls1_3", "-CAfile", p.caFile,
@@ -30,6 +39,9 @@ func TestOpenSSLInterop(t *testing.T) {
 				files = p.mutualFiles()
 				cl := p.clientCA.issue(t, "openssl-client", 21, true, time.Now().Add(time.Hour))
 				args = append(args, "-cert", p.write(t, "client.pem", cl.certPEM), "-key", p.write(t, "client.key", cl.keyPEM))
+			}
+			if tc.helloRetry {
+				args = append(args, "-groups", "ffdhe2048:X25519")
 			}
 			s := startServer(t, files, Config{})
 			args[2] = s.addr
@@ -72,6 +84,9 @@ func TestOpenSSLInterop(t *testing.T) {
 			unix.Close(got.Fd) // openssl sees the end and exits
 			if typ != 23 || string(plain) != msg {
 				t.Errorf("openssl's first record: type %d %q, want application data %q", typ, plain, msg)
+			}
+			if got.State.HelloRetry != tc.helloRetry || (tc.helloRetry && got.State.Group != tls.X25519) {
+				t.Errorf("hello retry %v with group %v, want retry %v (then X25519)", got.State.HelloRetry, got.State.Group, tc.helloRetry)
 			}
 			if mutual != strings.Contains(got.State.ClientSubject, "CN=openssl-client") {
 				t.Errorf("client subject %q with mutual TLS %v", got.State.ClientSubject, mutual)
