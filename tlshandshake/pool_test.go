@@ -1,6 +1,7 @@
 package tlshandshake
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"net"
@@ -211,4 +212,151 @@ func TestNoDescriptorLeak(t *testing.T) {
 		c.Close()
 	}
 	waitFor(t, "descriptors back to the baseline", func() bool { return openFds() <= base })
+}
+
+// TestFloodMixed: good clients, silent ones and garbage all at once,
+// through a bound of 4. Every good client is served with its own secrets,
+// every bad one is counted, and the bound holds throughout.
+func TestFloodMixed(t *testing.T) {
+	const good, silent, garbage, bound = 60, 10, 10, 4
+	p := newPKI(t)
+	s := startServer(t, p.files, Config{MaxHandshakes: bound, Timeout: time.Second})
+	type client struct{ local, keyLog string }
+	clients := make(chan client, good)
+	errs := make(chan error, good)
+	for range good {
+		go func() {
+			var log bytes.Buffer
+			cfg := p.clientConfig()
+			cfg.KeyLogWriter = &log
+			c, err := tls.Dial("tcp", s.addr, cfg)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			clients <- client{c.LocalAddr().String(), log.String()}
+			c.SetReadDeadline(time.Now().Add(patience))
+			c.Read(make([]byte, 1)) // hold the connection until the test closes the server side
+		}()
+	}
+	var bad []net.Conn
+	defer func() {
+		for _, c := range bad {
+			c.Close()
+		}
+	}()
+	for i := range silent + garbage {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < garbage {
+			c.Write([]byte("\x00\x00\x00\x08garbage!"))
+		}
+		bad = append(bad, c)
+	}
+	want := map[string][2][]byte{}
+	for range good {
+		select {
+		case c := <-clients:
+			cs, ss := keyLogSecrets(t, c.keyLog)
+			want[c.local] = [2][]byte{cs, ss}
+		case err := <-errs:
+			t.Fatalf("a good client failed: %v", err)
+		case <-time.After(patience):
+			t.Fatal("good clients did not finish")
+		}
+	}
+	for range good {
+		c := s.next(t)
+		w, ok := want[c.State.Remote.String()]
+		if !ok || !bytes.Equal(w[0], c.ClientSecret) || !bytes.Equal(w[1], c.ServerSecret) {
+			t.Errorf("connection from %v: secrets not those its client logged", c.State.Remote)
+		}
+		unix.Close(c.Fd)
+	}
+	s.waitCount(t, OK, good)
+	s.waitCount(t, NotTLS, garbage)
+	s.waitCount(t, Timeout, silent)
+	if snap := s.pool.Snapshot(); snap.Peak > bound || snap.Peak < 1 {
+		t.Errorf("peak of %d handshakes at once, bound %d", snap.Peak, bound)
+	}
+}
+
+// TestClose: closing the pool ends a handshake in progress (the client
+// sees its connection closed, the handshake counts as other), Serve
+// returns nil, and Start refuses and closes what it is given.
+func TestClose(t *testing.T) {
+	p := newPKI(t)
+	store, err := LoadCerts(p.files, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := NewPool(store, Config{Timeout: time.Hour, Deliver: func(c Conn) { unix.Close(c.Fd) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- pool.Serve(ln) }()
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	waitFor(t, "the silent client's handshake to start", func() bool { return pool.Snapshot().InProgress == 1 })
+	pool.Close()
+	if err := <-served; err != nil {
+		t.Errorf("Serve after Close: %v", err)
+	}
+	if snap := pool.Snapshot(); snap.InProgress != 0 || snap.Handshakes[Other] != 1 {
+		t.Errorf("after Close: %d in progress, %d other; want 0 and 1", snap.InProgress, snap.Handshakes[Other])
+	}
+	silent.SetReadDeadline(time.Now().Add(patience))
+	if n, err := silent.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("client in a cancelled handshake read %d bytes, %v; want its connection closed", n, err)
+	}
+
+	// Start after Close: refused, and the socket closed (its peer sees EOF).
+	peer, fd := socketPair(t)
+	if err := pool.Start(context.Background(), fd); err != ErrPoolClosed {
+		t.Errorf("Start after Close: %v, want ErrPoolClosed", err)
+	}
+	if pool.TryStart(fd) {
+		t.Error("TryStart after Close took a socket")
+	}
+	peer.SetReadDeadline(time.Now().Add(patience))
+	if n, err := peer.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("peer of the refused socket read %d bytes, %v; want EOF", n, err)
+	}
+}
+
+// socketPair returns a connected loopback TCP pair: a net.Conn and the
+// other end as a bare descriptor.
+func socketPair(t *testing.T) (net.Conn, int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	fd, err := connFd(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, fd
 }
