@@ -40,7 +40,7 @@ type authority struct {
 	pool *x509.CertPool
 }
 
-func newAuthority(t *testing.T, name string) *authority {
+func newAuthority(t testing.TB, name string) *authority {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -78,7 +78,7 @@ type leaf struct {
 
 // issue signs a server (DNS name localhost, IP 127.0.0.1) or client
 // certificate.
-func (a *authority) issue(t *testing.T, cn string, serial int64, client bool, notAfter time.Time) leaf {
+func (a *authority) issue(t testing.TB, cn string, serial int64, client bool, notAfter time.Time) leaf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -128,7 +128,7 @@ type pki struct {
 	caFile   string    // ca's certificate, for clients (openssl -CAfile)
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	p := &pki{dir: t.TempDir(), ca: newAuthority(t, "test server CA"), clientCA: newAuthority(t, "test client CA")}
 	p.server = p.ca.issue(t, "server-1", 1, false, time.Now().Add(48*time.Hour))
@@ -139,7 +139,7 @@ func newPKI(t *testing.T) *pki {
 	return p
 }
 
-func (p *pki) write(t *testing.T, name string, b []byte) string {
+func (p *pki) write(t testing.TB, name string, b []byte) string {
 	t.Helper()
 	path := filepath.Join(p.dir, name)
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -148,7 +148,7 @@ func (p *pki) write(t *testing.T, name string, b []byte) string {
 	return path
 }
 
-func (p *pki) writeServer(t *testing.T, l leaf) {
+func (p *pki) writeServer(t testing.TB, l leaf) {
 	p.write(t, "server.pem", l.certPEM)
 	p.write(t, "server.key", l.keyPEM)
 }
