@@ -10,7 +10,7 @@ import (
 )
 
 // Result says how a handshake ended. Every handshake counts under exactly
-// one Result (Stats.Handshakes).
+// one Result (Snapshot.Handshakes).
 type Result uint8
 
 const (
