@@ -52,7 +52,9 @@ type Config struct {
 	// slow-consumer drops).
 	PendingMsgs, PendingBytes int
 	// SinkWait is how long a received frame may wait for room in a full
-	// loop inbox before it is dropped.
+	// loop inbox before it is dropped. The loop signals room (Room), so a
+	// long wait costs nothing while it lasts; it holds back the batches
+	// behind it, which NATS buffers up to PendingMsgs and PendingBytes.
 	SinkWait time.Duration
 	// DrainBudget is about how many bytes the bridge takes from one
 	// loop's outbox per pass, so one busy loop does not starve the rest.
@@ -78,7 +80,7 @@ func DefaultConfig() Config {
 		StartupWait:     2 * time.Second,
 		PendingMsgs:     4096,
 		PendingBytes:    64 << 20,
-		SinkWait:        5 * time.Millisecond,
+		SinkWait:        100 * time.Millisecond,
 		DrainBudget:     256 << 10,
 		ReconnectWait:   time.Second,
 		ShutdownTimeout: 5 * time.Second,

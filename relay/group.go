@@ -107,6 +107,12 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 	ready := make(chan opened, n)
 	start := make(chan struct{}) // closed once the servers are made, or on failure
 	abort := false               // set before start is closed
+	// fail lets every opened loop close itself and returns err.
+	fail := func(err error) (*Group, error) {
+		abort = true
+		close(start)
+		return nil, err
+	}
 	for k := range n {
 		go func() {
 			// Never unlocked: the thread ends with the goroutine, so a
@@ -146,9 +152,7 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		}
 	}
 	if len(errs) > 0 {
-		abort = true
-		close(start)
-		return nil, errors.Join(errs...)
+		return fail(errors.Join(errs...))
 	}
 	g.addr = g.loops[0].Addr()
 
@@ -172,9 +176,7 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		// header (the destination travels in the record's own header).
 		mesh, err := shard.NewMesh(shard.QueueConfig{Size: qsize, MaxPayload: gc.Relay.MaxFrame + 1}, bells)
 		if err != nil {
-			abort = true
-			close(start)
-			return nil, err
+			return fail(err)
 		}
 		g.mesh = mesh
 	}
@@ -187,9 +189,7 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 	}
 	if gc.Join != nil {
 		if err := gc.Join(g.servers); err != nil {
-			abort = true
-			close(start)
-			return nil, err
+			return fail(err)
 		}
 	}
 	g.pending = n
