@@ -265,7 +265,7 @@ func chaosQuiet(t testing.TB, ts *testServer, what string) {
 		}
 		var closed uint64
 		for _, r := range relay.CloseReasons() {
-			closed += ts.metrics().Closed[r].Load()
+			closed += ts.metrics().Closed[r]
 		}
 		return closed == ts.closedConns()
 	})

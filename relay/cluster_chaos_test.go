@@ -48,7 +48,7 @@ func TestClusterChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := func() chaosCounts {
-		total := chaosMetrics(new(relay.Metrics))
+		total := chaosMetrics(counters{})
 		for _, n := range nodes {
 			c := chaosMetrics(n.metrics())
 			for i := range total.closed {

@@ -228,4 +228,4 @@ func waitMeshed(t testing.TB, bus *busCluster, nodes []*relayNode) {
 }
 
 // drops sums one relay drop reason over the nodes.
-func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.metrics().Dropped[r].Load() }
+func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.metrics().Dropped[r] }

@@ -140,13 +140,16 @@ var e2eCases = []struct {
 			t.Fatalf("got %q", got)
 		}
 		// Counted once, and the sender's connection was left alone.
-		m := ts.metrics()
-		waitFor(t, "the drop to be counted", 5*time.Second, func() bool { return m.Dropped[relay.DropUnknownDest].Load() == 1 })
-		if n := m.FramesRelayed.Load(); n != 1 {
+		var m counters
+		waitFor(t, "the drop to be counted", 5*time.Second, func() bool {
+			m = ts.metrics()
+			return m.Dropped[relay.DropUnknownDest] == 1
+		})
+		if n := m.FramesRelayed; n != 1 {
 			t.Fatalf("frames relayed = %d, want 1", n)
 		}
 		for _, r := range relay.CloseReasons() {
-			if n := m.Closed[r].Load(); n != 0 {
+			if n := m.Closed[r]; n != 0 {
 				t.Fatalf("%d connections closed (%s) after a frame to an unknown ID", n, r)
 			}
 		}

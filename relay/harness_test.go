@@ -72,29 +72,48 @@ func startServerN(t testing.TB, backend reactor.Backend, loops int, edit func(*r
 	return ts
 }
 
-// metrics returns the relay's counters: with one loop the live ones, with
-// several a sum of every loop's, as of the call.
-func (ts *testServer) metrics() *relay.Metrics {
-	if ts.g.Loops() == 1 {
-		return ts.g.Server(0).Metrics()
+// counters is a copy of the relay's counters, summed over every loop, as
+// of one moment. It holds plain numbers, not the live atomics, so a test
+// that waits on a counter must ask for a new copy on every poll:
+//
+//	waitFor(t, "the drop", d, func() bool { return ts.metrics().Dropped[r] == 1 })
+//
+// metrics used to hand back the live counters with one loop and a frozen
+// sum with several, so the same wait passed with one loop and could hang
+// with four.
+type counters struct {
+	FramesRelayed, FramesReceived uint64
+	CrossOut, CrossIn             uint64
+	BytesRelayed                  uint64
+	BackpressurePauses            uint64
+	Closed                        [len(relay.Metrics{}.Closed)]uint64
+	Dropped                       [len(relay.Metrics{}.Dropped)]uint64
+}
+
+// add adds one loop's live counters to c.
+func (c *counters) add(m *relay.Metrics) {
+	c.FramesRelayed += m.FramesRelayed.Load()
+	c.FramesReceived += m.FramesReceived.Load()
+	c.CrossOut += m.CrossOut.Load()
+	c.CrossIn += m.CrossIn.Load()
+	c.BytesRelayed += m.BytesRelayed.Load()
+	c.BackpressurePauses += m.BackpressurePauses.Load()
+	for i := range m.Closed {
+		c.Closed[i] += m.Closed[i].Load()
 	}
-	sum := new(relay.Metrics)
+	for i := range m.Dropped {
+		c.Dropped[i] += m.Dropped[i].Load()
+	}
+}
+
+// metrics returns the relay's counters summed over its loops, as of the
+// call, with one loop as with several.
+func (ts *testServer) metrics() counters {
+	var c counters
 	for k := range ts.g.Loops() {
-		m := ts.g.Server(k).Metrics()
-		sum.FramesRelayed.Add(m.FramesRelayed.Load())
-		sum.FramesReceived.Add(m.FramesReceived.Load())
-		sum.BytesRelayed.Add(m.BytesRelayed.Load())
-		sum.BackpressurePauses.Add(m.BackpressurePauses.Load())
-		sum.CrossOut.Add(m.CrossOut.Load())
-		sum.CrossIn.Add(m.CrossIn.Load())
-		for i := range m.Closed {
-			sum.Closed[i].Add(m.Closed[i].Load())
-		}
-		for i := range m.Dropped {
-			sum.Dropped[i].Add(m.Dropped[i].Load())
-		}
+		c.add(ts.g.Server(k).Metrics())
 	}
-	return sum
+	return c
 }
 
 // open is the number of connections open on all loops.

@@ -474,7 +474,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	if rounds < 10 || worst > 2*time.Second {
 		t.Errorf("unrelated pair: %d round trips, slowest %v; want at least 10, each within 2s", rounds, worst)
 	}
-	if ts.metrics().BackpressurePauses.Load() == 0 {
+	if ts.metrics().BackpressurePauses == 0 {
 		t.Errorf("no backpressure pause counted")
 	}
 
@@ -500,7 +500,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 			t.Errorf("sender %d: wrote %d frames, %d arrived", i, flood.sent[i].Load(), n)
 		}
 	}
-	t.Logf("%s: %d frames delivered, none lost; %d backpressure pauses", backend, total, ts.metrics().BackpressurePauses.Load())
+	t.Logf("%s: %d frames delivered, none lost; %d backpressure pauses", backend, total, ts.metrics().BackpressurePauses)
 }
 
 func TestLimitDropPolicy(t *testing.T) {
@@ -534,15 +534,16 @@ func TestLimitDropPolicy(t *testing.T) {
 					batch = batch[:0]
 				}
 			}
-			m := ts.metrics()
+			var m counters
 			waitFor(t, "every frame relayed or dropped", 10*time.Second, func() bool {
-				return m.FramesRelayed.Load()+m.Dropped[relay.DropSlowConsumer].Load() == frames
+				m = ts.metrics()
+				return m.FramesRelayed+m.Dropped[relay.DropSlowConsumer] == frames
 			})
-			relayed, dropped := m.FramesRelayed.Load(), m.Dropped[relay.DropSlowConsumer].Load()
+			relayed, dropped := m.FramesRelayed, m.Dropped[relay.DropSlowConsumer]
 			if dropped == 0 {
 				t.Fatalf("no frame dropped although %d bytes went to a receiver that reads nothing", frames*(payload+1))
 			}
-			if n := m.BackpressurePauses.Load(); n != 0 {
+			if n := m.BackpressurePauses; n != 0 {
 				t.Errorf("the sender was paused %d times under the drop policy", n)
 			}
 
@@ -582,8 +583,7 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 			sender := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
 			flood := limStartFlood([]*rawpeer.Peer{sender}, slow.ID, 0, limFixed(1000))
-			m := ts.metrics()
-			waitFor(t, "the slow destination closed", 10*time.Second, func() bool { return m.Closed[relay.ClosedSlow].Load() > 0 })
+			waitFor(t, "the slow destination closed", 10*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedSlow] > 0 })
 			flood.finish(t, 10*time.Second)
 
 			// The slow destination gets a whole, in-order start of the stream
@@ -602,7 +602,7 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 			if _, err := limDrain(other, 5*time.Second, func() int64 { return 100 }, func(p []byte) error { return order2.take(p, true) }); err != nil {
 				t.Fatalf("other destination: %v", err)
 			}
-			if n := m.Closed[relay.ClosedSlow].Load(); n != 1 {
+			if n := ts.metrics().Closed[relay.ClosedSlow]; n != 1 {
 				t.Errorf("%d connections closed as slow, want 1", n)
 			}
 			t.Logf("%s: slow destination read %d frames, then its end; sender and other destination unaffected", backend, order.total)
@@ -635,11 +635,11 @@ func TestLimitFanIn(t *testing.T) {
 			if p, err := recv.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 				t.Fatalf("after %d frames: got %q, %v; want nothing more", got, trim(p), err)
 			}
-			if n := ts.metrics().FramesRelayed.Load(); n != senders*frames {
+			if n := ts.metrics().FramesRelayed; n != senders*frames {
 				t.Errorf("relay counted %d frames, want %d", n, senders*frames)
 			}
 			t.Logf("%s: %d frames from %d senders, none lost, each sender in order; %d backpressure pauses",
-				backend, got, senders, ts.metrics().BackpressurePauses.Load())
+				backend, got, senders, ts.metrics().BackpressurePauses)
 		})
 	}
 }
@@ -721,8 +721,7 @@ func TestLimitWriteTimeout(t *testing.T) {
 					slowErr <- nil
 				}()
 
-				// With several loops metrics() is a sum as of the call: ask anew.
-				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck].Load() }
+				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck] }
 				waitFor(t, "a write-timeout close", 5*time.Second, func() bool { return stuckCloses() > 0 })
 				time.Sleep(watch - time.Since(start))
 				if n := stuckCloses(); n != 1 {
@@ -785,9 +784,9 @@ func TestLimitMaxFrame(t *testing.T) {
 			if err := limReadToEnd(bad, 5*time.Second, nil); err != nil {
 				t.Fatalf("oversize sender: %v", err)
 			}
-			m := ts.metrics()
 			waitFor(t, "the oversize frame counted", 5*time.Second, func() bool {
-				return m.Dropped[relay.DropOversize].Load() == 1 && m.Closed[relay.ClosedOversize].Load() == 1
+				m := ts.metrics()
+				return m.Dropped[relay.DropOversize] == 1 && m.Closed[relay.ClosedOversize] == 1
 			})
 
 			// Nothing of it reached b, and a and b carry on.
@@ -803,7 +802,7 @@ func TestLimitMaxFrame(t *testing.T) {
 			if _, err := limDrain(a, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
 				t.Fatalf("b to a after the oversize frame: %v", err)
 			}
-			if n := m.Closed[relay.ClosedOversize].Load(); n != 1 {
+			if n := ts.metrics().Closed[relay.ClosedOversize]; n != 1 {
 				t.Errorf("%d connections closed as oversize, want 1", n)
 			}
 		})
@@ -829,7 +828,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 					t.Fatal(err)
 				}
 				time.Sleep(frameTimeout / 3)
-				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
+				if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 0 && time.Since(start) < frameTimeout {
 					t.Fatalf("a partial frame was cut off before frame-timeout")
 				}
 				if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
@@ -838,7 +837,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 				if held := time.Since(start); held < frameTimeout {
 					t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
 				}
-				waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete].Load() == 1 })
+				waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete] == 1 })
 
 				// The idle connection held no partial frame for three timeouts:
 				// still open, and it still receives. Nothing partial reached a.
@@ -852,7 +851,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 				if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 					t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
 				}
-				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 1 {
+				if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 1 {
 					t.Errorf("%d connections closed for an incomplete frame, want 1", n)
 				}
 			})
@@ -882,7 +881,7 @@ func TestLimitMaxConns(t *testing.T) {
 				if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
 					t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
 				}
-				waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit].Load() == 1 })
+				waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit] == 1 })
 
 				// One leaves; a newcomer gets an ID and can talk.
 				c1.NC.Close()
@@ -894,7 +893,7 @@ func TestLimitMaxConns(t *testing.T) {
 				if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
 					t.Fatalf("newcomer to c2: %v", err)
 				}
-				if n := ts.metrics().Closed[relay.ClosedOverLimit].Load(); n != 1 {
+				if n := ts.metrics().Closed[relay.ClosedOverLimit]; n != 1 {
 					t.Errorf("%d connections refused, want 1", n)
 				}
 			})

@@ -131,8 +131,8 @@ func TestLoopsOrderAndLargeFrames(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
-		if m := ts.metrics(); m.CrossOut.Load() < n+8 || m.CrossIn.Load() != m.CrossOut.Load() {
-			t.Fatalf("cross-loop frames out %d, in %d: want both %d or more", m.CrossOut.Load(), m.CrossIn.Load(), n+8)
+		if m := ts.metrics(); m.CrossOut < n+8 || m.CrossIn != m.CrossOut {
+			t.Fatalf("cross-loop frames out %d, in %d: want both %d or more", m.CrossOut, m.CrossIn, n+8)
 		}
 	})
 }
@@ -218,7 +218,7 @@ func TestLoopsStalledReceiverBackpressure(t *testing.T) {
 			t.Fatalf("heap grew by %d MiB with the receiver stalled (%d MiB written): backpressure does not bound it",
 				grew>>20, last>>20)
 		}
-		if ts.metrics().BackpressurePauses.Load() == 0 {
+		if ts.metrics().BackpressurePauses == 0 {
 			t.Fatalf("no backpressure pause counted")
 		}
 		// Other pairs on the senders' loops are not held up.
@@ -238,7 +238,7 @@ func TestLoopsStalledReceiverBackpressure(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if m := ts.metrics(); m.Dropped[relay.DropUnknownDest].Load()+m.Dropped[relay.DropSlowConsumer].Load() != 0 {
+		if m := ts.metrics(); m.Dropped[relay.DropUnknownDest]+m.Dropped[relay.DropSlowConsumer] != 0 {
 			t.Fatalf("frames dropped under backpressure")
 		}
 	})
@@ -274,10 +274,10 @@ func TestLoopsReceiverLeavesWithFramesQueued(t *testing.T) {
 				}
 			}
 		}()
-		waitFor(t, "frames to reach b", 10*time.Second, func() bool { return ts.metrics().CrossIn.Load() > 1000 })
+		waitFor(t, "frames to reach b", 10*time.Second, func() bool { return ts.metrics().CrossIn > 1000 })
 		b.Close()
 		waitFor(t, "b's loop to drop frames for it", 10*time.Second, func() bool {
-			return ts.metrics().Dropped[relay.DropUnknownDest].Load() > 1000
+			return ts.metrics().Dropped[relay.DropUnknownDest] > 1000
 		})
 		// New connections on b's loop take its slot; none of them may see
 		// a frame meant for b.
@@ -350,7 +350,7 @@ func shutdownInFlight(t *testing.T, backend reactor.Backend) {
 			}
 		}()
 	}
-	waitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn.Load() > 400 })
+	waitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn > 400 })
 	ts.stop(t)
 	for range testLoops {
 		<-errc // the relay stopped reading: writes may fail or block, then the close ends them
@@ -366,13 +366,13 @@ func shutdownInFlight(t *testing.T, backend reactor.Backend) {
 		}
 	}
 	m := ts.metrics()
-	if delivered != m.FramesReceived.Load() || delivered != m.FramesRelayed.Load() {
-		t.Fatalf("relay read %d frames and wrote %d; receivers got %d", m.FramesReceived.Load(), m.FramesRelayed.Load(), delivered)
+	if delivered != m.FramesReceived || delivered != m.FramesRelayed {
+		t.Fatalf("relay read %d frames and wrote %d; receivers got %d", m.FramesReceived, m.FramesRelayed, delivered)
 	}
-	if m.CrossIn.Load() != m.CrossOut.Load() {
-		t.Fatalf("%d frames went into the mesh, %d came out", m.CrossOut.Load(), m.CrossIn.Load())
+	if m.CrossIn != m.CrossOut {
+		t.Fatalf("%d frames went into the mesh, %d came out", m.CrossOut, m.CrossIn)
 	}
-	t.Logf("%d frames in, %d across loops, all delivered before the relay closed", m.FramesReceived.Load(), m.CrossIn.Load())
+	t.Logf("%d frames in, %d across loops, all delivered before the relay closed", m.FramesReceived, m.CrossIn)
 }
 
 func TestLoopsBalance(t *testing.T) {
@@ -561,11 +561,11 @@ func TestLoopsSlowConsumerPolicies(t *testing.T) {
 				switch policy {
 				case relay.Drop:
 					waitFor(t, "frames dropped for the slow consumer", 10*time.Second, func() bool {
-						return ts.metrics().Dropped[relay.DropSlowConsumer].Load() > 0
+						return ts.metrics().Dropped[relay.DropSlowConsumer] > 0
 					})
 				case relay.Disconnect:
 					waitFor(t, "the slow consumer closed", 10*time.Second, func() bool {
-						return ts.metrics().Closed[relay.ClosedSlow].Load() == 1
+						return ts.metrics().Closed[relay.ClosedSlow] == 1
 					})
 				}
 			})

@@ -334,7 +334,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 	const frameTimeout = 500 * time.Millisecond
 	ts := startServerN(t, backend, loops, lorisEdit(frameTimeout))
 	pair := lorisStartPair(t, ts)
-	before := ts.metrics().Closed[relay.ClosedIncomplete].Load()
+	before := ts.metrics().Closed[relay.ClosedIncomplete]
 
 	idle, idleIDs := lorisDial(t, ts, lorisIdle)
 	headers, _ := lorisDial(t, ts, lorisHeaders)
@@ -356,7 +356,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 	closedAll := time.Now()
 	kicked := uint64(lorisHeaders + lorisHolders)
 	waitFor(t, "the relay to count every frame-timeout close", progressSlack, func() bool {
-		return ts.metrics().Closed[relay.ClosedIncomplete].Load()-before == kicked
+		return ts.metrics().Closed[relay.ClosedIncomplete]-before == kicked
 	})
 
 	// The idle connections outlived several timeouts by now; they must
@@ -381,7 +381,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 			t.Fatalf("idle client %d (id %08x): got %q, %v; want %q", i, idleIDs[i], got, err, msg)
 		}
 	}
-	if got := ts.metrics().Closed[relay.ClosedIncomplete].Load() - before; got != kicked {
+	if got := ts.metrics().Closed[relay.ClosedIncomplete] - before; got != kicked {
 		t.Errorf("relay counted %d frame-timeout closes, want %d", got, kicked)
 	}
 	if n := ts.open(); n != int64(2+lorisIdle) {
