@@ -9,6 +9,7 @@ import (
 
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
 )
@@ -91,7 +92,7 @@ var clusterCases = []struct {
 		if got := recv(t, b, 5*time.Second); string(got) != "still here" {
 			t.Fatalf("got %q", got)
 		}
-		waitFor(t, "node 1 to count the drop", 5*time.Second, func() bool {
+		servertest.WaitFor(t, "node 1 to count the drop", 5*time.Second, func() bool {
 			return nodeDrops(nodes[1], relay.DropUnknownDest) == before1+1
 		})
 		if n := nodeDrops(nodes[0], relay.DropUnknownDest); n != before0 {
@@ -109,7 +110,7 @@ var clusterCases = []struct {
 		gone := b.ID()
 		open := nodes[1].open()
 		b.Close()
-		waitFor(t, "node 1 to see b leave", 5*time.Second, func() bool { return nodes[1].open() < open })
+		servertest.WaitFor(t, "node 1 to see b leave", 5*time.Second, func() bool { return nodes[1].open() < open })
 		before := nodeDrops(nodes[1], relay.DropUnknownDest)
 		if err := a.Send(gone, []byte("after")); err != nil {
 			t.Fatal(err)
@@ -121,7 +122,7 @@ var clusterCases = []struct {
 		if got := recv(t, c, 5*time.Second); string(got) != "to c" {
 			t.Fatalf("got %q", got)
 		}
-		waitFor(t, "node 1 to count the frame for the departed ID", 5*time.Second, func() bool {
+		servertest.WaitFor(t, "node 1 to count the frame for the departed ID", 5*time.Second, func() bool {
 			return nodeDrops(nodes[1], relay.DropUnknownDest) == before+1
 		})
 	}},

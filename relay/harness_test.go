@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
-	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -76,7 +78,7 @@ func startServerN(t testing.TB, backend reactor.Backend, loops int, edit func(*r
 // of one moment. It holds plain numbers, not the live atomics, so a test
 // that waits on a counter must ask for a new copy on every poll:
 //
-//	waitFor(t, "the drop", d, func() bool { return ts.metrics().Dropped[r] == 1 })
+//	servertest.WaitFor(t, "the drop", d, func() bool { return ts.metrics().Dropped[r] == 1 })
 //
 // metrics used to hand back the live counters with one loop and a frozen
 // sum with several, so the same wait passed with one loop and could hang
@@ -188,25 +190,14 @@ func expectNothing(t testing.TB, c *client.Conn, d time.Duration) {
 	}
 }
 
-// waitFor polls cond until it holds or the time is up.
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
+// openFDs is how many descriptors this process holds.
 func openFDs(t testing.TB) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	n, err := servertest.FDCount(os.Getpid())
 	if err != nil {
-		t.Fatalf("read /proc/self/fd: %v", err)
+		t.Fatalf("count this process's descriptors: %v", err)
 	}
-	return len(ents)
+	return n
 }
 
 func trim(p []byte) string {

@@ -21,13 +21,15 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/internal/payload"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/shard"
-	"golang.org/x/sys/unix"
 )
 
 // drain hands payloads to take until want() of them have arrived. want
@@ -535,7 +537,7 @@ func TestLimitDropPolicy(t *testing.T) {
 				}
 			}
 			var m counters
-			waitFor(t, "every frame relayed or dropped", 10*time.Second, func() bool {
+			servertest.WaitFor(t, "every frame relayed or dropped", 10*time.Second, func() bool {
 				m = ts.metrics()
 				return m.FramesRelayed+m.Dropped[relay.DropSlowConsumer] == frames
 			})
@@ -583,7 +585,7 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 			sender := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
 			flood := limStartFlood([]*rawpeer.Peer{sender}, slow.ID, 0, limFixed(1000))
-			waitFor(t, "the slow destination closed", 10*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedSlow] > 0 })
+			servertest.WaitFor(t, "the slow destination closed", 10*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedSlow] > 0 })
 			flood.finish(t, 10*time.Second)
 
 			// The slow destination gets a whole, in-order start of the stream
@@ -722,7 +724,7 @@ func TestLimitWriteTimeout(t *testing.T) {
 				}()
 
 				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck] }
-				waitFor(t, "a write-timeout close", 5*time.Second, func() bool { return stuckCloses() > 0 })
+				servertest.WaitFor(t, "a write-timeout close", 5*time.Second, func() bool { return stuckCloses() > 0 })
 				time.Sleep(watch - time.Since(start))
 				if n := stuckCloses(); n != 1 {
 					// Find out whether it was the slow reader: its stream ends
@@ -784,7 +786,7 @@ func TestLimitMaxFrame(t *testing.T) {
 			if err := limReadToEnd(bad, 5*time.Second, nil); err != nil {
 				t.Fatalf("oversize sender: %v", err)
 			}
-			waitFor(t, "the oversize frame counted", 5*time.Second, func() bool {
+			servertest.WaitFor(t, "the oversize frame counted", 5*time.Second, func() bool {
 				m := ts.metrics()
 				return m.Dropped[relay.DropOversize] == 1 && m.Closed[relay.ClosedOversize] == 1
 			})
@@ -837,7 +839,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 				if held := time.Since(start); held < frameTimeout {
 					t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
 				}
-				waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete] == 1 })
+				servertest.WaitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete] == 1 })
 
 				// The idle connection held no partial frame for three timeouts:
 				// still open, and it still receives. Nothing partial reached a.
@@ -881,11 +883,11 @@ func TestLimitMaxConns(t *testing.T) {
 				if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
 					t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
 				}
-				waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit] == 1 })
+				servertest.WaitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit] == 1 })
 
 				// One leaves; a newcomer gets an ID and can talk.
 				c1.NC.Close()
-				waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
+				servertest.WaitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
 				c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 				if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
 					t.Fatal(err)

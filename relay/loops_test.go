@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -199,7 +200,7 @@ func TestLoopsStalledReceiverBackpressure(t *testing.T) {
 		}
 		// Wait until the senders are stuck: nothing more written for a while.
 		last, still := int64(-1), 0
-		waitFor(t, "the senders to be held back", progressSlack, func() bool {
+		servertest.WaitFor(t, "the senders to be held back", progressSlack, func() bool {
 			w := written.Load()
 			if w == last {
 				still++
@@ -274,9 +275,9 @@ func TestLoopsReceiverLeavesWithFramesQueued(t *testing.T) {
 				}
 			}
 		}()
-		waitFor(t, "frames to reach b", 10*time.Second, func() bool { return ts.metrics().CrossIn > 1000 })
+		servertest.WaitFor(t, "frames to reach b", 10*time.Second, func() bool { return ts.metrics().CrossIn > 1000 })
 		b.Close()
-		waitFor(t, "b's loop to drop frames for it", 10*time.Second, func() bool {
+		servertest.WaitFor(t, "b's loop to drop frames for it", 10*time.Second, func() bool {
 			return ts.metrics().Dropped[relay.DropUnknownDest] > 1000
 		})
 		// New connections on b's loop take its slot; none of them may see
@@ -350,7 +351,7 @@ func shutdownInFlight(t *testing.T, backend reactor.Backend) {
 			}
 		}()
 	}
-	waitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn > 400 })
+	servertest.WaitFor(t, "frames to cross", 10*time.Second, func() bool { return ts.metrics().CrossIn > 400 })
 	ts.stop(t)
 	for range testLoops {
 		<-errc // the relay stopped reading: writes may fail or block, then the close ends them
@@ -492,7 +493,7 @@ func TestLoopsIdleLoopReleasesRings(t *testing.T) {
 		})
 		a := ts.dialOn(t, 1)
 		b := ts.dialOn(t, 2)
-		waitFor(t, "loop 1 to hold a ring towards loop 2", 10*time.Second, func() bool {
+		servertest.WaitFor(t, "loop 1 to hold a ring towards loop 2", 10*time.Second, func() bool {
 			if err := a.Send(b.ID(), []byte("fill the ring")); err != nil {
 				t.Fatal(err)
 			}
@@ -506,8 +507,8 @@ func TestLoopsIdleLoopReleasesRings(t *testing.T) {
 		}
 		recv(t, b, 10*time.Second)
 		a.Close()
-		waitFor(t, "loop 1 to have no connection", 10*time.Second, func() bool { return ts.g.Loop(1).Stats().Open.Load() == 0 })
-		waitFor(t, "idle loop 1 to release its rings", 20*tick, func() bool { return ts.g.RingBytes(1) == 0 })
+		servertest.WaitFor(t, "loop 1 to have no connection", 10*time.Second, func() bool { return ts.g.Loop(1).Stats().Open.Load() == 0 })
+		servertest.WaitFor(t, "idle loop 1 to release its rings", 20*tick, func() bool { return ts.g.RingBytes(1) == 0 })
 		waits := ts.g.Loop(1).Stats().Iterations.Load()
 		time.Sleep(3 * tick)
 		if n := ts.g.Loop(1).Stats().Iterations.Load() - waits; n > 0 {
@@ -560,11 +561,11 @@ func TestLoopsSlowConsumerPolicies(t *testing.T) {
 				}
 				switch policy {
 				case relay.Drop:
-					waitFor(t, "frames dropped for the slow consumer", 10*time.Second, func() bool {
+					servertest.WaitFor(t, "frames dropped for the slow consumer", 10*time.Second, func() bool {
 						return ts.metrics().Dropped[relay.DropSlowConsumer] > 0
 					})
 				case relay.Disconnect:
-					waitFor(t, "the slow consumer closed", 10*time.Second, func() bool {
+					servertest.WaitFor(t, "the slow consumer closed", 10*time.Second, func() bool {
 						return ts.metrics().Closed[relay.ClosedSlow] == 1
 					})
 				}

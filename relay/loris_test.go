@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -271,7 +272,7 @@ func lorisMemory(t *testing.T, backend reactor.Backend, loops int) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	heapBase, liveBase := int64(ms.HeapInuse), int64(ms.HeapAlloc)
-	rssBase, err := processRSS()
+	rssBase, err := servertest.RSS(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,12 +287,12 @@ func lorisMemory(t *testing.T, backend reactor.Backend, loops int) {
 	// Wait until the relay has read every byte the attackers sent, so the
 	// peak below really has every partial frame in the relay's memory.
 	want := 2 + lorisIdle + lorisHeaders + lorisHolders
-	waitFor(t, "the relay to read every attacker's bytes", progressSlack, func() bool {
+	servertest.WaitFor(t, "the relay to read every attacker's bytes", progressSlack, func() bool {
 		n, unread := lorisServerQueues(t, port)
 		return n == want && unread == 0
 	})
 	rounds := pair.rounds.Load()
-	waitFor(t, "the pair to exchange while the attackers hold on", progressSlack, func() bool { return pair.rounds.Load() > rounds+10 })
+	servertest.WaitFor(t, "the pair to exchange while the attackers hold on", progressSlack, func() bool { return pair.rounds.Load() > rounds+10 })
 	heapPeak, rssPeak := peak()
 	pair.finish(t)
 	// With the garbage collected, what is left is what the relay holds.
@@ -355,7 +356,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 	}
 	closedAll := time.Now()
 	kicked := uint64(lorisHeaders + lorisHolders)
-	waitFor(t, "the relay to count every frame-timeout close", progressSlack, func() bool {
+	servertest.WaitFor(t, "the relay to count every frame-timeout close", progressSlack, func() bool {
 		return ts.metrics().Closed[relay.ClosedIncomplete]-before == kicked
 	})
 

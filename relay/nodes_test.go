@@ -11,6 +11,7 @@ import (
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay/client"
 )
@@ -106,7 +107,7 @@ func TestNodeOutboxFullPausesSender(t *testing.T) {
 				writeErr <- err
 			}()
 			loops := rs.Loops()
-			waitUntil(t, "the sender to be paused on the full outbox", func() bool {
+			servertest.WaitFor(t, "the sender to be paused on the full outbox", 10*time.Second, func() bool {
 				return srv.Metrics().BackpressurePauses.Load() > 0
 			})
 			var got int
@@ -168,14 +169,14 @@ func TestNodeInboxDelivers(t *testing.T) {
 	if p, err := a.Recv(); err != nil || string(p) != "from afar" {
 		t.Fatalf("got %q, %v", p, err)
 	}
-	waitUntil(t, "the unknown ID to be counted", func() bool {
+	servertest.WaitFor(t, "the unknown ID to be counted", 10*time.Second, func() bool {
 		return srv.Metrics().Dropped[DropUnknownDest].Load() == 1
 	})
 	// A frame for ID 0 is never handed to the bus.
 	if err := a.Send(0, []byte("nobody")); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the frame for ID 0 to be counted", func() bool {
+	servertest.WaitFor(t, "the frame for ID 0 to be counted", 10*time.Second, func() bool {
 		return srv.Metrics().Dropped[DropUnknownDest].Load() == 2
 	})
 	if n, _ := loops.Out[0].Drain(1<<20, func(uint32, []byte) {}); n != 0 {
@@ -213,7 +214,7 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 			in.Publish()
 			loops.Wake(loops.Owner(stuck.ID))
 			m := srv.Metrics()
-			waitUntil(t, "every remote frame to be delivered or dropped", func() bool {
+			servertest.WaitFor(t, "every remote frame to be delivered or dropped", 10*time.Second, func() bool {
 				return m.FramesRelayed.Load()+m.Dropped[DropRemoteOverLimit].Load() == frames
 			})
 			dropped := m.Dropped[DropRemoteOverLimit].Load()
@@ -238,17 +239,6 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 				last = seq
 			}
 		})
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -301,14 +291,14 @@ func TestNodeOutboxTrimmed(t *testing.T) {
 	}
 	out := rs.Loops().Out[0]
 	var got []string
-	waitUntil(t, "the frame in the outbox", func() bool {
+	servertest.WaitFor(t, "the frame in the outbox", 10*time.Second, func() bool {
 		out.Drain(1<<20, func(dest uint32, f []byte) { got = append(got, fmt.Sprintf("%08x %s", dest, f)) })
 		return len(got) > 0
 	})
 	if want := fmt.Sprintf("%08x across\x00", remoteID); len(got) != 1 || got[0] != want {
 		t.Fatalf("outbox held %q, want %q", got, want)
 	}
-	waitUntil(t, "the idle outbox ring to be released", func() bool {
+	servertest.WaitFor(t, "the idle outbox ring to be released", 10*time.Second, func() bool {
 		return srv.link.released.Load() >= nodeOutbox
 	})
 }

@@ -90,6 +90,16 @@ func FDs(pid int) ([]string, error) {
 	return out, nil
 }
 
+// FDCount returns how many descriptors process pid holds open (the
+// entries of /proc/<pid>/fd, without reading where each one points).
+func FDCount(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	return len(ents), nil
+}
+
 // SelfCPU returns the user+system CPU time this process has used, all
 // threads together.
 func SelfCPU() time.Duration {

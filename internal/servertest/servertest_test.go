@@ -7,12 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // A pinned child runs only where it was pinned, from its first thread on,
 // and the /proc readers see it.
 func TestRunPinnedAndObserved(t *testing.T) {
-	cpus, err := Affinity(0)
+	cpus, err := shard.Affinity(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,14 +24,14 @@ func TestRunPinnedAndObserved(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Kill)
-	got, err := Affinity(p.Pid())
+	got, err := shard.Affinity(p.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("child may run on CPUs %v, want %v", got, want)
 	}
-	if now, _ := Affinity(0); !slices.Equal(now, cpus) {
+	if now, _ := shard.Affinity(0); !slices.Equal(now, cpus) {
 		t.Errorf("starting a pinned child changed this process's CPUs from %v to %v", cpus, now)
 	}
 	if rss := p.RSS(t); rss <= 0 {
