@@ -185,8 +185,8 @@ func TestBridgeSplitsBatches(t *testing.T) {
 
 func TestBridgeOutboundDrops(t *testing.T) {
 	cl := natstest.Start(t, 3, natstest.Options{})
-	a := startTestNode(t, testConfig(0, cl.URL(0)))
-	b := startTestNode(t, testConfig(1, cl.URL(1)))
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
+	b := startTestNode(t, steadyConfig(1, cl.URL(1)))
 	waitUp(t, cl, a, b)
 
 	for _, d := range ids(3, 5) { // node 3 never started
@@ -416,9 +416,9 @@ func TestBridgeHostileBatches(t *testing.T) {
 
 func TestBridgeSinkFull(t *testing.T) {
 	cl := natstest.Start(t, 3, natstest.Options{})
-	a := startTestNode(t, testConfig(0, cl.URL(0)))
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
 	b := newTestNode(1, 10) // inboxes hold 10 frames, and nobody takes them
-	if err := b.start(testConfig(1, cl.URL(1))); err != nil {
+	if err := b.start(steadyConfig(1, cl.URL(1))); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.b.Close() })
@@ -448,8 +448,8 @@ func TestBridgeSinkFull(t *testing.T) {
 
 func TestBridgeSlowConsumer(t *testing.T) {
 	cl := natstest.Start(t, 3, natstest.Options{})
-	a := startTestNode(t, testConfig(0, cl.URL(0)))
-	cfg := testConfig(1, cl.URL(1))
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
+	cfg := steadyConfig(1, cl.URL(1))
 	cfg.PendingMsgs = 2
 	cfg.SinkWait = 200 * time.Millisecond
 	b := newTestNode(1, 1) // room for one frame per loop, nobody takes it
@@ -588,7 +588,7 @@ func (q *trimQueue) Trim() int {
 // batch and then stayed idle is given back.
 func TestBridgeTrimsIdleInboxes(t *testing.T) {
 	cl := natstest.Start(t, 1, natstest.Options{})
-	a := startTestNode(t, testConfig(0, cl.URL(0)))
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
 
 	var qs []*trimQueue
 	l := Loops{Owner: func(id uint32) int { return owner(id, testLoops) }, Wake: func(int) {}}
@@ -601,7 +601,7 @@ func TestBridgeTrimsIdleInboxes(t *testing.T) {
 		l.Out = append(l.Out, &outbox{})
 		l.In = append(l.In, qs[k])
 	}
-	c := testConfig(1, cl.URL(0))
+	c := steadyConfig(1, cl.URL(0))
 	c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, err := Start(c, l)
 	if err != nil {
