@@ -2,6 +2,7 @@ package servertest
 
 import (
 	"context"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -111,5 +112,42 @@ func TestReadersFailForAMissingProcess(t *testing.T) {
 	}
 	if SelfCPU() <= 0 {
 		t.Error("SelfCPU is 0")
+	}
+}
+
+// TCPQueues sees bytes that were written and not yet read in the
+// receiver's queue, and none left in the sender's once the receiving
+// kernel took them.
+func TestTCPQueues(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := c.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	var tx, rx int
+	WaitFor(t, "1000 unread bytes at the receiver", 10*time.Second, func() bool {
+		if _, rx, err = TCPQueues(s.LocalAddr().String(), s.RemoteAddr().String()); err != nil {
+			t.Fatal(err)
+		}
+		return rx == 1000
+	})
+	if tx, _, err = TCPQueues(c.LocalAddr().String(), c.RemoteAddr().String()); err != nil || tx != 0 {
+		t.Fatalf("sender's unacknowledged bytes %d, %v; want 0", tx, err)
+	}
+	if _, _, err := TCPQueues(c.LocalAddr().String(), "127.0.0.1:1"); err == nil {
+		t.Fatal("found a socket that does not exist")
 	}
 }
