@@ -23,7 +23,9 @@ func TestMain(m *testing.M) {
 		lim.Cur = lim.Max
 		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
-	goleak.VerifyTestMain(m)
+	// WithCleanup: the tests that need a server process of their own
+	// build the ringrelay binary once (servertest.Binaries).
+	goleak.VerifyTestMain(servertest.WithCleanup{M: m})
 }
 
 // backends are the engines every end-to-end case runs on.

@@ -30,15 +30,7 @@ import (
 
 // Child processes started through servertest are reaped by its cleanups
 // (or waited for by the tests), so nothing should be left running here.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(cleanupAfter{m}) }
-
-// cleanupAfter removes the binaries the harness built once the tests ran.
-type cleanupAfter struct{ m *testing.M }
-
-func (c cleanupAfter) Run() int {
-	defer servertest.Cleanup()
-	return c.m.Run()
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(servertest.WithCleanup{M: m}) }
 
 // exitWithin bounds every wait on a child so a hung server fails the test
 // instead of hanging it. It is a safety net, not a timing assertion.
