@@ -307,8 +307,10 @@ func (o *limOrder) take(p []byte, lossless bool) error {
 }
 
 // limPingPong keeps an unrelated pair exchanging messages until stop is
-// closed. The result reports the round trips made and the slowest one.
-func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (result func() (int, time.Duration, error)) {
+// closed. reached(n) holds once n round trips are done (or the exchange
+// ended on an error); the result reports the round trips made, the slowest
+// one and the error.
+func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (reached func(n int64) bool, result func() (int, time.Duration, error)) {
 	a, b := ts.dial(t), ts.dial(t)
 	var (
 		n     int
@@ -316,6 +318,7 @@ func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (result fun
 		err   error
 		done  = make(chan struct{})
 	)
+	var rounds atomic.Int64
 	go func() {
 		defer close(done)
 		for i := 0; ; i++ {
@@ -347,10 +350,19 @@ func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (result fun
 			}
 			worst = max(worst, time.Since(start))
 			n++
+			rounds.Add(1)
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	return func() (int, time.Duration, error) {
+	reached = func(n int64) bool {
+		select {
+		case <-done: // ended by an error: result says which
+			return true
+		default:
+			return rounds.Load() >= n
+		}
+	}
+	return reached, func() (int, time.Duration, error) {
 		<-done
 		return n, worst, err
 	}
@@ -414,7 +426,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	}
 
 	stopPing := make(chan struct{})
-	pings := limPingPong(t, ts, stopPing)
+	pinged, pings := limPingPong(t, ts, stopPing)
 	start := time.Now()
 	flood := limStartFlood(ss, recv.ID, 0, limFixed(payload))
 
@@ -425,6 +437,10 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	atPlateau := flood.waitPlateau(t, 300*time.Millisecond, 10*time.Second)
 	plateauAfter := time.Since(start)
 	time.Sleep(minStall - time.Since(start))
+	// The unrelated pair keeps moving while the receiver reads nothing:
+	// ten round trips, however long a loaded machine takes for them (each
+	// within the 10 s read deadline of limPingPong).
+	servertest.WaitFor(t, "ten round trips of the unrelated pair during the flood", progressSlack, func() bool { return pinged(10) })
 	offered := flood.offered.Load()
 	close(stopPing)
 	rounds, worst, err := pings()
@@ -469,12 +485,12 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	if offered > bound {
 		t.Errorf("senders got %d bytes through to a receiver that reads nothing, over the bound of %d", offered, bound)
 	}
-	// A liveness bound, generous on purpose: the pair must keep moving
-	// while the flood is on, not wait behind the stalled receiver. The
-	// flood's first few hundred milliseconds cost the relay (and this
-	// process, on two cores) real CPU before every sender is held.
-	if rounds < 10 || worst > 2*time.Second {
-		t.Errorf("unrelated pair: %d round trips, slowest %v; want at least 10, each within 2s", rounds, worst)
+	// Liveness, not speed: the pair must keep moving while the flood is
+	// on, not wait behind the stalled receiver (which would end a round
+	// trip in its 10 s read deadline, an error above). How fast it moved
+	// is a benchmark's business; the log has the slowest round trip.
+	if rounds < 10 {
+		t.Errorf("unrelated pair: %d round trips, want at least 10", rounds)
 	}
 	if ts.metrics().BackpressurePauses == 0 {
 		t.Errorf("no backpressure pause counted")
@@ -654,13 +670,19 @@ func TestLimitWriteTimeout(t *testing.T) {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
 				const (
-					// A second, twenty times the reader's pace: at 300 ms the
-					// slow reader was closed once in a few runs, on a quiet
-					// machine too (TCP can hold a loopback sender back for a
-					// 200 ms persist probe even while the reader keeps up).
-					writeTimeout = time.Second
-					watch        = 5 * writeTimeout
-					chunk        = 64 << 10 // what the slow reader takes each time
+					// Fifty times the reader's pace. At 300 ms the slow reader
+					// was closed once in a few runs, on a quiet machine too
+					// (TCP can hold a loopback sender back for a 200 ms
+					// persist probe even while the reader keeps up); at 1 s
+					// on a loaded two-core machine, where this process (race
+					// detector, two floods, four loops) can leave the
+					// reader's goroutine unscheduled for longer than that.
+					// The slow reader is watched for two timeouts: a relay
+					// that closed a connection for having output pending
+					// that long, progress or not, would close it.
+					writeTimeout = 2500 * time.Millisecond
+					watch        = 2 * writeTimeout
+					chunk        = 16 << 10 // what the slow reader takes each time
 					pace         = 50 * time.Millisecond
 				)
 				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
@@ -681,9 +703,13 @@ func TestLimitWriteTimeout(t *testing.T) {
 				toStuck := limStartFlood([]*rawpeer.Peer{s1}, stuck.ID, 0, limFixed(1000))
 				toSlow := limStartFlood([]*rawpeer.Peer{s2}, slow.ID, 0, limFixed(1000))
 
-				// The slow reader takes 64 KiB every 50ms, about 1.3 MB/s: far
+				// The slow reader takes 16 KiB every 50ms, about 330 kB/s: far
 				// behind the flood, but it never stands still for more than a
-				// sixth of the timeout. Once told to catch up it reads as fast
+				// fiftieth of the timeout. So slow, the relay's send buffer
+				// (autotuned to megabytes) takes nothing new for seconds at a
+				// time: a relay that counted what the kernel took as progress,
+				// not what the reader acknowledged, closes this reader within
+				// the watch (checked). Once told to catch up it reads as fast
 				// as it can until it has every frame (want, once known). It
 				// never pauses in between: a reader that stops is stuck.
 				order := newLimOrder(1)
@@ -724,14 +750,14 @@ func TestLimitWriteTimeout(t *testing.T) {
 				}()
 
 				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck] }
-				servertest.WaitFor(t, "a write-timeout close", 5*time.Second, func() bool { return stuckCloses() > 0 })
+				servertest.WaitFor(t, "a write-timeout close", progressSlack, func() bool { return stuckCloses() > 0 })
 				time.Sleep(watch - time.Since(start))
 				if n := stuckCloses(); n != 1 {
 					// Find out whether it was the slow reader: its stream ends
 					// once it has read what its kernel buffer still held.
 					catchUp.Store(true)
 					err := <-slowErr
-					t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (64 KiB every %v): %v", n, pace, err)
+					t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (%d KiB every %v): %v", n, chunk>>10, pace, err)
 				}
 				// Only now touch the stuck receiver: its reads reach the end.
 				if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
