@@ -151,13 +151,19 @@ func testConfig(node int, urls ...string) Config {
 }
 
 // steadyConfig is testConfig for tests that count every frame: there no
-// node may be thought down. Under a loaded test run (both CPUs busy, the
-// race detector on) an announcement can come more than 300 ms late, and
-// frames for a node thought down are dropped by design; 50 missed
-// announcements (5 s) keep the tests about exchange, not liveness.
+// node may be thought down and no bus connection dropped. Under a loaded
+// test run (both CPUs busy, the race detector on) an announcement can come
+// more than 300 ms late, and frames for a node thought down are dropped by
+// design: 5 missed announcements of one a second keep the tests about
+// exchange, not liveness. The NATS client pings at the announcement
+// interval and calls the connection stale after two unanswered pings; at
+// 100 ms a connection busy writing megabytes of batches was called stale
+// under load (TestBridgeSplitsBatches: Disconnects 1, frames lost), so
+// the interval is a second here, as in relay's cluster tests.
 func steadyConfig(node int, urls ...string) Config {
 	c := testConfig(node, urls...)
-	c.AnnounceMissed = 50
+	c.AnnounceEvery = time.Second
+	c.AnnounceMissed = 5
 	return c
 }
 
