@@ -107,7 +107,7 @@ summary | awk -v all="$all" -v runs="$n" '
 	END {
 		sortcmd = "sort -k2,2nr -k4"
 		printf "\nper package (runs passed, failed)\n"; fflush()
-		for (k in seen) if (k ~ / \(package\)$/) { p = k; sub(/ \(package\)$/, "", p); printf "%-6d %-6d %s\n", pass[k], fail[k], p | sortcmd }
+		for (k in seen) if (k ~ / \(package\)$/ && pass[k] + fail[k] > 0) { p = k; sub(/ \(package\)$/, "", p); printf "%-6d %-6d %s\n", pass[k], fail[k], p | sortcmd }
 		close(sortcmd)
 		tests = 0; flaky = 0
 		for (k in seen) {
