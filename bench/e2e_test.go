@@ -144,8 +144,13 @@ type tamperWriter struct {
 
 func (t *tamperWriter) Write(p []byte) (int, error) {
 	if i := t.at - t.n; !t.tamper && i >= 0 && i < len(p) {
-		p[i] ^= 0x20
+		// A Writer must not touch the caller's buffer: flip the byte
+		// in a copy.
+		q := append([]byte(nil), p...)
+		q[i] ^= 0x20
 		t.tamper = true
+		t.n += len(p)
+		return t.w.Write(q)
 	}
 	t.n += len(p)
 	return t.w.Write(p)

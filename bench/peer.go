@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
 // peer is one client connection of a workload: its ID as the server assigned
@@ -24,13 +24,13 @@ type peer struct {
 
 // appendFrame appends a frame to dest carrying the payload for (sender, seq).
 func appendFrame(dst []byte, dest uint32, c *Codec, sender uint32, seq uint64) []byte {
-	dst = binary.BigEndian.AppendUint32(dst, dest)
+	dst = frame.AppendHeader(dst, dest)
 	dst = c.Append(dst, sender, seq)
-	return append(dst, 0)
+	return append(dst, frame.End)
 }
 
 // frameOverhead is what the protocol adds around a payload on the way in.
-const frameOverhead = 5
+const frameOverhead = frame.Overhead
 
 // dialer opens connections to one server address, or to the nodes of a
 // cluster given as a comma-separated list. It does not use
@@ -91,19 +91,14 @@ func (d *dialer) dial(ctx context.Context, i int) (*peer, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	tc := c.(*net.TCPConn)
-	var id [4]byte
 	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(tc, id[:]); err != nil {
+	id, err := frame.ReadID(tc)
+	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("read ID from %s: %w", addr, err)
 	}
 	_ = tc.SetReadDeadline(time.Time{})
-	p := &peer{conn: tc, id: binary.BigEndian.Uint32(id[:])}
-	if p.id == 0 {
-		tc.Close()
-		return nil, fmt.Errorf("server at %s assigned ID 0, which the protocol reserves", addr)
-	}
-	return p, nil
+	return &peer{conn: tc, id: id}, nil
 }
 
 // dialMany opens n connections, a few at a time, and numbers them 0..n-1.

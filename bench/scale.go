@@ -247,7 +247,7 @@ func (s *scaling) serve(ctx context.Context, r *ScaleReport, col Contender, st S
 }
 
 func (s *scaling) start(ctx context.Context, col Contender, st Step) (*Server, error) {
-	srv, err := StartServer(ctx, col, Placement{Loops: st.Loops, CPUs: st.CPUs})
+	srv, err := StartServer(ctx, col, Placement(st))
 	if err != nil {
 		return nil, err
 	}

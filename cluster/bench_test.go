@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/natstest"
 )
 
 // countSink counts what it is given and keeps nothing.
@@ -26,13 +28,13 @@ func (c *countSink) Publish() bool {
 // reports frames per second end to end. Indicative only: the machine is
 // shared.
 func BenchmarkBridgeThroughput(b *testing.B) {
-	cl := startNATS(b, 1, 0)
+	cl := natstest.Start(b, 1, natstest.Options{})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	out := &outbox{}
 	sink := &countSink{}
 	mk := func(node int, src Source, dst Sink) *Bridge {
-		cfg := testConfig(node, cl.url(0))
+		cfg := testConfig(node, cl.URL(0))
 		cfg.Logger = quiet
 		br, err := Start(cfg, Loops{
 			Out: []Source{src}, In: []Sink{dst},

@@ -12,21 +12,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
+	"github.com/ringrelay/ringrelay/internal/natstest"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/shard"
 )
 
 // waitUp waits until every node sees every other as up, and every server
 // sees interest in every node's subject.
-func waitUp(t *testing.T, cl *natsCluster, nodes ...*testNode) {
+func waitUp(t *testing.T, cl *natstest.Cluster, nodes ...*testNode) {
 	t.Helper()
 	var subjects []string
 	for _, n := range nodes {
 		subjects = append(subjects, fmt.Sprintf("rrtest.node.%d", n.node))
 	}
-	cl.waitInterest(subjects...)
-	waitFor(t, 10*time.Second, "every node up at every other", func() bool {
+	cl.WaitInterest(subjects...)
+	servertest.WaitFor(t, "every node up at every other", 10*time.Second, func() bool {
 		for _, a := range nodes {
 			for _, b := range nodes {
 				if a != b && !a.b.Up(b.node) {
@@ -79,10 +79,10 @@ func checkStreams(t *testing.T, n *testNode) map[int]int {
 }
 
 func TestBridgeExchange(t *testing.T) {
-	cl := startNATS(t, 3, 0)
+	cl := natstest.Start(t, 3, natstest.Options{})
 	var nodes []*testNode
 	for i := 0; i < 3; i++ {
-		nodes = append(nodes, startTestNode(t, steadyConfig(i, cl.url(i))))
+		nodes = append(nodes, startTestNode(t, steadyConfig(i, cl.URL(i))))
 	}
 	waitUp(t, cl, nodes...)
 
@@ -115,7 +115,7 @@ func TestBridgeExchange(t *testing.T) {
 	want := int64(2 * testLoops * 3 * perStream)
 	logOnFailure(t, nodes...)
 	for _, n := range nodes {
-		waitFor(t, 20*time.Second, fmt.Sprintf("node %d to receive %d frames", n.node, want), func() bool {
+		servertest.WaitFor(t, fmt.Sprintf("node %d to receive %d frames", n.node, want), 20*time.Second, func() bool {
 			return n.received() >= want
 		})
 	}
@@ -147,17 +147,17 @@ func TestBridgeExchange(t *testing.T) {
 
 func TestBridgeSplitsBatches(t *testing.T) {
 	const maxPayload = 256 << 10
-	cl := startNATS(t, 3, maxPayload)
+	cl := natstest.Start(t, 3, natstest.Options{MaxPayload: maxPayload})
 
 	// A max-frame that cannot fit under the servers' max_payload is refused.
-	big := testConfig(0, cl.url(0))
+	big := testConfig(0, cl.URL(0))
 	big.MaxFrame = 1 << 20
 	if err := newTestNode(0, 0).start(big); err == nil || !strings.Contains(err.Error(), "max_payload is 256KiB") {
 		t.Fatalf("Start with max-frame over max_payload: %v", err)
 	}
 
-	a := startTestNode(t, steadyConfig(0, cl.url(0)))
-	b := startTestNode(t, steadyConfig(1, cl.url(2)))
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
+	b := startTestNode(t, steadyConfig(1, cl.URL(2)))
 	waitUp(t, cl, a, b)
 	dest := ids(1, 1)[0]
 	const frames = 100 // 100 frames of about 60 KiB: over 20 batches
@@ -167,7 +167,7 @@ func TestBridgeSplitsBatches(t *testing.T) {
 	}
 	a.b.Ring()
 	logOnFailure(t, a, b)
-	waitFor(t, 20*time.Second, "100 big frames", func() bool { return b.received() >= frames })
+	servertest.WaitFor(t, "100 big frames", 20*time.Second, func() bool { return b.received() >= frames })
 	var got []frame
 	for _, in := range b.in {
 		got = append(got, in.take()...)
@@ -184,9 +184,9 @@ func TestBridgeSplitsBatches(t *testing.T) {
 }
 
 func TestBridgeOutboundDrops(t *testing.T) {
-	cl := startNATS(t, 3, 0)
-	a := startTestNode(t, testConfig(0, cl.url(0)))
-	b := startTestNode(t, testConfig(1, cl.url(1)))
+	cl := natstest.Start(t, 3, natstest.Options{})
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
+	b := startTestNode(t, steadyConfig(1, cl.URL(1)))
 	waitUp(t, cl, a, b)
 
 	for _, d := range ids(3, 5) { // node 3 never started
@@ -196,7 +196,7 @@ func TestBridgeOutboundDrops(t *testing.T) {
 	a.out[0].pushRaw(ids(1, 1)[0], []byte("no NUL")) // nor can a frame lack its NUL
 	a.out[1].room.Store(true)                        // loop 1 had found its outbox full
 	a.send(1, ids(1, 1)[0], "fine")
-	waitFor(t, 5*time.Second, "the good frame", func() bool { return b.received() == 1 })
+	servertest.WaitFor(t, "the good frame", 5*time.Second, func() bool { return b.received() == 1 })
 	if a.wakes[1].Load() != 1 || a.wakes[0].Load() != 0 {
 		t.Fatalf("wakes %d, %d; want loop 1 woken once for room, loop 0 never", a.wakes[0].Load(), a.wakes[1].Load())
 	}
@@ -210,13 +210,13 @@ func TestBridgeOutboundDrops(t *testing.T) {
 }
 
 func TestBridgeDuplicateNode(t *testing.T) {
-	cl := startNATS(t, 3, 0)
-	a := startTestNode(t, testConfig(1, cl.url(0)))
+	cl := natstest.Start(t, 3, natstest.Options{})
+	a := startTestNode(t, testConfig(1, cl.URL(0)))
 
 	// A second process with node 1 on another server refuses to start; the
 	// first keeps serving.
 	dup := newTestNode(1, 0)
-	err := dup.start(testConfig(1, cl.url(2)))
+	err := dup.start(testConfig(1, cl.URL(2)))
 	if !errors.Is(err, ErrDuplicateNode) {
 		t.Fatalf("second node 1: %v, want ErrDuplicateNode", err)
 	}
@@ -236,7 +236,7 @@ func TestBridgeDuplicateNode(t *testing.T) {
 			defer wg.Done()
 			// A startup wait that a loaded test run cannot outlast:
 			// each must hear the other's announcement within it.
-			cfg := testConfig(2, cl.url(i+1))
+			cfg := testConfig(2, cl.URL(i+1))
 			cfg.StartupWait = 2 * time.Second
 			errs[i] = n.start(cfg)
 		}()
@@ -255,9 +255,9 @@ func TestBridgeDuplicateNode(t *testing.T) {
 
 	// Another instance announcing node 1 as serving (both sides of a bus
 	// outage started): the serving one stops, says why, and sends nothing.
-	b := startTestNode(t, testConfig(0, cl.url(1)))
+	b := startTestNode(t, testConfig(0, cl.URL(1)))
 	waitUp(t, cl, a, b)
-	raw := rawConn(t, cl.url(2))
+	raw := rawConn(t, cl.URL(2))
 	ann := announcement{node: 1, state: stateServing, instance: 42}
 	if err := raw.Publish("rrtest.nodes", ann.encode()); err != nil {
 		t.Fatal(err)
@@ -274,7 +274,7 @@ func TestBridgeDuplicateNode(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		b.send(0, ids(1, 1)[0], "to a stopped node") // in: dropped on node 1
 	}
-	waitFor(t, 5*time.Second, "the stopped drops", func() bool {
+	servertest.WaitFor(t, "the stopped drops", 5*time.Second, func() bool {
 		p, _ := a.b.Snapshot().Peer(0)
 		return p.Drops[DropStopped] == 4
 	})
@@ -287,10 +287,10 @@ func TestBridgeDuplicateNode(t *testing.T) {
 }
 
 func TestBridgeBusOutage(t *testing.T) {
-	cl := startNATS(t, 3, 0)
+	cl := natstest.Start(t, 3, natstest.Options{})
 	var nodes []*testNode
 	for i := 0; i < 3; i++ {
-		nodes = append(nodes, startTestNode(t, testConfig(i, cl.url(i))))
+		nodes = append(nodes, startTestNode(t, testConfig(i, cl.URL(i))))
 	}
 	n0, n1, n2 := nodes[0], nodes[1], nodes[2]
 	waitUp(t, cl, nodes...)
@@ -305,33 +305,33 @@ func TestBridgeBusOutage(t *testing.T) {
 			from.send(0, dest, payload(from.node, 0, dest, seq[key]))
 			seq[key]++
 		}
-		waitFor(t, 10*time.Second, fmt.Sprintf("%d frames from node %d to node %d", count, from.node, to.node),
+		servertest.WaitFor(t, fmt.Sprintf("%d frames from node %d to node %d", count, from.node, to.node), 10*time.Second,
 			func() bool { return to.received() == before+int64(count) })
 	}
 	exchange(n0, to2, n2, 20)
 	exchange(n2, to0, n0, 20)
 
-	cl.stop(2)
-	waitFor(t, 5*time.Second, "node 2 to see the bus down", func() bool { return !n2.b.Snapshot().BusConnected })
+	cl.Stop(2)
+	servertest.WaitFor(t, "node 2 to see the bus down", 5*time.Second, func() bool { return !n2.b.Snapshot().BusConnected })
 	for i := 0; i < 10; i++ {
 		n2.send(0, to0, "lost")
 	}
-	waitFor(t, 5*time.Second, "node 2's bus-down drops", func() bool {
+	servertest.WaitFor(t, "node 2's bus-down drops", 5*time.Second, func() bool {
 		p, _ := n2.b.Snapshot().Peer(0)
 		return p.Drops[DropBusDown] == 10
 	})
-	waitFor(t, 5*time.Second, "node 0 to see node 2 down", func() bool { return !n0.b.Up(2) })
+	servertest.WaitFor(t, "node 0 to see node 2 down", 5*time.Second, func() bool { return !n0.b.Up(2) })
 	for i := 0; i < 10; i++ {
 		n0.send(0, to2, "lost")
 	}
-	waitFor(t, 5*time.Second, "node 0's node-down drops", func() bool {
+	servertest.WaitFor(t, "node 0's node-down drops", 5*time.Second, func() bool {
 		p, _ := n0.b.Snapshot().Peer(2)
 		return p.Drops[DropNodeDown] == 10
 	})
 	exchange(n0, to1, n1, 20) // the rest of the cluster carries on
 	exchange(n1, to0, n0, 20)
 
-	cl.restart(2)
+	cl.Restart(2)
 	waitUp(t, cl, nodes...)
 	exchange(n0, to2, n2, 50)
 	exchange(n2, to0, n0, 50)
@@ -356,12 +356,12 @@ func TestBridgeBusOutage(t *testing.T) {
 func hostile(frames ...frame) []byte { return encode(0, frames...) }
 
 func TestBridgeHostileBatches(t *testing.T) {
-	cl := startNATS(t, 3, 0)
-	cfg := testConfig(1, cl.url(0))
+	cl := natstest.Start(t, 3, natstest.Options{})
+	cfg := testConfig(1, cl.URL(0))
 	cfg.MaxBatch = 128 << 10
 	n := startTestNode(t, cfg)
-	cl.waitInterest("rrtest.node.1")
-	raw := rawConn(t, cl.url(2))
+	cl.WaitInterest("rrtest.node.1")
+	raw := rawConn(t, cl.URL(2))
 
 	mine := ids(1, 3)
 	good := hostile(frame{mine[0], []byte("one\x00")}, frame{mine[1], []byte("two\x00")}, frame{mine[2], []byte("three\x00")})
@@ -386,7 +386,7 @@ func TestBridgeHostileBatches(t *testing.T) {
 	if err := raw.Publish("rrtest.node.1", good); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the good batch", func() bool { return n.b.Snapshot().BatchesIn == 1 })
+	servertest.WaitFor(t, "the good batch", 5*time.Second, func() bool { return n.b.Snapshot().BatchesIn == 1 })
 	s := n.b.Snapshot()
 	var want [NumRejects]uint64
 	for _, c := range cases {
@@ -411,14 +411,14 @@ func TestBridgeHostileBatches(t *testing.T) {
 	if err := raw.Publish("rrtest.nodes", []byte("RRA\x01\x00\x09\x02\x00\x00\x00\x00\x00\x00\x00\x00\x01")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the bad announcement", func() bool { return n.b.Snapshot().BadAnnouncements == 1 })
+	servertest.WaitFor(t, "the bad announcement", 5*time.Second, func() bool { return n.b.Snapshot().BadAnnouncements == 1 })
 }
 
 func TestBridgeSinkFull(t *testing.T) {
-	cl := startNATS(t, 3, 0)
-	a := startTestNode(t, testConfig(0, cl.url(0)))
+	cl := natstest.Start(t, 3, natstest.Options{})
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
 	b := newTestNode(1, 10) // inboxes hold 10 frames, and nobody takes them
-	if err := b.start(testConfig(1, cl.url(1))); err != nil {
+	if err := b.start(steadyConfig(1, cl.URL(1))); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.b.Close() })
@@ -435,7 +435,7 @@ func TestBridgeSinkFull(t *testing.T) {
 		a.out[0].push(dest, payload(0, 0, dest, i))
 	}
 	a.b.Ring()
-	waitFor(t, 10*time.Second, "50 frames delivered or dropped", func() bool {
+	servertest.WaitFor(t, "50 frames delivered or dropped", 10*time.Second, func() bool {
 		p, _ := b.b.Snapshot().Peer(0)
 		return p.FramesIn+p.Drops[DropSinkFull] == 50
 	})
@@ -447,9 +447,9 @@ func TestBridgeSinkFull(t *testing.T) {
 }
 
 func TestBridgeSlowConsumer(t *testing.T) {
-	cl := startNATS(t, 3, 0)
-	a := startTestNode(t, testConfig(0, cl.url(0)))
-	cfg := testConfig(1, cl.url(1))
+	cl := natstest.Start(t, 3, natstest.Options{})
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
+	cfg := steadyConfig(1, cl.URL(1))
 	cfg.PendingMsgs = 2
 	cfg.SinkWait = 200 * time.Millisecond
 	b := newTestNode(1, 1) // room for one frame per loop, nobody takes it
@@ -463,9 +463,9 @@ func TestBridgeSlowConsumer(t *testing.T) {
 	const batches = 20
 	for i := 0; i < batches; i++ { // one frame per batch
 		a.send(0, dest, payload(0, 0, dest, i))
-		waitFor(t, 5*time.Second, "a batch out", func() bool { return a.b.Snapshot().BatchesOut == uint64(i+1) })
+		servertest.WaitFor(t, "a batch out", 5*time.Second, func() bool { return a.b.Snapshot().BatchesOut == uint64(i+1) })
 	}
-	waitFor(t, 10*time.Second, "every batch delivered, or dropped and counted", func() bool {
+	servertest.WaitFor(t, "every batch delivered, or dropped and counted", 10*time.Second, func() bool {
 		s := b.b.Snapshot()
 		p, _ := s.Peer(0)
 		return p.FramesIn+p.Drops[DropSinkFull]+s.SlowConsumer == batches
@@ -491,17 +491,8 @@ func TestBridgeStartFailures(t *testing.T) {
 }
 
 func TestBridgeUserPassword(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		Username: "relay", Password: "s3cret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(s.Shutdown)
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	cfg := testConfig(0, s.ClientURL())
+	cl := natstest.Start(t, 1, natstest.Options{User: "relay", Password: "s3cret"})
+	cfg := testConfig(0, cl.URL(0))
 	cfg.User, cfg.Password = "relay", "wrong"
 	if err := newTestNode(0, 0).start(cfg); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		t.Fatalf("wrong password: %v", err)
@@ -517,9 +508,9 @@ func TestBridgeUserPassword(t *testing.T) {
 // before the connection closes; none is lost. The bridge is never rung
 // and its tick is seconds away, so only Close's drain can send them.
 func TestBridgeCloseDrainsOutboxes(t *testing.T) {
-	cl := startNATS(t, 1, 0)
+	cl := natstest.Start(t, 1, natstest.Options{})
 	cfg := func(node int) Config {
-		c := testConfig(node, cl.url(0))
+		c := testConfig(node, cl.URL(0))
 		c.AnnounceEvery = 4 * time.Second
 		c.DrainBudget = 4 << 10
 		return c
@@ -537,7 +528,7 @@ func TestBridgeCloseDrainsOutboxes(t *testing.T) {
 	}
 	a.b.Close()
 	want := int64(testLoops * perStream)
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d frames sent before Close", want), func() bool { return b.received() >= want })
+	servertest.WaitFor(t, fmt.Sprintf("%d frames sent before Close", want), 10*time.Second, func() bool { return b.received() >= want })
 	from := checkStreams(t, b)
 	if from[0] != int(want) || b.received() != want {
 		t.Fatalf("got %d frames (%d counted), want %d", from[0], b.received(), want)
@@ -558,8 +549,8 @@ func TestBridgeCloseDrainsOutboxes(t *testing.T) {
 
 // With no time left, Close publishes one pass and drops the rest, counted.
 func TestBridgeCloseDrainTimeout(t *testing.T) {
-	cl := startNATS(t, 1, 0)
-	c := testConfig(0, cl.url(0))
+	cl := natstest.Start(t, 1, natstest.Options{})
+	c := testConfig(0, cl.URL(0))
 	c.AnnounceEvery = 4 * time.Second
 	c.DrainBudget = 1 << 10
 	c.ShutdownTimeout = 0
@@ -596,8 +587,8 @@ func (q *trimQueue) Trim() int {
 // The bridge trims the loops' inboxes on its tick: a ring that carried a
 // batch and then stayed idle is given back.
 func TestBridgeTrimsIdleInboxes(t *testing.T) {
-	cl := startNATS(t, 1, 0)
-	a := startTestNode(t, testConfig(0, cl.url(0)))
+	cl := natstest.Start(t, 1, natstest.Options{})
+	a := startTestNode(t, steadyConfig(0, cl.URL(0)))
 
 	var qs []*trimQueue
 	l := Loops{Owner: func(id uint32) int { return shard.Owner(id, testLoops) }, Wake: func(int) {}}
@@ -610,28 +601,28 @@ func TestBridgeTrimsIdleInboxes(t *testing.T) {
 		l.Out = append(l.Out, &outbox{})
 		l.In = append(l.In, qs[k])
 	}
-	c := testConfig(1, cl.url(0))
+	c := steadyConfig(1, cl.URL(0))
 	c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, err := Start(c, l)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	cl.waitInterest("rrtest.node.0", "rrtest.node.1")
-	waitFor(t, 10*time.Second, "node 1 up at node 0", func() bool { return a.b.Up(1) })
+	cl.WaitInterest("rrtest.node.0", "rrtest.node.1")
+	servertest.WaitFor(t, "node 1 up at node 0", 10*time.Second, func() bool { return a.b.Up(1) })
 
 	dest := ids(1, 1)[0]
 	k := shard.Owner(dest, testLoops)
 	a.send(0, dest, "hello")
 	var got []string
-	waitFor(t, 10*time.Second, "the frame in the inbox", func() bool {
+	servertest.WaitFor(t, "the frame in the inbox", 10*time.Second, func() bool {
 		qs[k].Drain(1<<20, func(_ uint32, f []byte) { got = append(got, string(f)) })
 		return len(got) > 0
 	})
 	if len(got) != 1 || got[0] != "hello\x00" {
 		t.Fatalf("inbox got %q", got)
 	}
-	waitFor(t, 10*time.Second, "the idle inbox ring to be released", func() bool { return qs[k].freed.Load() >= 64<<10 })
+	servertest.WaitFor(t, "the idle inbox ring to be released", 10*time.Second, func() bool { return qs[k].freed.Load() >= 64<<10 })
 	if n := qs[1-k].freed.Load(); n != 0 {
 		t.Fatalf("a ring never allocated released %d bytes", n)
 	}

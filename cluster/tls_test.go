@@ -12,11 +12,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/ringrelay/ringrelay/internal/natstest"
 )
 
 // testPKI is a CA, a server certificate for 127.0.0.1 and a client
@@ -92,17 +91,7 @@ func newTestPKI(t *testing.T) testPKI {
 
 func TestBridgeTLSClientCert(t *testing.T) {
 	pki := newTestPKI(t)
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		TLS: true, TLSVerify: true, TLSTimeout: 5, TLSConfig: pki.serverTLS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(s.Shutdown)
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	url := strings.Replace(s.ClientURL(), "nats://", "tls://", 1)
+	url := natstest.Start(t, 1, natstest.Options{TLS: pki.serverTLS}).URL(0)
 
 	cfg := testConfig(0, url)
 	cfg.TLSCA = pki.caFile

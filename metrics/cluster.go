@@ -16,7 +16,6 @@ import (
 // Snapshot per Collect and keeps nothing; register it when -cluster is set.
 type ClusterCollector struct {
 	snapshot func() cluster.Snapshot
-	node     string
 
 	busUp, serving, disconnects                  *prometheus.Desc
 	batchesOut, batchBytesOut, batchFramesOut    *prometheus.Desc

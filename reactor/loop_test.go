@@ -17,8 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringrelay/ringrelay/ring"
 	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
+	"github.com/ringrelay/ringrelay/ring"
 )
 
 // One suite for every backend: each test runs once per engine, as a
@@ -692,11 +694,11 @@ func awaitFdCount(t *testing.T, want int) int {
 
 func openFdCount(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	n, err := servertest.FDCount(os.Getpid())
 	if err != nil {
 		t.Skipf("cannot count descriptors: %v", err)
 	}
-	return len(ents)
+	return n
 }
 
 // With descriptors exhausted, accepting pauses (without spinning), logs,

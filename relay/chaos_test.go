@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/payload"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -259,13 +260,13 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 // metrics account for every close the loop reported.
 func chaosQuiet(t testing.TB, ts *testServer, what string) {
 	t.Helper()
-	waitFor(t, what, progressSlack, func() bool {
+	servertest.WaitFor(t, what, progressSlack, func() bool {
 		if ts.open() != 0 {
 			return false
 		}
 		var closed uint64
 		for _, r := range relay.CloseReasons() {
-			closed += ts.metrics().Closed[r].Load()
+			closed += ts.metrics().Closed[r]
 		}
 		return closed == ts.closedConns()
 	})

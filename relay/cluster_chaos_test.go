@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/payload"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
 )
@@ -48,7 +49,7 @@ func TestClusterChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := func() chaosCounts {
-		total := chaosMetrics(new(relay.Metrics))
+		total := chaosMetrics(counters{})
 		for _, n := range nodes {
 			c := chaosMetrics(n.metrics())
 			for i := range total.closed {
@@ -199,7 +200,7 @@ func TestClusterBusOutage(t *testing.T) {
 		for i, p := range ps {
 			marks[i] = p.got.Load()
 		}
-		waitFor(t, what, 10*time.Second, func() bool {
+		servertest.WaitFor(t, what, 10*time.Second, func() bool {
 			for i, p := range ps {
 				if p.got.Load() < marks[i]+200 {
 					return false
@@ -210,9 +211,9 @@ func TestClusterBusOutage(t *testing.T) {
 	}
 	progress(all, "every pair to move before the outage")
 
-	bus.halt(2)
-	waitFor(t, "node 2 to see the bus gone", 10*time.Second, func() bool { return !nodes[2].bridge.Snapshot().BusConnected })
-	waitFor(t, "nodes 0 and 1 to see node 2 gone", 10*time.Second, func() bool {
+	bus.Stop(2)
+	servertest.WaitFor(t, "node 2 to see the bus gone", 10*time.Second, func() bool { return !nodes[2].bridge.Snapshot().BusConnected })
+	servertest.WaitFor(t, "nodes 0 and 1 to see node 2 gone", 10*time.Second, func() bool {
 		return !nodes[0].bridge.Up(2) && !nodes[1].bridge.Up(2)
 	})
 	progress(locals, "local pairs to keep moving while node 2 is off the bus")
@@ -225,7 +226,7 @@ func TestClusterBusOutage(t *testing.T) {
 		t.Errorf("node 0 counted no frame for node 2 dropped as node_down")
 	}
 
-	bus.resume(2)
+	bus.Restart(2)
 	waitMeshed(t, bus, nodes)
 	progress(all, "every pair, across nodes too, to move after the bus came back")
 
@@ -235,7 +236,7 @@ func TestClusterBusOutage(t *testing.T) {
 	}
 	// Local pairs lost nothing: every frame sent is received.
 	for _, p := range locals {
-		waitFor(t, p.name+" to receive every frame sent", 10*time.Second, func() bool { return p.got.Load() == p.sent.Load() })
+		servertest.WaitFor(t, p.name+" to receive every frame sent", 10*time.Second, func() bool { return p.got.Load() == p.sent.Load() })
 	}
 	for _, p := range all {
 		p.a.Close()

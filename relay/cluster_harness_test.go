@@ -3,14 +3,12 @@ package relay_test
 import (
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/ringrelay/ringrelay/cluster"
+	"github.com/ringrelay/ringrelay/internal/natstest"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/shard"
@@ -29,87 +27,6 @@ const (
 	// clusterMaxPayload holds one batch of a 1 MiB frame.
 	clusterMaxPayload = 2 << 20
 )
-
-// busCluster is the embedded NATS servers.
-type busCluster struct {
-	t       testing.TB
-	opts    []*server.Options
-	servers []*server.Server
-}
-
-func startBus(t testing.TB, n int) *busCluster {
-	t.Helper()
-	bc := &busCluster{t: t}
-	for i := range n {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("bus%d", i),
-			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
-			NoLog:      true,
-			NoSigs:     true,
-			MaxPayload: clusterMaxPayload,
-			Cluster: server.ClusterOpts{
-				Name:        clusterName,
-				Host:        "127.0.0.1",
-				Port:        server.RANDOM_PORT,
-				NoAdvertise: true,
-			},
-		}
-		if i > 0 {
-			o.Routes = server.RoutesFromStr(fmt.Sprintf("nats://127.0.0.1:%d", bc.servers[0].ClusterAddr().Port))
-		}
-		bc.opts = append(bc.opts, o)
-		bc.servers = append(bc.servers, bc.boot(o))
-	}
-	t.Cleanup(func() {
-		for _, s := range bc.servers {
-			s.Shutdown()
-			s.WaitForShutdown()
-		}
-	})
-	bc.waitRoutes()
-	return bc
-}
-
-func (bc *busCluster) boot(o *server.Options) *server.Server {
-	bc.t.Helper()
-	s, err := server.NewServer(o)
-	if err != nil {
-		bc.t.Fatalf("nats server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		bc.t.Fatalf("nats server %s not ready", o.ServerName)
-	}
-	return s
-}
-
-func (bc *busCluster) waitRoutes() {
-	bc.t.Helper()
-	waitFor(bc.t, "a full route mesh between the NATS servers", 20*time.Second, func() bool {
-		for _, s := range bc.servers {
-			if s.NumRemotes() != len(bc.servers)-1 {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// halt stops server i, keeping its ports for resume.
-func (bc *busCluster) halt(i int) {
-	s := bc.servers[i]
-	bc.opts[i].Port = s.Addr().(*net.TCPAddr).Port
-	bc.opts[i].Cluster.Port = s.ClusterAddr().Port
-	s.Shutdown()
-	s.WaitForShutdown()
-}
-
-// resume starts server i again on its old ports.
-func (bc *busCluster) resume(i int) {
-	bc.servers[i] = bc.boot(bc.opts[i])
-	bc.waitRoutes()
-}
 
 // relayNode is one ringrelay node: a relay server and its bridge.
 type relayNode struct {
@@ -188,12 +105,12 @@ func startNode(t testing.TB, backend reactor.Backend, loops, index int, url stri
 // startNodes starts the bus and one node per NATS server, alternating
 // the backends, and waits until every node sees every other as up and
 // every server sees interest in every node's subject.
-func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) (*busCluster, []*relayNode) {
+func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) (*natstest.Cluster, []*relayNode) {
 	t.Helper()
-	bus := startBus(t, clusterNodes)
+	bus := natstest.Start(t, clusterNodes, natstest.Options{MaxPayload: clusterMaxPayload})
 	var nodes []*relayNode
 	for k := range clusterNodes {
-		nodes = append(nodes, startNode(t, backends[k%len(backends)], nodeLoops[k], k, bus.servers[k].ClientURL(), edit, editCluster))
+		nodes = append(nodes, startNode(t, backends[k%len(backends)], nodeLoops[k], k, bus.URL(k), edit, editCluster))
 	}
 	waitMeshed(t, bus, nodes)
 	return bus, nodes
@@ -201,23 +118,14 @@ func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config), editClu
 
 // waitMeshed waits until every NATS server sees interest in every node's
 // subject and every node sees every other as up.
-func waitMeshed(t testing.TB, bus *busCluster, nodes []*relayNode) {
+func waitMeshed(t testing.TB, bus *natstest.Cluster, nodes []*relayNode) {
 	t.Helper()
 	var subjects []string
 	for _, n := range nodes {
 		subjects = append(subjects, fmt.Sprintf("%s.node.%d", clusterName, n.index))
 	}
-	waitFor(t, "interest in "+strings.Join(subjects, ", ")+" on every NATS server", 10*time.Second, func() bool {
-		for _, s := range bus.servers {
-			for _, subj := range subjects {
-				if !s.GlobalAccount().SubscriptionInterest(subj) {
-					return false
-				}
-			}
-		}
-		return true
-	})
-	waitFor(t, "every node up at every other", 10*time.Second, func() bool {
+	bus.WaitInterest(subjects...)
+	servertest.WaitFor(t, "every node up at every other", 10*time.Second, func() bool {
 		for _, a := range nodes {
 			for _, b := range nodes {
 				if a != b && !a.bridge.Up(b.index) {
@@ -230,4 +138,4 @@ func waitMeshed(t testing.TB, bus *busCluster, nodes []*relayNode) {
 }
 
 // drops sums one relay drop reason over the nodes.
-func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.metrics().Dropped[r].Load() }
+func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.metrics().Dropped[r] }

@@ -10,6 +10,7 @@ import (
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
 	"github.com/ringrelay/ringrelay/shard"
@@ -93,7 +94,7 @@ var clusterCases = []struct {
 		if got := recv(t, b, 5*time.Second); string(got) != "still here" {
 			t.Fatalf("got %q", got)
 		}
-		waitFor(t, "node 1 to count the drop", 5*time.Second, func() bool {
+		servertest.WaitFor(t, "node 1 to count the drop", 5*time.Second, func() bool {
 			return nodeDrops(nodes[1], relay.DropUnknownDest) == before1+1
 		})
 		if n := nodeDrops(nodes[0], relay.DropUnknownDest); n != before0 {
@@ -107,15 +108,15 @@ var clusterCases = []struct {
 		// dropped on c's node, and must not stall the pair.
 		c := rawpeer.Dial(t, nodes[2].addr, rawpeer.Bufs{Rcv: 4 << 10})
 		a, b, d := nodes[0].dial(t), nodes[1].dial(t), nodes[0].dial(t)
-		pausesBefore := nodes[0].metrics().BackpressurePauses.Load()
-		relayedBefore := nodes[2].metrics().BytesRelayed.Load()
+		pausesBefore := nodes[0].metrics().BackpressurePauses
+		relayedBefore := nodes[2].metrics().BytesRelayed
 		flood := bytes.Repeat([]byte{'f'}, 64<<10)
 		go func() {
 			for a.Send(c.ID, flood) == nil { // until a is closed
 			}
 		}()
-		waitFor(t, "a to be paused on its own node", 10*time.Second, func() bool {
-			return nodes[0].metrics().BackpressurePauses.Load() > pausesBefore
+		servertest.WaitFor(t, "a to be paused on its own node", 10*time.Second, func() bool {
+			return nodes[0].metrics().BackpressurePauses > pausesBefore
 		})
 		for i := range 500 {
 			msg := fmt.Appendf(nil, "ping %d", i)
@@ -140,7 +141,7 @@ var clusterCases = []struct {
 		// What reached c's queue is its limit plus what was in flight
 		// when the pause landed: megabytes, not the flood's rate times
 		// the test's length.
-		if got := nodes[2].metrics().BytesRelayed.Load() - relayedBefore; got > 32<<20 {
+		if got := nodes[2].metrics().BytesRelayed - relayedBefore; got > 32<<20 {
 			t.Fatalf("%d MiB reached the reader that stopped", got>>20)
 		}
 		a.Close()
@@ -156,7 +157,7 @@ var clusterCases = []struct {
 		gone := b.ID()
 		open := nodes[1].open()
 		b.Close()
-		waitFor(t, "node 1 to see b leave", 5*time.Second, func() bool { return nodes[1].open() < open })
+		servertest.WaitFor(t, "node 1 to see b leave", 5*time.Second, func() bool { return nodes[1].open() < open })
 		before := nodeDrops(nodes[1], relay.DropUnknownDest)
 		if err := a.Send(gone, []byte("after")); err != nil {
 			t.Fatal(err)
@@ -168,7 +169,7 @@ var clusterCases = []struct {
 		if got := recv(t, c, 5*time.Second); string(got) != "to c" {
 			t.Fatalf("got %q", got)
 		}
-		waitFor(t, "node 1 to count the frame for the departed ID", 5*time.Second, func() bool {
+		servertest.WaitFor(t, "node 1 to count the frame for the departed ID", 5*time.Second, func() bool {
 			return nodeDrops(nodes[1], relay.DropUnknownDest) == before+1
 		})
 	}},

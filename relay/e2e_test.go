@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -140,13 +141,16 @@ var e2eCases = []struct {
 			t.Fatalf("got %q", got)
 		}
 		// Counted once, and the sender's connection was left alone.
-		m := ts.metrics()
-		waitFor(t, "the drop to be counted", 5*time.Second, func() bool { return m.Dropped[relay.DropUnknownDest].Load() == 1 })
-		if n := m.FramesRelayed.Load(); n != 1 {
+		var m counters
+		servertest.WaitFor(t, "the drop to be counted", 5*time.Second, func() bool {
+			m = ts.metrics()
+			return m.Dropped[relay.DropUnknownDest] == 1
+		})
+		if n := m.FramesRelayed; n != 1 {
 			t.Fatalf("frames relayed = %d, want 1", n)
 		}
 		for _, r := range relay.CloseReasons() {
-			if n := m.Closed[r].Load(); n != 0 {
+			if n := m.Closed[r]; n != 0 {
 				t.Fatalf("%d connections closed (%s) after a frame to an unknown ID", n, r)
 			}
 		}
@@ -228,7 +232,7 @@ var e2eCases = []struct {
 			}()
 		}
 		wg.Wait()
-		waitFor(t, "all reset connections closed", 10*time.Second, func() bool { return ts.open() == 0 })
+		servertest.WaitFor(t, "all reset connections closed", 10*time.Second, func() bool { return ts.open() == 0 })
 		a, b := ts.dial(t), ts.dial(t)
 		if err := a.Send(b.ID(), []byte("after the storm")); err != nil {
 			t.Fatal(err)
@@ -240,7 +244,7 @@ var e2eCases = []struct {
 	{"no descriptor leaked after 2000 connect/close cycles", func(t *testing.T, ts *testServer) {
 		warm := ts.dial(t)
 		warm.Close()
-		waitFor(t, "warm-up connection closed", 5*time.Second, func() bool { return ts.open() == 0 })
+		servertest.WaitFor(t, "warm-up connection closed", 5*time.Second, func() bool { return ts.open() == 0 })
 		before := openFDs(t)
 		for i := range 2000 {
 			nc, err := net.Dial("tcp", ts.addr)
@@ -256,7 +260,7 @@ var e2eCases = []struct {
 			}
 			nc.Close()
 		}
-		waitFor(t, "all 2000 connections closed by the server", 20*time.Second, func() bool { return ts.open() == 0 })
+		servertest.WaitFor(t, "all 2000 connections closed by the server", 20*time.Second, func() bool { return ts.open() == 0 })
 		// The server closes descriptors a moment after it reports the
 		// connection gone (io_uring closes asynchronously); give it that
 		// moment, then insist on the exact count.

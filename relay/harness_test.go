@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
-	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -21,7 +23,9 @@ func TestMain(m *testing.M) {
 		lim.Cur = lim.Max
 		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
-	goleak.VerifyTestMain(m)
+	// WithCleanup: the tests that need a server process of their own
+	// build the ringrelay binary once (servertest.Binaries).
+	goleak.VerifyTestMain(servertest.WithCleanup{M: m})
 }
 
 // backends are the engines every end-to-end case runs on.
@@ -72,30 +76,50 @@ func startServerN(t testing.TB, backend reactor.Backend, loops int, edit func(*r
 	return ts
 }
 
-// metrics returns the relay's counters: with one loop the live ones, with
-// several a sum of every loop's, as of the call.
-func (ts *testServer) metrics() *relay.Metrics {
-	if ts.g.Loops() == 1 {
-		return ts.g.Server(0).Metrics()
+// counters is a copy of the relay's counters, summed over every loop, as
+// of one moment. It holds plain numbers, not the live atomics, so a test
+// that waits on a counter must ask for a new copy on every poll:
+//
+//	servertest.WaitFor(t, "the drop", d, func() bool { return ts.metrics().Dropped[r] == 1 })
+//
+// metrics used to hand back the live counters with one loop and a frozen
+// sum with several, so the same wait passed with one loop and could hang
+// with four.
+type counters struct {
+	FramesRelayed, FramesReceived uint64
+	CrossOut, CrossIn             uint64
+	BytesRelayed                  uint64
+	BackpressurePauses            uint64
+	PauseLeasesLapsed             uint64
+	Closed                        [len(relay.Metrics{}.Closed)]uint64
+	Dropped                       [len(relay.Metrics{}.Dropped)]uint64
+}
+
+// add adds one loop's live counters to c.
+func (c *counters) add(m *relay.Metrics) {
+	c.FramesRelayed += m.FramesRelayed.Load()
+	c.FramesReceived += m.FramesReceived.Load()
+	c.CrossOut += m.CrossOut.Load()
+	c.CrossIn += m.CrossIn.Load()
+	c.BytesRelayed += m.BytesRelayed.Load()
+	c.BackpressurePauses += m.BackpressurePauses.Load()
+	c.PauseLeasesLapsed += m.PauseLeasesLapsed.Load()
+	for i := range m.Closed {
+		c.Closed[i] += m.Closed[i].Load()
 	}
-	sum := new(relay.Metrics)
+	for i := range m.Dropped {
+		c.Dropped[i] += m.Dropped[i].Load()
+	}
+}
+
+// metrics returns the relay's counters summed over its loops, as of the
+// call, with one loop as with several.
+func (ts *testServer) metrics() counters {
+	var c counters
 	for k := range ts.g.Loops() {
-		m := ts.g.Server(k).Metrics()
-		sum.FramesRelayed.Add(m.FramesRelayed.Load())
-		sum.FramesReceived.Add(m.FramesReceived.Load())
-		sum.BytesRelayed.Add(m.BytesRelayed.Load())
-		sum.BackpressurePauses.Add(m.BackpressurePauses.Load())
-		sum.PauseLeasesLapsed.Add(m.PauseLeasesLapsed.Load())
-		sum.CrossOut.Add(m.CrossOut.Load())
-		sum.CrossIn.Add(m.CrossIn.Load())
-		for i := range m.Closed {
-			sum.Closed[i].Add(m.Closed[i].Load())
-		}
-		for i := range m.Dropped {
-			sum.Dropped[i].Add(m.Dropped[i].Load())
-		}
+		c.add(ts.g.Server(k).Metrics())
 	}
-	return sum
+	return c
 }
 
 // open is the number of connections open on all loops.
@@ -170,25 +194,14 @@ func expectNothing(t testing.TB, c *client.Conn, d time.Duration) {
 	}
 }
 
-// waitFor polls cond until it holds or the time is up.
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
+// openFDs is how many descriptors this process holds.
 func openFDs(t testing.TB) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	n, err := servertest.FDCount(os.Getpid())
 	if err != nil {
-		t.Fatalf("read /proc/self/fd: %v", err)
+		t.Fatalf("count this process's descriptors: %v", err)
 	}
-	return len(ents)
+	return n
 }
 
 func trim(p []byte) string {

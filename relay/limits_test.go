@@ -21,13 +21,15 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/internal/payload"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/shard"
-	"golang.org/x/sys/unix"
 )
 
 // drain hands payloads to take until want() of them have arrived. want
@@ -305,8 +307,10 @@ func (o *limOrder) take(p []byte, lossless bool) error {
 }
 
 // limPingPong keeps an unrelated pair exchanging messages until stop is
-// closed. The result reports the round trips made and the slowest one.
-func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (result func() (int, time.Duration, error)) {
+// closed. reached(n) holds once n round trips are done (or the exchange
+// ended on an error); the result reports the round trips made, the slowest
+// one and the error.
+func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (reached func(n int64) bool, result func() (int, time.Duration, error)) {
 	a, b := ts.dial(t), ts.dial(t)
 	var (
 		n     int
@@ -314,6 +318,7 @@ func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (result fun
 		err   error
 		done  = make(chan struct{})
 	)
+	var rounds atomic.Int64
 	go func() {
 		defer close(done)
 		for i := 0; ; i++ {
@@ -345,10 +350,19 @@ func limPingPong(t testing.TB, ts *testServer, stop <-chan struct{}) (result fun
 			}
 			worst = max(worst, time.Since(start))
 			n++
+			rounds.Add(1)
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	return func() (int, time.Duration, error) {
+	reached = func(n int64) bool {
+		select {
+		case <-done: // ended by an error: result says which
+			return true
+		default:
+			return rounds.Load() >= n
+		}
+	}
+	return reached, func() (int, time.Duration, error) {
 		<-done
 		return n, worst, err
 	}
@@ -412,7 +426,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	}
 
 	stopPing := make(chan struct{})
-	pings := limPingPong(t, ts, stopPing)
+	pinged, pings := limPingPong(t, ts, stopPing)
 	start := time.Now()
 	flood := limStartFlood(ss, recv.ID, 0, limFixed(payload))
 
@@ -423,6 +437,10 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	atPlateau := flood.waitPlateau(t, 300*time.Millisecond, 10*time.Second)
 	plateauAfter := time.Since(start)
 	time.Sleep(minStall - time.Since(start))
+	// The unrelated pair keeps moving while the receiver reads nothing:
+	// ten round trips, however long a loaded machine takes for them (each
+	// within the 10 s read deadline of limPingPong).
+	servertest.WaitFor(t, "ten round trips of the unrelated pair during the flood", progressSlack, func() bool { return pinged(10) })
 	offered := flood.offered.Load()
 	close(stopPing)
 	rounds, worst, err := pings()
@@ -467,14 +485,14 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 	if offered > bound {
 		t.Errorf("senders got %d bytes through to a receiver that reads nothing, over the bound of %d", offered, bound)
 	}
-	// A liveness bound, generous on purpose: the pair must keep moving
-	// while the flood is on, not wait behind the stalled receiver. The
-	// flood's first few hundred milliseconds cost the relay (and this
-	// process, on two cores) real CPU before every sender is held.
-	if rounds < 10 || worst > 2*time.Second {
-		t.Errorf("unrelated pair: %d round trips, slowest %v; want at least 10, each within 2s", rounds, worst)
+	// Liveness, not speed: the pair must keep moving while the flood is
+	// on, not wait behind the stalled receiver (which would end a round
+	// trip in its 10 s read deadline, an error above). How fast it moved
+	// is a benchmark's business; the log has the slowest round trip.
+	if rounds < 10 {
+		t.Errorf("unrelated pair: %d round trips, want at least 10", rounds)
 	}
-	if ts.metrics().BackpressurePauses.Load() == 0 {
+	if ts.metrics().BackpressurePauses == 0 {
 		t.Errorf("no backpressure pause counted")
 	}
 
@@ -500,7 +518,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 			t.Errorf("sender %d: wrote %d frames, %d arrived", i, flood.sent[i].Load(), n)
 		}
 	}
-	t.Logf("%s: %d frames delivered, none lost; %d backpressure pauses", backend, total, ts.metrics().BackpressurePauses.Load())
+	t.Logf("%s: %d frames delivered, none lost; %d backpressure pauses", backend, total, ts.metrics().BackpressurePauses)
 }
 
 func TestLimitDropPolicy(t *testing.T) {
@@ -534,15 +552,16 @@ func TestLimitDropPolicy(t *testing.T) {
 					batch = batch[:0]
 				}
 			}
-			m := ts.metrics()
-			waitFor(t, "every frame relayed or dropped", 10*time.Second, func() bool {
-				return m.FramesRelayed.Load()+m.Dropped[relay.DropSlowConsumer].Load() == frames
+			var m counters
+			servertest.WaitFor(t, "every frame relayed or dropped", 10*time.Second, func() bool {
+				m = ts.metrics()
+				return m.FramesRelayed+m.Dropped[relay.DropSlowConsumer] == frames
 			})
-			relayed, dropped := m.FramesRelayed.Load(), m.Dropped[relay.DropSlowConsumer].Load()
+			relayed, dropped := m.FramesRelayed, m.Dropped[relay.DropSlowConsumer]
 			if dropped == 0 {
 				t.Fatalf("no frame dropped although %d bytes went to a receiver that reads nothing", frames*(payload+1))
 			}
-			if n := m.BackpressurePauses.Load(); n != 0 {
+			if n := m.BackpressurePauses; n != 0 {
 				t.Errorf("the sender was paused %d times under the drop policy", n)
 			}
 
@@ -582,8 +601,7 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 			sender := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
 			flood := limStartFlood([]*rawpeer.Peer{sender}, slow.ID, 0, limFixed(1000))
-			m := ts.metrics()
-			waitFor(t, "the slow destination closed", 10*time.Second, func() bool { return m.Closed[relay.ClosedSlow].Load() > 0 })
+			servertest.WaitFor(t, "the slow destination closed", 10*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedSlow] > 0 })
 			flood.finish(t, 10*time.Second)
 
 			// The slow destination gets a whole, in-order start of the stream
@@ -602,7 +620,7 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 			if _, err := limDrain(other, 5*time.Second, func() int64 { return 100 }, func(p []byte) error { return order2.take(p, true) }); err != nil {
 				t.Fatalf("other destination: %v", err)
 			}
-			if n := m.Closed[relay.ClosedSlow].Load(); n != 1 {
+			if n := ts.metrics().Closed[relay.ClosedSlow]; n != 1 {
 				t.Errorf("%d connections closed as slow, want 1", n)
 			}
 			t.Logf("%s: slow destination read %d frames, then its end; sender and other destination unaffected", backend, order.total)
@@ -635,11 +653,11 @@ func TestLimitFanIn(t *testing.T) {
 			if p, err := recv.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 				t.Fatalf("after %d frames: got %q, %v; want nothing more", got, trim(p), err)
 			}
-			if n := ts.metrics().FramesRelayed.Load(); n != senders*frames {
+			if n := ts.metrics().FramesRelayed; n != senders*frames {
 				t.Errorf("relay counted %d frames, want %d", n, senders*frames)
 			}
 			t.Logf("%s: %d frames from %d senders, none lost, each sender in order; %d backpressure pauses",
-				backend, got, senders, ts.metrics().BackpressurePauses.Load())
+				backend, got, senders, ts.metrics().BackpressurePauses)
 		})
 	}
 }
@@ -652,13 +670,19 @@ func TestLimitWriteTimeout(t *testing.T) {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
 				const (
-					// A second, twenty times the reader's pace: at 300 ms the
-					// slow reader was closed once in a few runs, on a quiet
-					// machine too (TCP can hold a loopback sender back for a
-					// 200 ms persist probe even while the reader keeps up).
-					writeTimeout = time.Second
-					watch        = 5 * writeTimeout
-					chunk        = 64 << 10 // what the slow reader takes each time
+					// Fifty times the reader's pace. At 300 ms the slow reader
+					// was closed once in a few runs, on a quiet machine too
+					// (TCP can hold a loopback sender back for a 200 ms
+					// persist probe even while the reader keeps up); at 1 s
+					// on a loaded two-core machine, where this process (race
+					// detector, two floods, four loops) can leave the
+					// reader's goroutine unscheduled for longer than that.
+					// The slow reader is watched for two timeouts: a relay
+					// that closed a connection for having output pending
+					// that long, progress or not, would close it.
+					writeTimeout = 2500 * time.Millisecond
+					watch        = 2 * writeTimeout
+					chunk        = 16 << 10 // what the slow reader takes each time
 					pace         = 50 * time.Millisecond
 				)
 				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
@@ -679,9 +703,13 @@ func TestLimitWriteTimeout(t *testing.T) {
 				toStuck := limStartFlood([]*rawpeer.Peer{s1}, stuck.ID, 0, limFixed(1000))
 				toSlow := limStartFlood([]*rawpeer.Peer{s2}, slow.ID, 0, limFixed(1000))
 
-				// The slow reader takes 64 KiB every 50ms, about 1.3 MB/s: far
+				// The slow reader takes 16 KiB every 50ms, about 330 kB/s: far
 				// behind the flood, but it never stands still for more than a
-				// sixth of the timeout. Once told to catch up it reads as fast
+				// fiftieth of the timeout. So slow, the relay's send buffer
+				// (autotuned to megabytes) takes nothing new for seconds at a
+				// time: a relay that counted what the kernel took as progress,
+				// not what the reader acknowledged, closes this reader within
+				// the watch (checked). Once told to catch up it reads as fast
 				// as it can until it has every frame (want, once known). It
 				// never pauses in between: a reader that stops is stuck.
 				order := newLimOrder(1)
@@ -721,16 +749,15 @@ func TestLimitWriteTimeout(t *testing.T) {
 					slowErr <- nil
 				}()
 
-				// With several loops metrics() is a sum as of the call: ask anew.
-				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck].Load() }
-				waitFor(t, "a write-timeout close", 5*time.Second, func() bool { return stuckCloses() > 0 })
+				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck] }
+				servertest.WaitFor(t, "a write-timeout close", progressSlack, func() bool { return stuckCloses() > 0 })
 				time.Sleep(watch - time.Since(start))
 				if n := stuckCloses(); n != 1 {
 					// Find out whether it was the slow reader: its stream ends
 					// once it has read what its kernel buffer still held.
 					catchUp.Store(true)
 					err := <-slowErr
-					t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (64 KiB every %v): %v", n, pace, err)
+					t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (%d KiB every %v): %v", n, chunk>>10, pace, err)
 				}
 				// Only now touch the stuck receiver: its reads reach the end.
 				if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
@@ -785,9 +812,9 @@ func TestLimitMaxFrame(t *testing.T) {
 			if err := limReadToEnd(bad, 5*time.Second, nil); err != nil {
 				t.Fatalf("oversize sender: %v", err)
 			}
-			m := ts.metrics()
-			waitFor(t, "the oversize frame counted", 5*time.Second, func() bool {
-				return m.Dropped[relay.DropOversize].Load() == 1 && m.Closed[relay.ClosedOversize].Load() == 1
+			servertest.WaitFor(t, "the oversize frame counted", 5*time.Second, func() bool {
+				m := ts.metrics()
+				return m.Dropped[relay.DropOversize] == 1 && m.Closed[relay.ClosedOversize] == 1
 			})
 
 			// Nothing of it reached b, and a and b carry on.
@@ -803,7 +830,7 @@ func TestLimitMaxFrame(t *testing.T) {
 			if _, err := limDrain(a, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
 				t.Fatalf("b to a after the oversize frame: %v", err)
 			}
-			if n := m.Closed[relay.ClosedOversize].Load(); n != 1 {
+			if n := ts.metrics().Closed[relay.ClosedOversize]; n != 1 {
 				t.Errorf("%d connections closed as oversize, want 1", n)
 			}
 		})
@@ -829,7 +856,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 					t.Fatal(err)
 				}
 				time.Sleep(frameTimeout / 3)
-				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 0 && time.Since(start) < frameTimeout {
+				if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 0 && time.Since(start) < frameTimeout {
 					t.Fatalf("a partial frame was cut off before frame-timeout")
 				}
 				if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
@@ -838,7 +865,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 				if held := time.Since(start); held < frameTimeout {
 					t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
 				}
-				waitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete].Load() == 1 })
+				servertest.WaitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete] == 1 })
 
 				// The idle connection held no partial frame for three timeouts:
 				// still open, and it still receives. Nothing partial reached a.
@@ -852,7 +879,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 				if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
 					t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
 				}
-				if n := ts.metrics().Closed[relay.ClosedIncomplete].Load(); n != 1 {
+				if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 1 {
 					t.Errorf("%d connections closed for an incomplete frame, want 1", n)
 				}
 			})
@@ -882,11 +909,11 @@ func TestLimitMaxConns(t *testing.T) {
 				if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
 					t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
 				}
-				waitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit].Load() == 1 })
+				servertest.WaitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit] == 1 })
 
 				// One leaves; a newcomer gets an ID and can talk.
 				c1.NC.Close()
-				waitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
+				servertest.WaitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
 				c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 				if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
 					t.Fatal(err)
@@ -894,7 +921,7 @@ func TestLimitMaxConns(t *testing.T) {
 				if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
 					t.Fatalf("newcomer to c2: %v", err)
 				}
-				if n := ts.metrics().Closed[relay.ClosedOverLimit].Load(); n != 1 {
+				if n := ts.metrics().Closed[relay.ClosedOverLimit]; n != 1 {
 					t.Errorf("%d connections refused, want 1", n)
 				}
 			})

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -271,7 +272,7 @@ func lorisMemory(t *testing.T, backend reactor.Backend, loops int) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	heapBase, liveBase := int64(ms.HeapInuse), int64(ms.HeapAlloc)
-	rssBase, err := processRSS()
+	rssBase, err := servertest.RSS(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,12 +287,12 @@ func lorisMemory(t *testing.T, backend reactor.Backend, loops int) {
 	// Wait until the relay has read every byte the attackers sent, so the
 	// peak below really has every partial frame in the relay's memory.
 	want := 2 + lorisIdle + lorisHeaders + lorisHolders
-	waitFor(t, "the relay to read every attacker's bytes", progressSlack, func() bool {
+	servertest.WaitFor(t, "the relay to read every attacker's bytes", progressSlack, func() bool {
 		n, unread := lorisServerQueues(t, port)
 		return n == want && unread == 0
 	})
 	rounds := pair.rounds.Load()
-	waitFor(t, "the pair to exchange while the attackers hold on", progressSlack, func() bool { return pair.rounds.Load() > rounds+10 })
+	servertest.WaitFor(t, "the pair to exchange while the attackers hold on", progressSlack, func() bool { return pair.rounds.Load() > rounds+10 })
 	heapPeak, rssPeak := peak()
 	pair.finish(t)
 	// With the garbage collected, what is left is what the relay holds.
@@ -334,7 +335,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 	const frameTimeout = 500 * time.Millisecond
 	ts := startServerN(t, backend, loops, lorisEdit(frameTimeout))
 	pair := lorisStartPair(t, ts)
-	before := ts.metrics().Closed[relay.ClosedIncomplete].Load()
+	before := ts.metrics().Closed[relay.ClosedIncomplete]
 
 	idle, idleIDs := lorisDial(t, ts, lorisIdle)
 	headers, _ := lorisDial(t, ts, lorisHeaders)
@@ -355,8 +356,8 @@ func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 	}
 	closedAll := time.Now()
 	kicked := uint64(lorisHeaders + lorisHolders)
-	waitFor(t, "the relay to count every frame-timeout close", progressSlack, func() bool {
-		return ts.metrics().Closed[relay.ClosedIncomplete].Load()-before == kicked
+	servertest.WaitFor(t, "the relay to count every frame-timeout close", progressSlack, func() bool {
+		return ts.metrics().Closed[relay.ClosedIncomplete]-before == kicked
 	})
 
 	// The idle connections outlived several timeouts by now; they must
@@ -381,7 +382,7 @@ func lorisTimeout(t *testing.T, backend reactor.Backend, loops int) {
 			t.Fatalf("idle client %d (id %08x): got %q, %v; want %q", i, idleIDs[i], got, err, msg)
 		}
 	}
-	if got := ts.metrics().Closed[relay.ClosedIncomplete].Load() - before; got != kicked {
+	if got := ts.metrics().Closed[relay.ClosedIncomplete] - before; got != kicked {
 		t.Errorf("relay counted %d frame-timeout closes, want %d", got, kicked)
 	}
 	if n := ts.open(); n != int64(2+lorisIdle) {

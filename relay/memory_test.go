@@ -3,17 +3,14 @@ package relay_test
 // Process memory as the soak and slow-loris tests measure it.
 
 import (
-	"bufio"
-	"errors"
-	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
 // raceEnabled reports whether the test binary was built with -race, whose
@@ -34,26 +31,6 @@ func raceEnabled() bool {
 // mib converts bytes to MiB for logs.
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-// processRSS reads VmRSS from /proc/self/status, in bytes.
-func processRSS() (int64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parse VmRSS %q: %w", rest, err)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, errors.New("no VmRSS line in /proc/self/status")
-}
-
 // watchMemory samples the Go heap in use and the process RSS every
 // 100ms until the returned function is called, which stops the sampler
 // and returns both peaks.
@@ -65,7 +42,7 @@ func watchMemory(t testing.TB) (peaks func() (heap, rss int64)) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		heap = max(heap, int64(ms.HeapInuse))
-		if n, err := processRSS(); err == nil {
+		if n, err := servertest.RSS(os.Getpid()); err == nil {
 			rss = max(rss, n)
 		}
 	}

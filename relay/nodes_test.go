@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringrelay/ringrelay/internal/frame"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
+	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay/client"
 	"github.com/ringrelay/ringrelay/shard"
@@ -107,7 +108,7 @@ func TestNodeOutboxFullPausesSender(t *testing.T) {
 				writeErr <- err
 			}()
 			loops := rs.Links()
-			waitUntil(t, "the sender to be paused on the full outbox", func() bool {
+			servertest.WaitFor(t, "the sender to be paused on the full outbox", 10*time.Second, func() bool {
 				return srv.Metrics().BackpressurePauses.Load() > 0
 			})
 			var got int
@@ -169,14 +170,14 @@ func TestNodeInboxDelivers(t *testing.T) {
 	if p, err := a.Recv(); err != nil || string(p) != "from afar" {
 		t.Fatalf("got %q, %v", p, err)
 	}
-	waitUntil(t, "the unknown ID to be counted", func() bool {
+	servertest.WaitFor(t, "the unknown ID to be counted", 10*time.Second, func() bool {
 		return srv.Metrics().Dropped[DropUnknownDest].Load() == 1
 	})
 	// A frame for ID 0 is never handed to the bus.
 	if err := a.Send(0, []byte("nobody")); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the frame for ID 0 to be counted", func() bool {
+	servertest.WaitFor(t, "the frame for ID 0 to be counted", 10*time.Second, func() bool {
 		return srv.Metrics().Dropped[DropUnknownDest].Load() == 2
 	})
 	if n, _ := loops.Out[0].Drain(1<<20, func(uint32, []byte) {}); n != 0 {
@@ -219,7 +220,7 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 			in.Publish()
 			loops.Wake(loops.Owner(stuck.ID))
 			m := srv.Metrics()
-			waitUntil(t, "every remote frame to be delivered or dropped", func() bool {
+			servertest.WaitFor(t, "every remote frame to be delivered or dropped", 10*time.Second, func() bool {
 				return m.FramesRelayed.Load()+m.Dropped[DropRemoteOverLimit].Load() == uint64(frames)
 			})
 			dropped := m.Dropped[DropRemoteOverLimit].Load()
@@ -249,7 +250,7 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 				}
 				return n
 			}
-			waitUntil(t, "a pause for the stuck reader", func() bool { w.drain(); return pauses() >= 1 })
+			servertest.WaitFor(t, "a pause for the stuck reader", 10*time.Second, func() bool { w.drain(); return pauses() >= 1 })
 			deadline := time.Now().Add(nodeRenew + 10*time.Second)
 			for w.drain(); pauses() < 2; w.drain() {
 				if time.Now().After(deadline) {
@@ -270,22 +271,11 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 				}
 				last = seq
 			}
-			waitUntil(t, "a resume for the reader", func() bool {
+			servertest.WaitFor(t, "a resume for the reader", 10*time.Second, func() bool {
 				w.drain()
 				return len(w.ctls) > 0 && bytes.Equal(w.ctls[len(w.ctls)-1], ctl(ctlResume, stuck.ID))
 			})
 		})
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -338,14 +328,14 @@ func TestNodeOutboxTrimmed(t *testing.T) {
 	}
 	out := rs.Links().Out[0]
 	var got []string
-	waitUntil(t, "the frame in the outbox", func() bool {
+	servertest.WaitFor(t, "the frame in the outbox", 10*time.Second, func() bool {
 		out.Drain(1<<20, func(dest uint32, f []byte) { got = append(got, fmt.Sprintf("%08x %s", dest, f)) })
 		return len(got) > 0
 	})
 	if want := fmt.Sprintf("%08x across\x00", remoteID); len(got) != 1 || got[0] != want {
 		t.Fatalf("outbox held %q, want %q", got, want)
 	}
-	waitUntil(t, "the idle outbox ring to be released", func() bool {
+	servertest.WaitFor(t, "the idle outbox ring to be released", 10*time.Second, func() bool {
 		return srv.link.released.Load() >= nodeOutbox
 	})
 }
@@ -408,7 +398,7 @@ func TestNodePauseIsALease(t *testing.T) {
 		if err := a.Send(remote, []byte(payload)); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, payload+" in the outbox", func() bool {
+		servertest.WaitFor(t, payload+" in the outbox", 10*time.Second, func() bool {
 			w.drain()
 			return len(w.frames) > 0 && w.frames[len(w.frames)-1] == payload
 		})
@@ -418,7 +408,7 @@ func TestNodePauseIsALease(t *testing.T) {
 	// until the lease lapses.
 	pause(ctlPause)
 	sendAndSee("first")
-	waitUntil(t, "a to be paused", func() bool { return m.BackpressurePauses.Load() == 1 })
+	servertest.WaitFor(t, "a to be paused", 10*time.Second, func() bool { return m.BackpressurePauses.Load() == 1 })
 	if err := a.Send(remote, []byte("second")); err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +429,7 @@ func TestNodePauseIsALease(t *testing.T) {
 	// A resume releases at once, lease or not.
 	pause(ctlPause)
 	sendAndSee("third")
-	waitUntil(t, "a to be paused again", func() bool { return m.BackpressurePauses.Load() == 2 })
+	servertest.WaitFor(t, "a to be paused again", 10*time.Second, func() bool { return m.BackpressurePauses.Load() == 2 })
 	if err := a.Send(remote, []byte("fourth")); err != nil {
 		t.Fatal(err)
 	}

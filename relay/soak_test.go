@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
 // TestSoak runs the chaos engine in rounds against one server per backend
@@ -34,7 +36,7 @@ func TestSoak(t *testing.T) {
 			ts := startServer(t, backend, chaosEdit)
 			runtime.GC()
 			debug.FreeOSMemory()
-			rssBase, err := processRSS()
+			rssBase, err := servertest.RSS(os.Getpid())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -48,7 +50,7 @@ func TestSoak(t *testing.T) {
 				rounds++
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
-				rss, _ := processRSS()
+				rss, _ := servertest.RSS(os.Getpid())
 				t.Logf("%s: after round %d: Go heap in use %.1f MiB, RSS %.1f MiB", backend, rounds, mib(int64(ms.HeapInuse)), mib(rss))
 				if t.Failed() {
 					break

@@ -30,21 +30,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// gSQ and gCQ keep every field of giouring's, in its order, so the size
+// checks below hold and the pointers land where giouring put them. The
+// fields this file never reads are blank (named in the comment beside
+// them) rather than unused names.
 type gSQ struct {
-	head, tail, ringMask, ringEntries, flags, dropped, array *uint32
-	sqes                                                     *giouring.SubmissionQueueEntry
-	ringSize                                                 uint
-	ringPtr                                                  unsafe.Pointer
-	sqeHead, sqeTail                                         uint32
-	_                                                        [2]uint32
+	head, tail       *uint32
+	_, _             *uint32 // ringMask, ringEntries
+	flags            *uint32
+	_, _             *uint32                        // dropped, array
+	_                *giouring.SubmissionQueueEntry // sqes
+	_                uint                           // ringSize
+	_                unsafe.Pointer                 // ringPtr
+	sqeHead, sqeTail uint32
+	_                [2]uint32
 }
 
 type gCQ struct {
-	head, tail, ringMask, ringEntries, flags, overflow *uint32
-	cqes                                               *giouring.CompletionQueueEvent
-	ringSize                                           uint
-	ringPtr                                            unsafe.Pointer
-	_                                                  [2]uint32
+	head, tail, ringMask, ringEntries *uint32
+	_, _                              *uint32 // flags, overflow
+	cqes                              *giouring.CompletionQueueEvent
+	_                                 uint           // ringSize
+	_                                 unsafe.Pointer // ringPtr
+	_                                 [2]uint32
 }
 
 type gRing struct {
@@ -78,8 +86,6 @@ const (
 	sqTaskrun    = 1 << 2
 
 	setupTaskrunFlag = 1 << 9
-
-	registerRingFds = 20
 
 	featRecvSendBundle = 1 << 14 // IORING_FEAT_RECVSEND_BUNDLE
 	recvsendBundle     = 1 << 4  // IORING_RECVSEND_BUNDLE, in sqe.ioprio

@@ -90,10 +90,14 @@ func parseCPU(s string) (int, error) {
 // AllowedCPUs lists the CPUs the calling thread may run on (its affinity
 // mask; `taskset -c 0 ringrelay` leaves one), in increasing order. Called
 // before any thread is pinned, that is the process's mask.
-func AllowedCPUs() ([]int, error) {
+func AllowedCPUs() ([]int, error) { return Affinity(0) }
+
+// Affinity lists the CPUs thread or process pid may run on (0: the
+// calling thread), in increasing order.
+func Affinity(pid int) ([]int, error) {
 	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return nil, fmt.Errorf("sched_getaffinity: %w", err)
+	if err := unix.SchedGetaffinity(pid, &set); err != nil {
+		return nil, fmt.Errorf("sched_getaffinity %d: %w", pid, err)
 	}
 	var cpus []int
 	for c := range maxCPUs {

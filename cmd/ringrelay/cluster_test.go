@@ -8,40 +8,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/ringrelay/ringrelay/internal/natstest"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
 	"github.com/ringrelay/ringrelay/internal/servertest"
 )
-
-// natsServer runs one embedded NATS server on a kernel-chosen loopback
-// port until the test ends.
-func natsServer(t *testing.T, maxPayload int32) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true, MaxPayload: maxPayload,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s.ClientURL()
-}
 
 // TestClusterTwoProcesses runs two ringrelay processes joined through one
 // NATS server: a frame crosses each way, the metrics page shows the
 // bridge, a third process started with a -node already served refuses to
 // start, and both nodes stop cleanly.
 func TestClusterTwoProcesses(t *testing.T) {
-	url := natsServer(t, 2<<20)
+	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
 	maddr := []string{opsFreeAddr(t), opsFreeAddr(t)}
 	var nodes []*servertest.Proc
 	for k := range 2 {
@@ -119,7 +98,7 @@ func TestClusterTwoProcesses(t *testing.T) {
 // a bus that is not there, stop the process at start with exit 1 and a
 // message that says what to change.
 func TestClusterStartFailures(t *testing.T) {
-	small := natsServer(t, 1<<20) // NATS's default max_payload: 1 MiB
+	small := natstest.Start(t, 1, natstest.Options{MaxPayload: 1 << 20}).URL(0) // NATS's default max_payload: 1 MiB
 	cases := []struct {
 		name string
 		args []string
@@ -148,7 +127,7 @@ func TestClusterStartFailures(t *testing.T) {
 // The other instance is forged: a raw NATS client publishes its
 // announcement (cluster/announce.go's 16-byte layout).
 func TestClusterDuplicateWhileServing(t *testing.T) {
-	url := natsServer(t, 2<<20)
+	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
 	maddr := opsFreeAddr(t)
 	p := servertest.Launch(t, servertest.Options{Args: []string{
 		"-cluster=" + url, "-node=2", "-node-bits=2", "-cluster-name=rrdup", "-metrics-addr=" + maddr, "-backend=epoll",

@@ -30,15 +30,7 @@ import (
 
 // Child processes started through servertest are reaped by its cleanups
 // (or waited for by the tests), so nothing should be left running here.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(cleanupAfter{m}) }
-
-// cleanupAfter removes the binaries the harness built once the tests ran.
-type cleanupAfter struct{ m *testing.M }
-
-func (c cleanupAfter) Run() int {
-	defer servertest.Cleanup()
-	return c.m.Run()
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(servertest.WithCleanup{M: m}) }
 
 // exitWithin bounds every wait on a child so a hung server fails the test
 // instead of hanging it. It is a safety net, not a timing assertion.
@@ -385,20 +377,20 @@ func TestLogLevel(t *testing.T) {
 // run the uring backend: a raw io_uring_setup must succeed and the kernel
 // must be 6.0 or newer (multishot recv with buffer rings). When it should
 // not, why is the errno or the kernel release.
-func uringOracle(t *testing.T) (ok bool, setupErr error, why string) {
+func uringOracle(t *testing.T) (ok bool, why string, setupErr error) {
 	t.Helper()
 	var params [120]byte // struct io_uring_params, zeroed: default ring
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 8, uintptr(unsafe.Pointer(&params[0])), 0)
 	if errno != 0 {
-		return false, errno, "io_uring_setup: " + errno.Error()
+		return false, "io_uring_setup: " + errno.Error(), errno
 	}
 	unix.Close(int(fd))
 	release := osRelease(t)
 	major, _ := strconv.Atoi(strings.SplitN(release, ".", 2)[0])
 	if major < 6 {
-		return false, nil, "kernel " + release
+		return false, "kernel " + release, nil
 	}
-	return true, nil, ""
+	return true, "", nil
 }
 
 func osRelease(t *testing.T) string {
@@ -440,7 +432,7 @@ func TestProbe(t *testing.T) {
 		t.Errorf("io_uring_disabled line says %q, want %q", got, wantDisabled)
 	}
 
-	ok, setupErr, why := uringOracle(t)
+	ok, why, setupErr := uringOracle(t)
 	setup := probeField(t, out, "io_uring setup")
 	if setup == "ok" {
 		want := "no (doorbells use the eventfd)"
@@ -569,7 +561,7 @@ func relayBothWays(t *testing.T, c1, c2 *client.Conn) {
 }
 
 func TestBackendSelection(t *testing.T) {
-	uringOK, _, why := uringOracle(t)
+	uringOK, why, _ := uringOracle(t)
 	cases := []struct {
 		name       string
 		deny       bool

@@ -46,10 +46,21 @@ func Index(b []byte, room int) int {
 // Append appends to dst the frame that carries payload to dest. It does not
 // check payload for End bytes: a caller that must not send one checks first.
 func Append(dst []byte, dest uint32, payload []byte) []byte {
-	dst = binary.BigEndian.AppendUint32(dst, dest)
+	dst = AppendHeader(dst, dest)
 	dst = append(dst, payload...)
 	return append(dst, End)
 }
+
+// AppendHeader appends the destination header of a frame to dst, for a
+// caller that writes the payload in place after it and then End (the load
+// generator, which builds payloads straight into its output buffer).
+func AppendHeader(dst []byte, dest uint32) []byte {
+	return binary.BigEndian.AppendUint32(dst, dest)
+}
+
+// Overhead is what framing adds to a payload on the way to the relay: the
+// header and End.
+const Overhead = HeaderLen + 1
 
 // ReadID reads the 4-byte ID a relay sends first on every connection. It
 // reads exactly those 4 bytes from r, so frames that follow the ID stay in

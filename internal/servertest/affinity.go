@@ -10,22 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Affinity lists the CPUs thread or process pid may run on (0: the calling
-// thread).
-func Affinity(pid int) ([]int, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(pid, &set); err != nil {
-		return nil, fmt.Errorf("sched_getaffinity %d: %w", pid, err)
-	}
-	var cpus []int
-	for i := range len(set) * 64 {
-		if set.IsSet(i) {
-			cpus = append(cpus, i)
-		}
-	}
-	return cpus, nil
-}
-
 func cpuSet(cpus []int) *unix.CPUSet {
 	var set unix.CPUSet
 	for _, c := range cpus {

@@ -2,7 +2,10 @@ package servertest
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -88,6 +91,60 @@ func FDs(pid int) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// FDCount returns how many descriptors process pid holds open (the
+// entries of /proc/<pid>/fd, without reading where each one points).
+func FDCount(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	return len(ents), nil
+}
+
+// TCPQueues returns, for the IPv4 TCP socket from local to remote (both
+// "ip:port"), the bytes in its send queue that the peer has not
+// acknowledged (written but not yet taken by the peer's kernel) and the
+// bytes in its receive queue that its owner has not read, from
+// /proc/net/tcp of this network namespace.
+func TCPQueues(local, remote string) (tx, rx int, err error) {
+	l, err1 := procTCPAddr(local)
+	r, err2 := procTCPAddr(remote)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, err
+	}
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		// sl local_address rem_address st tx_queue:rx_queue ...
+		f := strings.Fields(line)
+		if len(f) < 5 || f[1] != l || f[2] != r {
+			continue
+		}
+		txs, rxs, _ := strings.Cut(f[4], ":")
+		t, err1 := strconv.ParseInt(txs, 16, 64)
+		x, err2 := strconv.ParseInt(rxs, 16, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return 0, 0, fmt.Errorf("/proc/net/tcp: queues %q: %w", f[4], err)
+		}
+		return int(t), int(x), nil
+	}
+	return 0, 0, fmt.Errorf("/proc/net/tcp: no socket from %s to %s", local, remote)
+}
+
+// procTCPAddr writes an IPv4 "ip:port" as /proc/net/tcp does: the address
+// as the kernel holds it (network order) printed as a host-order word, then
+// the port, both in hex.
+func procTCPAddr(hostport string) (string, error) {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil || !ap.Addr().Is4() {
+		return "", fmt.Errorf("%q is not an IPv4 address and port", hostport)
+	}
+	ip := ap.Addr().As4()
+	return fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ip[:]), ap.Port()), nil
 }
 
 // SelfCPU returns the user+system CPU time this process has used, all

@@ -2,17 +2,20 @@ package servertest
 
 import (
 	"context"
+	"net"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // A pinned child runs only where it was pinned, from its first thread on,
 // and the /proc readers see it.
 func TestRunPinnedAndObserved(t *testing.T) {
-	cpus, err := Affinity(0)
+	cpus, err := shard.Affinity(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,14 +25,14 @@ func TestRunPinnedAndObserved(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Kill)
-	got, err := Affinity(p.Pid())
+	got, err := shard.Affinity(p.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("child may run on CPUs %v, want %v", got, want)
 	}
-	if now, _ := Affinity(0); !slices.Equal(now, cpus) {
+	if now, _ := shard.Affinity(0); !slices.Equal(now, cpus) {
 		t.Errorf("starting a pinned child changed this process's CPUs from %v to %v", cpus, now)
 	}
 	if rss := p.RSS(t); rss <= 0 {
@@ -109,5 +112,42 @@ func TestReadersFailForAMissingProcess(t *testing.T) {
 	}
 	if SelfCPU() <= 0 {
 		t.Error("SelfCPU is 0")
+	}
+}
+
+// TCPQueues sees bytes that were written and not yet read in the
+// receiver's queue, and none left in the sender's once the receiving
+// kernel took them.
+func TestTCPQueues(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := c.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	var tx, rx int
+	WaitFor(t, "1000 unread bytes at the receiver", 10*time.Second, func() bool {
+		if _, rx, err = TCPQueues(s.LocalAddr().String(), s.RemoteAddr().String()); err != nil {
+			t.Fatal(err)
+		}
+		return rx == 1000
+	})
+	if tx, _, err = TCPQueues(c.LocalAddr().String(), c.RemoteAddr().String()); err != nil || tx != 0 {
+		t.Fatalf("sender's unacknowledged bytes %d, %v; want 0", tx, err)
+	}
+	if _, _, err := TCPQueues(c.LocalAddr().String(), "127.0.0.1:1"); err == nil {
+		t.Fatal("found a socket that does not exist")
 	}
 }
