@@ -37,6 +37,9 @@ type Server struct {
 	start    time.Time // when Run began; clock counts from here
 	clock    instant   // now, as an instant
 	lastTick time.Time
+
+	quiet quietWatch // memory goes back after a spike (idle.go)
+	mem   *memReturn
 }
 
 // peer is the relay's view of one connection.
@@ -91,6 +94,7 @@ func NewServer(loop reactor.Loop, cfg Config, m *Metrics) *Server {
 		log:     cfg.Logger,
 		routes:  NewRoutes(),
 		metrics: m,
+		mem:     new(memReturn),
 	}
 }
 
@@ -117,7 +121,7 @@ func (s *Server) Run() error {
 	s.start = time.Now()
 	events := make([]reactor.Event, 1024)
 	for {
-		timeout := s.timeout()
+		timeout := s.quietWait(s.timeout())
 		if s.again {
 			timeout, s.again = 0, false
 		}
@@ -400,6 +404,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 
 // tick enforces the timed limits.
 func (s *Server) tick() {
+	s.watchQuiet()
 	if s.x != nil {
 		s.x.trim()
 	}

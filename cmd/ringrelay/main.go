@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/ringrelay/ringrelay/internal/bytesize"
 	"github.com/ringrelay/ringrelay/metrics"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/shard"
@@ -55,6 +56,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log = slog.New(slog.NewTextHandler(stderr, opts))
 	}
 	cfg.Reactor.Logger, cfg.Relay.Logger = log, log
+	if ml := applyMemoryLimit(os.DirFS("/")); ml.source != "none" {
+		attrs := []any{"limit", bytesize.Format(ml.bytes), "source", ml.source}
+		if ml.source == "cgroup" {
+			attrs = append(attrs, "cgroup_limit", bytesize.Format(ml.cgroup))
+		}
+		log.Info("Go memory limit", attrs...)
+	}
 
 	nloops, pins, err := cfg.layout()
 	if err != nil {
