@@ -40,6 +40,9 @@ type Server struct {
 
 	quiet quietWatch // memory goes back after a spike (idle.go)
 	mem   *memReturn
+
+	lameDuck atomic.Pointer[lameDuck] // set by Group.LameDuck (lameduck.go)
+	duck     duckState
 }
 
 // peer is the relay's view of one connection.
@@ -121,7 +124,7 @@ func (s *Server) Run() error {
 	s.start = time.Now()
 	events := make([]reactor.Event, 1024)
 	for {
-		timeout := s.quietWait(s.timeout())
+		timeout := s.lameDuckWait(s.quietWait(s.timeout()))
 		if s.again {
 			timeout, s.again = 0, false
 		}
@@ -164,6 +167,7 @@ func (s *Server) Run() error {
 		if s.stop.Load() && !s.draining {
 			s.beginDrain()
 		}
+		s.lameDuckPass()
 		if s.x != nil {
 			s.pass()
 		}

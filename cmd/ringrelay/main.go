@@ -149,6 +149,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		os.Exit(1)
 	}()
 
+	// SIGUSR2: lame duck (relay.Group.LameDuck), then the shutdown above
+	// once every connection is closed. Later SIGUSR2s change nothing.
+	duck := make(chan os.Signal, 1)
+	signal.Notify(duck, syscall.SIGUSR2)
+	go func() {
+		<-duck
+		log.Info("SIGUSR2 received: lame duck", "grace", cfg.LameDuckGrace, "duration", cfg.LameDuckDuration)
+		<-g.LameDuck(cfg.LameDuckGrace, cfg.LameDuckDuration)
+		g.Shutdown()
+	}()
+
 	l0 := g.Loop(0)
 	attrs := []any{"addr", g.Addr().String(), "backend", string(l0.Backend()), "features", l0.Features(), "loops", nloops}
 	if pins != nil {
