@@ -15,17 +15,21 @@ import (
 	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
+// After the burst the clients either all leave (the loops have no
+// connection left) or all stay, idle (the loops tick on with them).
 func TestOpsMemoryBackAfterBurst(t *testing.T) {
 	for _, backend := range opsBackends {
 		for _, loops := range []int{1, 2} {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
-				opsMemoryBackAfterBurst(t, backend, loops)
-			})
+			for _, stay := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/loops=%d/stay=%v", backend, loops, stay), func(t *testing.T) {
+					opsMemoryBackAfterBurst(t, backend, loops, stay)
+				})
+			}
 		}
 	}
 }
 
-func opsMemoryBackAfterBurst(t *testing.T, backend string, loops int) {
+func opsMemoryBackAfterBurst(t *testing.T, backend string, loops int, stay bool) {
 	opsSkipWithoutUring(t, backend)
 	const (
 		pairs    = 16
@@ -64,7 +68,7 @@ func opsMemoryBackAfterBurst(t *testing.T, backend string, loops int) {
 	}
 
 	// End of the burst: the receivers read everything, in order, then
-	// every connection closes.
+	// every connection closes, or stays open and idle.
 	errs := make(chan error, pairs)
 	for i := range pairs {
 		var want atomic.Int64
@@ -80,29 +84,40 @@ func opsMemoryBackAfterBurst(t *testing.T, backend string, loops int) {
 	}
 	peak = max(peak, p.RSS(t))
 	for i := range pairs {
-		recvs[i].NC.Close()
-		senders[i].NC.Close()
+		if !stay {
+			recvs[i].NC.Close()
+			senders[i].NC.Close()
+		}
 	}
 	ended := time.Now()
 
 	rss := p.RSS(t)
 	for deadline := ended.Add(within); rss > bound; rss = p.RSS(t) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s, %d loops: RSS %s before the burst, %s at its peak, still %s %v after it ended; want at most %s (twice the start)",
-				backend, loops, mib(before), mib(peak), mib(rss), within, mib(bound))
+			t.Fatalf("%s, %d loops, clients stay %v: RSS %s before the burst, %s at its peak, still %s %v after it ended; want at most %s (twice the start)",
+				backend, loops, stay, mib(before), mib(peak), mib(rss), within, mib(bound))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("%s, %d loops: RSS %s before the burst, %s at its peak, %s within %v after it ended (bound %s)",
-		backend, loops, mib(before), mib(peak), mib(rss), time.Since(ended).Round(100*time.Millisecond), mib(bound))
+	t.Logf("%s, %d loops, clients stay %v: RSS %s before the burst, %s at its peak, %s within %v after it ended (bound %s)",
+		backend, loops, stay, mib(before), mib(peak), mib(rss), time.Since(ended).Round(100*time.Millisecond), mib(bound))
 
-	// The server still relays with everything it gave back: a new pair.
+	// The server still relays with everything it gave back: a new pair,
+	// and the pairs that stayed.
 	a := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
 	b := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
-	if err := a.Send(b.ID, []byte("after the trim")); err != nil {
-		t.Fatal(err)
+	ps := [][2]*rawpeer.Peer{{a, b}}
+	if stay {
+		for i := range pairs {
+			ps = append(ps, [2]*rawpeer.Peer{senders[i], recvs[i]})
+		}
 	}
-	if got, err := b.Recv(10 * time.Second); err != nil || string(got) != "after the trim" {
-		t.Fatalf("after the memory went back: b got %q, %v", got, err)
+	for _, pr := range ps {
+		if err := pr[0].Send(pr[1].ID, []byte("after the trim")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := pr[1].Recv(10 * time.Second); err != nil || string(got) != "after the trim" {
+			t.Fatalf("after the memory went back: got %q, %v", got, err)
+		}
 	}
 }
