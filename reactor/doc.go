@@ -48,7 +48,11 @@
 // it instead of waiting for a quiet period.
 //
 // Output is queued in chunks from a loop-wide pool (outqueue.go): memory
-// follows what is queued, and an idle connection holds none.
+// follows what is queued, and an idle connection holds none. Trim
+// (trim.go), for an owner whose loop has been quiet, gives back the
+// pool's free chunks and the pages of the receive buffers where the
+// kernel cannot be filling them (the epoll arena; the io_uring ring only
+// under DEFER_TASKRUN with nothing left to reap).
 //
 // Only Wake and Stats may be used from other goroutines. Wake makes the
 // loop return a Woken event; it is how signals and shutdown reach the loop

@@ -90,6 +90,11 @@ type engine interface {
 	// eventfd. Called on this loop's goroutine; dst belongs to another.
 	ringLoop(dst *eventLoop) bool
 
+	// trim gives back what the engine keeps for reuse and no connection
+	// holds (Loop.Trim). Called between Polls, after the owner handled
+	// the last one's events.
+	trim()
+
 	// close releases the engine's resources. Connections that are still
 	// open are closed by eventLoop.Close afterwards; the engine closes the
 	// descriptors of those it was tearing down.

@@ -118,6 +118,14 @@ type Loop interface {
 	// true until the owner resumes a connection or a new one opens. It
 	// walks every slot; meant for shutdown, not for each Poll.
 	ReadsStopped() bool
+	// Trim gives back memory the loop keeps for reuse but no connection
+	// holds: the free chunks of its output pool and, on epoll, the pages
+	// of its read arena (zeroed, so Data from the last Poll must no
+	// longer be used). Meant for a loop that has been quiet for a while:
+	// the next burst pays to allocate again. Queued output, partial reads
+	// and the io_uring buffer ring (the kernel may fill it at any moment)
+	// stay.
+	Trim()
 	// Addr is the address the listener is bound to; nil without one.
 	Addr() net.Addr
 	// Backend names the I/O engine in use.

@@ -168,6 +168,16 @@ func (u *uringEngine) takeVec() *sendVec {
 	return new(sendVec)
 }
 
+// trim drops the free sendmsg vectors and hands the buffer ring's pages
+// back to the kernel where that is safe (ring.BufferRing.Release: with
+// DEFER_TASKRUN and nothing left to reap; otherwise the ring stays
+// resident).
+func (u *uringEngine) trim() {
+	clear(u.vecs)
+	u.vecs = nil
+	u.bufs.Release()
+}
+
 // wideClients is the most open connections for which armConn asks for the
 // wide bundle limit (see ring.wideBundleBytes): a few bulk streams each
 // drain up to a quarter of the buffers per wait, while a loop with many

@@ -35,6 +35,12 @@ type Config struct {
 	Loops string
 	CPUs  string
 
+	// LameDuckGrace and LameDuckDuration say what SIGUSR2 does: keep
+	// relaying for the grace, then close the connections over the
+	// duration (relay.Group.LameDuck).
+	LameDuckGrace    time.Duration
+	LameDuckDuration time.Duration
+
 	MetricsAddr string
 	PprofAddr   string
 	LogLevel    slog.Level
@@ -52,6 +58,9 @@ func defaultConfig() Config {
 		Cluster:   cluster.DefaultConfig(),
 		LogLevel:  slog.LevelInfo,
 		LogFormat: "text",
+
+		LameDuckGrace:    5 * time.Second,
+		LameDuckDuration: 30 * time.Second,
 	}
 }
 
@@ -101,6 +110,10 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"write-timeout", bind(fs.DurationVar, &c.Relay.WriteTimeout), "close a destination whose queued output makes no progress this long"},
 			{"frame-timeout", bind(fs.DurationVar, &c.Relay.FrameTimeout), "close a connection whose frame stays incomplete this long"},
 			{"shutdown-timeout", bind(fs.DurationVar, &c.Relay.ShutdownTimeout), "on SIGINT/SIGTERM, how long to keep writing queued output before closing"},
+		}},
+		{"Restarts: lame duck on SIGUSR2 (stop accepting, keep relaying, close connections gradually, exit 0)", []flagDef{
+			{"lame-duck-grace", bind(fs.DurationVar, &c.LameDuckGrace), "after SIGUSR2, how long open connections keep relaying before any is closed"},
+			{"lame-duck-duration", bind(fs.DurationVar, &c.LameDuckDuration), "the window over which the connections are then closed, evenly spread, so clients reconnect gradually; 0 closes them all at once"},
 		}},
 		{"Observability", []flagDef{
 			{"metrics-addr", bind(fs.StringVar, &c.MetricsAddr), "serve Prometheus metrics at http://`address`/metrics (off when empty)"},
@@ -201,6 +214,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Relay.MaxQueue < c.Relay.MaxFrame+1 {
 		return fmt.Errorf("-max-queue %d is smaller than one frame (-max-frame %d + 1): a full-size frame could never be queued", c.Relay.MaxQueue, c.Relay.MaxFrame)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"-lame-duck-grace", c.LameDuckGrace}, {"-lame-duck-duration", c.LameDuckDuration}} {
+		if d.v < 0 || d.v > 24*time.Hour {
+			return fmt.Errorf("%s %v: must be between 0 and 24h", d.flag, d.v)
+		}
 	}
 	for _, a := range []struct{ flag, addr string }{{"-metrics-addr", c.MetricsAddr}, {"-pprof-addr", c.PprofAddr}} {
 		if a.addr == "" {

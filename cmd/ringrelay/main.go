@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/ringrelay/ringrelay/internal/bytesize"
 	"github.com/ringrelay/ringrelay/metrics"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/shard"
@@ -55,6 +56,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log = slog.New(slog.NewTextHandler(stderr, opts))
 	}
 	cfg.Reactor.Logger, cfg.Relay.Logger = log, log
+	if ml := applyMemoryLimit(os.DirFS("/")); ml.source != "none" {
+		attrs := []any{"limit", bytesize.Format(ml.bytes), "source", ml.source}
+		if ml.source == "cgroup" {
+			attrs = append(attrs, "cgroup_limit", bytesize.Format(ml.cgroup))
+		}
+		log.Info("Go memory limit", attrs...)
+	}
 
 	nloops, pins, err := cfg.layout()
 	if err != nil {
@@ -139,6 +147,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		s = <-sigs
 		log.Warn("second signal, exiting at once", "signal", s.String())
 		os.Exit(1)
+	}()
+
+	// SIGUSR2: lame duck (relay.Group.LameDuck), then the shutdown above
+	// once every connection is closed. Later SIGUSR2s change nothing.
+	duck := make(chan os.Signal, 1)
+	signal.Notify(duck, syscall.SIGUSR2)
+	go func() {
+		<-duck
+		log.Info("SIGUSR2 received: lame duck", "grace", cfg.LameDuckGrace, "duration", cfg.LameDuckDuration)
+		<-g.LameDuck(cfg.LameDuckGrace, cfg.LameDuckDuration)
+		g.Shutdown()
 	}()
 
 	l0 := g.Loop(0)
