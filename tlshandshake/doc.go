@@ -57,7 +57,8 @@
 //     GetConfigForClient) whose key log writes into that connection's
 //     state, so secrets never mix between concurrent handshakes and never
 //     leave the process (TestSecretsMatchClientKeyLog, TestOpenSSLInterop).
-//     keylog.go is the only code that reads the NSS key log format.
+//     tlsrecord.ParseKeyLogLine is the only code that reads the NSS key
+//     log format.
 //   - No close_notify on handover. The tls.Conn is dropped, not closed:
 //     closing it would send an alert. Only the Go-side duplicate of the
 //     descriptor is closed; the socket itself lives on in Conn.Fd.
