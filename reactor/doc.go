@@ -50,9 +50,43 @@
 // Output is queued in chunks from a loop-wide pool (outqueue.go): memory
 // follows what is queued, and an idle connection holds none.
 //
-// Only Wake and Stats may be used from other goroutines. Wake makes the
-// loop return a Woken event; it is how signals and shutdown reach the loop
-// without any other goroutine touching its state.
+// Only Wake, AdoptTLS and Stats may be used from other goroutines. Wake
+// makes the loop return a Woken event; it is how signals and shutdown
+// reach the loop without any other goroutine touching its state.
+//
+// # TLS connections
+//
+// A TLS connection's handshake runs off the loop (package tlshandshake,
+// on crypto/tls); the goroutine that finished it calls AdoptTLS(fd, rec)
+// with the socket and its record layer (package tlsrecord). AdoptTLS puts
+// both in a small mutex-protected inbox and wakes the loop; the next Poll
+// opens them like adopted sockets (an Opened event) and marks them TLS.
+// From then on, on both backends (tls.go):
+//
+//   - Received bytes are opened record by record into the loop's
+//     plaintext arena, reset each Poll like the receive buffers, and the
+//     plaintext of one receive is one Received event: the owner never
+//     sees ciphertext. A record cut by the end of a receive waits in a
+//     per-connection accumulation buffer, which exists only while the
+//     record is partial.
+//   - Send queues plaintext, and Pending counts plaintext. When the loop
+//     starts a write it seals up to 256 KiB of the queue into as few
+//     records as possible (many frames per record, each at most 2^14
+//     bytes) in a pooled ciphertext buffer and writes that; one write in
+//     flight per connection, as for plaintext. The plaintext leaves the
+//     queue once its ciphertext is all written. Written counts ciphertext.
+//   - A KeyUpdate from the peer is followed, and answered before the next
+//     record when the peer asks. The peer's close_notify is a clean end of
+//     its sending side (like EOF; answered with ours once the queue is
+//     out). A record that fails (bad_record_mac, record_overflow, ...)
+//     ends reading, drops queued output, sends the alert and closes with
+//     an error wrapping ErrTLS; a fatal alert from the peer closes at once.
+//   - A TLS connection that neither received nor sent for a whole second
+//     has its ciphers dropped (tlsrecord.Conn.Shrink) at the next Poll's
+//     sweep; its next record rebuilds them.
+//
+// A plaintext connection pays a flag test: the TLS state sits in a side
+// table by slot, and Conn stays 64 bytes.
 //
 // # Many loops
 //

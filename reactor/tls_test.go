@@ -1,0 +1,416 @@
+package reactor_test
+
+// TLS connections on the loop, on both backends: real crypto/tls clients
+// handshake through a tlshandshake.Pool, whose Deliver hands each
+// connection to an echoing loop with AdoptTLS. The loop must decrypt,
+// echo plaintext through Send, and seal it back.
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringrelay/ringrelay/reactor"
+	"github.com/ringrelay/ringrelay/ring"
+	"github.com/ringrelay/ringrelay/tlshandshake"
+	"github.com/ringrelay/ringrelay/tlsrecord"
+)
+
+const tlsPatience = 60 * time.Second
+
+// tlsEcho is a loop without a listener that echoes what its TLS
+// connections send, fed by a handshake pool on a loopback listener.
+type tlsEcho struct {
+	loop   reactor.Loop
+	pool   *tlshandshake.Pool
+	addr   string
+	roots  *x509.CertPool
+	closed chan error // the error of every Closed event
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func startTLSEcho(t *testing.T, b reactor.Backend) *tlsEcho {
+	t.Helper()
+	if b == reactor.Uring {
+		if err := ring.Probe().Usable(); err != nil {
+			t.Skipf("io_uring unusable on this host: %v", err)
+		}
+	}
+	certFile, keyFile, roots := selfSigned(t)
+	store, err := tlshandshake.LoadCerts(tlshandshake.CertFiles{Cert: certFile, Key: keyFile}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &tlsEcho{roots: roots, closed: make(chan error, 100), stop: make(chan struct{}), done: make(chan struct{})}
+	opened := make(chan error, 1)
+	go e.run(b, opened)
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	e.pool, err = tlshandshake.NewPool(store, tlshandshake.Config{
+		Timeout: 20 * time.Second,
+		Deliver: func(c tlshandshake.Conn) {
+			rec, err := tlsrecord.NewServer(c.State.CipherSuite, c.ClientSecret, c.ServerSecret)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			e.loop.AdoptTLS(c.Fd, rec)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	go e.pool.Serve(ln)
+	t.Cleanup(func() {
+		e.pool.Close()
+		close(e.stop)
+		e.loop.Wake()
+		<-e.done
+	})
+	return e
+}
+
+func (e *tlsEcho) run(b reactor.Backend, opened chan<- error) {
+	defer close(e.done)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cfg := reactor.DefaultConfig()
+	cfg.Backend = b
+	cfg.BufferSize = 1 << 10 // small buffers: records span receives
+	l, err := reactor.Open("", cfg)
+	if err != nil {
+		opened <- err
+		return
+	}
+	defer l.Close()
+	e.loop = l
+	opened <- nil
+	events := make([]reactor.Event, 64)
+	for {
+		n, err := l.Poll(events, -1)
+		if err != nil {
+			e.closed <- err
+			return
+		}
+		for _, ev := range events[:n] {
+			switch ev.Kind {
+			case reactor.Received:
+				ev.Conn.Send(ev.Data)
+			case reactor.Closed:
+				e.closed <- ev.Err
+			case reactor.Woken:
+				select {
+				case <-e.stop:
+					return
+				default:
+				}
+			}
+		}
+	}
+}
+
+func (e *tlsEcho) dial(t *testing.T, keyLog io.Writer) *tls.Conn {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: tlsPatience}, "tcp", e.addr, &tls.Config{
+		RootCAs: e.roots, ServerName: "localhost", KeyLogWriter: keyLog,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(tlsPatience))
+	return c
+}
+
+func (e *tlsEcho) nextClosed(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-e.closed:
+		return err
+	case <-time.After(tlsPatience):
+		t.Fatal("no Closed event")
+		return nil
+	}
+}
+
+func forBackends(t *testing.T, f func(t *testing.T, b reactor.Backend)) {
+	for _, b := range []reactor.Backend{reactor.Uring, reactor.Epoll} {
+		t.Run(string(b), func(t *testing.T) { f(t, b) })
+	}
+}
+
+// TestTLSEcho: one byte, frames that span records and receives, a 1 MiB
+// write, and many small writes, all come back intact and in order.
+func TestTLSEcho(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		e := startTLSEcho(t, b)
+		c := e.dial(t, nil)
+		for _, size := range []int{1, 100, 5000, 16 << 10, 40000, 1 << 20} {
+			msg := pattern(size)
+			errc := make(chan error, 1)
+			go func() { _, err := c.Write(msg); errc <- err }()
+			got := make([]byte, size)
+			if _, err := io.ReadFull(c, got); err != nil {
+				t.Fatalf("%d bytes: %v", size, err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("%d bytes came back different", size)
+			}
+		}
+		// 200 writes of 10 bytes, each its own record.
+		var want []byte
+		for i := range 200 {
+			m := []byte(strings.Repeat(string(rune('a'+i%26)), 10))
+			want = append(want, m...)
+			if _, err := c.Write(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("200 small records: %v", err)
+		}
+	})
+}
+
+// TestTLSKeyUpdate: the client takes over its record layer after the
+// handshake, sends KeyUpdate(update_requested) then data: the loop follows
+// the client's new key, answers with a KeyUpdate of its own before its
+// echo, which the client opens under the server's next key.
+func TestTLSKeyUpdate(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		e := startTLSEcho(t, b)
+		var log bytes.Buffer
+		c := e.dial(t, &log)
+		cs, ss := trafficSecrets(t, log.String())
+		rec, err := tlsrecord.NewClient(c.ConnectionState().CipherSuite, cs, ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := c.NetConn()
+		wire, err := rec.Seal(nil, []byte("before"))
+		if err == nil {
+			wire, err = rec.SealKeyUpdate(wire, true)
+		}
+		if err == nil {
+			wire, err = rec.Seal(wire, []byte("after"))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.Write(wire); err != nil {
+			t.Fatal(err)
+		}
+		var plain, buf []byte
+		chunk := make([]byte, 4096)
+		for len(plain) < len("beforeafter") {
+			n, err := raw.Read(chunk)
+			if err != nil {
+				t.Fatalf("after %q: %v", plain, err)
+			}
+			buf = append(buf, chunk[:n]...)
+			var k int
+			plain, k, err = rec.Open(plain, buf)
+			if err != nil {
+				t.Fatalf("opening the echo: %v", err)
+			}
+			buf = buf[k:]
+		}
+		if string(plain) != "beforeafter" {
+			t.Fatalf("echo %q", plain)
+		}
+	})
+}
+
+// TestTLSBadRecord: a record that fails authentication gets a
+// bad_record_mac alert and closes the connection with ErrTLS; a good
+// connection on the same loop carries on.
+func TestTLSBadRecord(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		e := startTLSEcho(t, b)
+		good := e.dial(t, nil)
+		bad := e.dial(t, nil)
+		raw := bad.NetConn()
+		junk := append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...)
+		if _, err := raw.Write(junk); err != nil {
+			t.Fatal(err)
+		}
+		_, err := bad.Read(make([]byte, 10))
+		if err == nil || !strings.Contains(err.Error(), "bad record MAC") {
+			t.Fatalf("client read after a forged record: %v, want the bad_record_mac alert", err)
+		}
+		cerr := e.nextClosed(t)
+		var ae *tlsrecord.AlertError
+		if !errors.Is(cerr, reactor.ErrTLS) || !errors.As(cerr, &ae) || ae.Alert != tlsrecord.AlertBadRecordMAC || ae.Remote {
+			t.Fatalf("Closed error %v, want ErrTLS wrapping a local bad_record_mac", cerr)
+		}
+		if n := e.loop.Stats().TLSRecordErrors.Load(); n != 1 {
+			t.Fatalf("TLSRecordErrors = %d, want 1", n)
+		}
+		if _, err := good.Write([]byte("still here")); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 10)
+		if _, err := io.ReadFull(good, got); err != nil || string(got) != "still here" {
+			t.Fatalf("good connection: %q %v", got, err)
+		}
+	})
+}
+
+// TestTLSCloseNotify: the client's close_notify ends its side; the echo
+// of what it sent before still arrives, then the server's close_notify
+// (a clean io.EOF for crypto/tls), and the Closed error is nil.
+func TestTLSCloseNotify(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		e := startTLSEcho(t, b)
+		c := e.dial(t, nil)
+		msg := pattern(3000)
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("after close_notify: %d bytes, %v; want the echo, then a clean EOF", len(got), err)
+		}
+		if err := e.nextClosed(t); err != nil {
+			t.Fatalf("Closed error %v, want nil", err)
+		}
+		if n := e.loop.Stats().TLSCloseNotify.Load(); n != 1 {
+			t.Fatalf("TLSCloseNotify = %d", n)
+		}
+	})
+}
+
+// TestTLSShrinkIdle: a connection idle through a sweep period has its
+// ciphers dropped, and then still works.
+func TestTLSShrinkIdle(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		e := startTLSEcho(t, b)
+		c := e.dial(t, nil)
+		echo := func() {
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 4)
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+				t.Fatalf("%q %v", got, err)
+			}
+		}
+		echo()
+		deadline := time.Now().Add(tlsPatience)
+		for e.loop.Stats().TLSShrinks.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no shrink")
+			}
+			e.loop.Wake() // Poll sweeps; an idle loop has to be woken to
+			time.Sleep(50 * time.Millisecond)
+		}
+		echo()
+		if n := e.loop.Stats().TLSOpen.Load(); n != 1 {
+			t.Fatalf("TLSOpen = %d", n)
+		}
+	})
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i/251)
+	}
+	return b
+}
+
+func trafficSecrets(t *testing.T, log string) (client, server []byte) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
+		kl, err := tlsrecord.ParseKeyLogLine([]byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch kl.Label {
+		case tlsrecord.LabelClientTraffic:
+			client = kl.Secret
+		case tlsrecord.LabelServerTraffic:
+			server = kl.Secret
+		}
+	}
+	return client, server
+}
+
+var selfSignedOnce struct {
+	sync.Once
+	cert, key []byte
+	roots     *x509.CertPool
+}
+
+// selfSigned writes a self-signed ECDSA P-256 certificate for localhost.
+func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
+	s := &selfSignedOnce
+	s.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1),
+			Subject:      pkix.Name{CommonName: "localhost"},
+			DNSNames:     []string{"localhost"},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			IsCA:         true, BasicConstraintsValid: true,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			panic(err)
+		}
+		kd, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			panic(err)
+		}
+		s.cert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		s.key = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+		c, _ := x509.ParseCertificate(der)
+		s.roots = x509.NewCertPool()
+		s.roots.AddCert(c)
+	})
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, s.cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, s.key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, s.roots
+}
