@@ -52,9 +52,6 @@ func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Conn, error) {
 			cfg.ServerName = host
 		}
 	}
-	if cfg.MinVersion < tls.VersionTLS13 {
-		cfg.MinVersion = tls.VersionTLS13 // the relay speaks nothing older
-	}
 	d := tls.Dialer{Config: cfg}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
