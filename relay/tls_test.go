@@ -11,26 +11,20 @@ package relay_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/internal/testpki"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -66,7 +60,6 @@ func TestEndToEndTLS(t *testing.T) {
 // testPKI is a CA, a server certificate it signed, a client certificate
 // it signed, and a client certificate signed by another CA.
 type testPKI struct {
-	dir                       string
 	caFile, certFile, keyFile string
 	roots                     *x509.CertPool
 	client, stranger          tls.Certificate
@@ -75,83 +68,51 @@ type testPKI struct {
 var (
 	pkiOnce sync.Once
 	pkiVal  *testPKI
+	pkiErr  error
 )
 
 func thePKI(t testing.TB) *testPKI {
-	pkiOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ringrelay-tls-test")
-		if err != nil {
-			panic(err)
-		}
-		ca, caKey := makeCert(nil, nil, "test CA", true, false)
-		other, otherKey := makeCert(nil, nil, "other CA", true, false)
-		srv, srvKey := makeCert(ca, caKey, "localhost", false, false)
-		cli, cliKey := makeCert(ca, caKey, "alice", false, true)
-		str, strKey := makeCert(other, otherKey, "mallory", false, true)
-		p := &testPKI{dir: dir, roots: x509.NewCertPool()}
-		p.roots.AddCert(ca)
-		p.caFile = writePEM(dir, "ca.pem", "CERTIFICATE", ca.Raw)
-		p.certFile = writePEM(dir, "server.pem", "CERTIFICATE", srv.Raw)
-		p.keyFile = writePEM(dir, "server.key", "EC PRIVATE KEY", marshalKey(srvKey))
-		p.client = tls.Certificate{Certificate: [][]byte{cli.Raw}, PrivateKey: cliKey}
-		p.stranger = tls.Certificate{Certificate: [][]byte{str.Raw}, PrivateKey: strKey}
-		pkiVal = p
-	})
+	t.Helper()
+	pkiOnce.Do(func() { pkiVal, pkiErr = makePKI() })
+	if pkiErr != nil {
+		t.Fatal(pkiErr)
+	}
 	return pkiVal
 }
 
-func makeCert(parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, ca, client bool) (*x509.Certificate, *ecdsa.PrivateKey) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+func makePKI() (*testPKI, error) {
+	dir, err := os.MkdirTemp("", "ringrelay-tls-test")
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	switch {
-	case ca:
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	case client:
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	default:
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.DNSNames = []string{"localhost"}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	ca, err := testpki.NewCA("test CA")
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
-	cert, err := x509.ParseCertificate(der)
+	other, err := testpki.NewCA("other CA")
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
-	return cert, key
-}
-
-func marshalKey(k *ecdsa.PrivateKey) []byte {
-	b, err := x509.MarshalECPrivateKey(k)
+	srv, err := ca.Server("localhost")
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
-	return b
-}
-
-func writePEM(dir, name, typ string, der []byte) string {
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		panic(err)
+	cli, err := ca.Client("alice")
+	if err != nil {
+		return nil, err
 	}
-	return path
+	str, err := other.Client("mallory")
+	if err != nil {
+		return nil, err
+	}
+	p := &testPKI{roots: ca.Pool, client: cli.TLS, stranger: str.TLS}
+	if p.caFile, err = ca.WriteCA(dir, "ca.pem"); err != nil {
+		return nil, err
+	}
+	if p.certFile, p.keyFile, err = srv.Write(dir, "server"); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 type tlsOptions struct {
