@@ -414,3 +414,113 @@ func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
 	}
 	return certFile, keyFile, s.roots
 }
+
+// TestTLSSteadyStateAllocs: echoing small messages over TLS allocates
+// nothing once the loop is warm: opening records into the arena, sealing
+// the queue into a pooled batch, and the send all reuse memory. The
+// client side uses tlsrecord on reused buffers, so it allocates nothing
+// either and every allocation counted would be the loop's.
+func TestTLSSteadyStateAllocs(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		if b == reactor.Uring {
+			if err := ring.Probe().Usable(); err != nil {
+				t.Skipf("io_uring unusable on this host: %v", err)
+			}
+		}
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cfg := reactor.DefaultConfig()
+		cfg.Backend = b
+		l, err := reactor.Open("", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		certFile, keyFile, roots := selfSigned(t)
+		store, err := tlshandshake.LoadCerts(tlshandshake.CertFiles{Cert: certFile, Key: keyFile}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool, err := tlshandshake.NewPool(store, tlshandshake.Config{
+			Timeout: tlsPatience,
+			Deliver: func(c tlshandshake.Conn) {
+				rec, err := tlsrecord.NewServer(c.State.CipherSuite, c.ClientSecret, c.ServerSecret)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				l.AdoptTLS(c.Fd, rec)
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go pool.Serve(ln)
+		var log bytes.Buffer
+		tc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "localhost", KeyLogWriter: &log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		cs, ss := trafficSecrets(t, log.String())
+		rec, err := tlsrecord.NewClient(tc.ConnectionState().CipherSuite, cs, ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := tc.NetConn()
+		raw.SetDeadline(time.Now().Add(tlsPatience))
+
+		events := make([]reactor.Event, 16)
+		msg := []byte("steady state")
+		wire := make([]byte, 0, 256)
+		rbuf := make([]byte, 256)
+		plain := make([]byte, 0, 256)
+		echo := func() {
+			w, err := rec.Seal(wire[:0], msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := raw.Write(w); err != nil {
+				t.Fatal(err)
+			}
+			for got := 0; got < len(msg); {
+				n, err := l.Poll(events, time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ev := range events[:n] {
+					if ev.Kind == reactor.Received {
+						ev.Conn.Send(ev.Data)
+						got += len(ev.Data)
+					}
+				}
+			}
+			if _, err := l.Poll(events, 0); err != nil { // seals and writes the echo
+				t.Fatal(err)
+			}
+			have := 0
+			for p := plain[:0]; len(p) < len(msg); {
+				n, err := raw.Read(rbuf[have:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				have += n
+				var k int
+				if p, k, err = rec.Open(p, rbuf[:have]); err != nil {
+					t.Fatal(err)
+				}
+				have = copy(rbuf, rbuf[k:have])
+			}
+		}
+		echo() // adopts, grows the slices and pools
+		echo()
+		if allocs := testing.AllocsPerRun(100, echo); allocs != 0 {
+			t.Fatalf("%.1f allocations per echo, want 0", allocs)
+		}
+	})
+}
