@@ -90,6 +90,10 @@ func (t *engineTraffic) build(peers []*peer, workers int, place func(i int, c *g
 	}
 	for i, fd := range fds {
 		c := &gconn{fd: fd}
+		if rec := peers[i].rec; rec != nil {
+			c.src.tls = newTLSReader(rec)
+			c.tlsw = &tlsWriter{rec: rec}
+		}
 		if err := t.eng.add(place(i, c), c); err != nil {
 			closeFDs(fds[i+1:])
 			t.eng.stop()

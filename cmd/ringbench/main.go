@@ -189,6 +189,7 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 	fs.Var(&opponents, "opponent", "another relay as a column, repeatable: `NAME=COMMAND`, where {addr} in COMMAND is replaced by the\n"+
 		"HOST:PORT it must listen on ({host} and {port} by its parts); quotes group words, no shell\n"+
 		"(e.g. -opponent 'c=/tmp/ref/c-uring-relay {addr}' -opponent 'gnet=/tmp/ref/gnet-relay -multicore=false -addr {addr}')")
+	tlsf := defineTLSFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: ringbench compare [flags]\n\nPoints: %s\n\n", pointNames(bench.DefaultPoints()))
 		fs.PrintDefaults()
@@ -221,10 +222,15 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 			return bench.CompareConfig{}, "", usageError{err}
 		}
 	}
+	tlsColumns, err := tlsf.columns(*server, serverFlags)
+	if err != nil {
+		return bench.CompareConfig{}, "", err
+	}
 	columns, err := buildColumns(*server, splitList(*backends), serverFlags, opponents, *baseline)
 	if err != nil {
 		return bench.CompareConfig{}, "", err
 	}
+	columns = append(columns, tlsColumns...)
 	cfg := bench.CompareConfig{
 		Columns: columns, Points: chosen,
 		Runs: *runs, Warmup: *warmup, Duration: *duration, Pin: *pin,
