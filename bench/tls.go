@@ -154,3 +154,44 @@ func (t *tlsWriter) write(fd int, out []byte) (int, error) {
 	}
 	return t.sealed, err
 }
+
+// write writes b to a peer still on the Go runtime's poller: sealed when
+// the peer speaks TLS.
+func (p *peer) write(b []byte) error {
+	if p.rec != nil {
+		var err error
+		if b, err = p.rec.Seal(nil, b); err != nil {
+			return err
+		}
+	}
+	_, err := p.conn.Write(b)
+	return err
+}
+
+// readFull fills b with what the server sends a peer still on the Go
+// runtime's poller, opening records when it speaks TLS.
+func (p *peer) readFull(b []byte) error {
+	if p.rec == nil {
+		_, err := io.ReadFull(p.conn, b)
+		return err
+	}
+	var plain, wire []byte
+	chunk := make([]byte, 4096)
+	for len(plain) < len(b) {
+		n, err := p.conn.Read(chunk)
+		if err != nil {
+			return err
+		}
+		wire = append(wire, chunk[:n]...)
+		var k int
+		if plain, k, err = p.rec.Open(plain, wire); err != nil {
+			return err
+		}
+		wire = wire[k:]
+	}
+	if len(plain) != len(b) {
+		return fmt.Errorf("%d bytes arrived, want %d", len(plain), len(b))
+	}
+	copy(b, plain)
+	return nil
+}
