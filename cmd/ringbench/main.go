@@ -309,6 +309,7 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 		pid      = fs.Int("pid", 0, "server process ID; when set, server CPU and RSS are read from /proc")
 		cpu      = fs.Int("cpu", -1, "pin ringbench to this CPU (-1: do not pin)")
 		profile  = fs.String("cpuprofile", "", "write ringbench's own CPU profile to this `file`, to see where the generator spends its time")
+		tlsCA    = fs.String("tls-ca", "", "dial over TLS 1.3, trusting the CA in this PEM `file` (the server runs with -tls-cert)")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: ringbench load -addr HOST:PORT -workload NAME [flags]\n\n")
@@ -328,6 +329,11 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 		return bench.LoadConfig{}, usageError{err}
 	}
 	cfg := bench.LoadConfig{Addr: *addr, Point: p, Warmup: *warmup, Duration: *duration, ServerPID: *pid, CPU: *cpu, CPUProfile: *profile}
+	if *tlsCA != "" {
+		if cfg.TLS, err = loadTLSClient(*tlsCA); err != nil {
+			return cfg, usageError{err}
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
 	}

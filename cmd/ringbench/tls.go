@@ -42,15 +42,10 @@ func (t *tlsFlags) columns(server string, flags []string) ([]bench.Contender, er
 	if *t.cert == "" || *t.key == "" || *t.ca == "" {
 		return nil, usageError{errors.New("TLS columns need -tls-cert, -tls-key and -tls-ca")}
 	}
-	pem, err := os.ReadFile(*t.ca)
+	cfg, err := loadTLSClient(*t.ca)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("-tls-ca: %w", err)}
+		return nil, usageError{err}
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, usageError{fmt.Errorf("-tls-ca %s: no PEM certificate in it", *t.ca)}
-	}
-	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
 	var cols []bench.Contender
 	if len(backends) > 0 {
 		path, err := bench.FindServer(server)
@@ -78,4 +73,19 @@ func (t *tlsFlags) columns(server string, flags []string) ([]bench.Contender, er
 		cols = append(cols, o)
 	}
 	return cols, nil
+}
+
+// loadTLSClient is the generator's TLS configuration: trust the CA in
+// caFile, expect a certificate for localhost (the servers run on
+// loopback).
+func loadTLSClient(caFile string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-ca: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("-tls-ca %s: no PEM certificate in it", caFile)
+	}
+	return &tls.Config{RootCAs: roots, ServerName: "localhost"}, nil
 }
