@@ -116,10 +116,12 @@
 // I/O behind the engine interface. Every Poll runs these steps, in order:
 //
 //  1. Give back borrowed buffers: Data handed out by the previous Poll
-//     returns to the engine (io_uring: the buffer ring; epoll: the arena).
+//     returns to the engine (io_uring: the buffer ring; epoll: the arena),
+//     and the TLS plaintext arena is reset.
 //  2. Reuse freed slots: slots released during the previous Poll become
 //     free, so a *Conn is handed out again only after the owner saw its
-//     Closed.
+//     Closed. Then open what AdoptTLS queued, and, at most once a second
+//     while TLS connections are open, shrink the idle ones.
 //  3. Apply the owner's requests: for each connection on the dirty list,
 //     close it if asked, start sending queued output (one send in flight at
 //     a time), close it if the peer finished sending and nothing is left to
