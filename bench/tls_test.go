@@ -110,3 +110,27 @@ func TestWorkloadsOverTLS(t *testing.T) {
 		}
 	}
 }
+
+// The connect point counts connections that got their ID, over TLS each
+// after a full handshake.
+func TestConnectPoint(t *testing.T) {
+	addr, cfg := startTLSRelay(t, reactor.Epoll)
+	p := must(NewPoint("connect", 0, 0, 0, 2, 0))
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+		addr string
+	}{{"tls", cfg, addr}, {"plaintext", nil, startRelay(t, reactor.Epoll)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := shortRun
+			o.TLS = tc.tls
+			f := Measure(context.Background(), tc.addr, p, o)
+			if f.Failed() {
+				t.Fatalf("%d errors: %v", f.Errors, f.ErrorSamples)
+			}
+			if f.Frames <= 0 {
+				t.Fatalf("no connection counted: %+v", f)
+			}
+		})
+	}
+}

@@ -218,7 +218,7 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 	}
 	if *points != "" {
 		var err error
-		if chosen, err = bench.SelectPoints(all, splitList(*points)); err != nil {
+		if chosen, err = bench.SelectPoints(append(all, bench.ExtraPoints()...), splitList(*points)); err != nil {
 			return bench.CompareConfig{}, "", usageError{err}
 		}
 	}
