@@ -251,37 +251,49 @@ func TestTLSKeyUpdate(t *testing.T) {
 	})
 }
 
-// TestTLSBadRecord: a record that fails authentication gets a
-// bad_record_mac alert and closes the connection with ErrTLS; a good
-// connection on the same loop carries on.
+// TestTLSBadRecord: a record that fails authentication, one whose header
+// claims more than 2^14+256 bytes, and a plaintext record after the
+// handshake each get their alert and close the connection with ErrTLS,
+// counted; a good connection on the same loop carries on.
 func TestTLSBadRecord(t *testing.T) {
+	cases := []struct {
+		name  string
+		wire  []byte
+		alert tlsrecord.Alert
+		says  string // crypto/tls's text for the alert
+	}{
+		{"forged", append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...), tlsrecord.AlertBadRecordMAC, "bad record MAC"},
+		{"oversize", []byte{23, 3, 3, 0x41, 0x01}, tlsrecord.AlertRecordOverflow, "record overflow"},
+		{"plaintext handshake record", []byte{22, 3, 3, 0, 4, 1, 0, 0, 0}, tlsrecord.AlertUnexpectedMessage, "unexpected message"},
+	}
 	forBackends(t, func(t *testing.T, b reactor.Backend) {
 		e := startTLSEcho(t, b)
 		good := e.dial(t, nil)
-		bad := e.dial(t, nil)
-		raw := bad.NetConn()
-		junk := append([]byte{23, 3, 3, 0, 40}, make([]byte, 40)...)
-		if _, err := raw.Write(junk); err != nil {
-			t.Fatal(err)
-		}
-		_, err := bad.Read(make([]byte, 10))
-		if err == nil || !strings.Contains(err.Error(), "bad record MAC") {
-			t.Fatalf("client read after a forged record: %v, want the bad_record_mac alert", err)
-		}
-		cerr := e.nextClosed(t)
-		var ae *tlsrecord.AlertError
-		if !errors.Is(cerr, reactor.ErrTLS) || !errors.As(cerr, &ae) || ae.Alert != tlsrecord.AlertBadRecordMAC || ae.Remote {
-			t.Fatalf("Closed error %v, want ErrTLS wrapping a local bad_record_mac", cerr)
-		}
-		if n := e.loop.Stats().TLSRecordErrors.Load(); n != 1 {
-			t.Fatalf("TLSRecordErrors = %d, want 1", n)
-		}
-		if _, err := good.Write([]byte("still here")); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, 10)
-		if _, err := io.ReadFull(good, got); err != nil || string(got) != "still here" {
-			t.Fatalf("good connection: %q %v", got, err)
+		for i, tc := range cases {
+			bad := e.dial(t, nil)
+			if _, err := bad.NetConn().Write(tc.wire); err != nil {
+				t.Fatal(err)
+			}
+			_, err := bad.Read(make([]byte, 10))
+			if err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("%s: client read: %v, want the %v alert", tc.name, err, tc.alert)
+			}
+			cerr := e.nextClosed(t)
+			var ae *tlsrecord.AlertError
+			if !errors.Is(cerr, reactor.ErrTLS) || !errors.As(cerr, &ae) || ae.Alert != tc.alert || ae.Remote {
+				t.Fatalf("%s: Closed error %v, want ErrTLS wrapping a local %v", tc.name, cerr, tc.alert)
+			}
+			if n := e.loop.Stats().TLSRecordErrors.Load(); n != uint64(i+1) {
+				t.Fatalf("%s: TLSRecordErrors = %d, want %d", tc.name, n, i+1)
+			}
+			msg := []byte("still here " + tc.name)
+			if _, err := good.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(good, got); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("good connection after %s: %q %v", tc.name, got, err)
+			}
 		}
 	})
 }

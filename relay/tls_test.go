@@ -187,6 +187,7 @@ func startServerTLS(t testing.TB, backend reactor.Backend, loops int, o tlsOptio
 		front.pool.Close()
 		<-served
 		ts.stop(t)
+		tlsFronts.Delete(ts)
 	})
 	tlsFronts.Store(ts, front)
 	return ts
