@@ -648,3 +648,35 @@ func TestTLSIdleMemory(t *testing.T) {
 		}
 	})
 }
+
+// TestTLSPeerAlert: a fatal alert from the client closes the connection
+// at once, with ErrTLS wrapping the peer's alert (Remote), counted apart
+// from the records that failed here.
+func TestTLSPeerAlert(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		e := startTLSEcho(t, b)
+		var log bytes.Buffer
+		c := e.dial(t, &log)
+		cs, ss := trafficSecrets(t, log.String())
+		rec, err := tlsrecord.NewClient(c.ConnectionState().CipherSuite, cs, ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wire, err := rec.SealAlert(nil, tlsrecord.AlertInternalError)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.NetConn().Write(wire); err != nil {
+			t.Fatal(err)
+		}
+		cerr := e.nextClosed(t)
+		var ae *tlsrecord.AlertError
+		if !errors.Is(cerr, reactor.ErrTLS) || !errors.As(cerr, &ae) || ae.Alert != tlsrecord.AlertInternalError || !ae.Remote {
+			t.Fatalf("Closed error %v, want ErrTLS wrapping the peer's internal_error", cerr)
+		}
+		s := e.loop.Stats()
+		if s.TLSPeerAlerts.Load() != 1 || s.TLSRecordErrors.Load() != 0 {
+			t.Fatalf("peer alerts %d, record errors %d; want 1 and 0", s.TLSPeerAlerts.Load(), s.TLSRecordErrors.Load())
+		}
+	})
+}
