@@ -122,7 +122,7 @@ func (l *eventLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 	l.tlsPlain.reset()
 	l.reuseSlots()
 	l.takeTLSAdoptions()
-	if l.tlsConns > 0 {
+	if l.tlsConns > 0 || len(l.tlsPlain.blocks) > 0 {
 		l.sweepTLS()
 	}
 	l.applyRequests()

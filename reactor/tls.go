@@ -409,7 +409,8 @@ func (l *eventLoop) tlsSent(c *Conn, n int) {
 
 // sweepTLS drops the ciphers of TLS connections idle for a whole period
 // (see shrinkAfter), and arena blocks that went unused as long. Poll runs
-// it at most once a period, and only while TLS connections are open.
+// it at most once a period, and only while TLS connections are open or
+// the arena still holds blocks.
 func (l *eventLoop) sweepTLS() {
 	now := time.Now()
 	if now.Sub(l.tlsSweep) < shrinkAfter {
@@ -485,8 +486,10 @@ type tlsBufPool struct {
 const (
 	tlsMinClass = 9 // 512 bytes
 	tlsClasses  = 12
-	// tlsPoolKeep bounds what one class keeps for reuse, in bytes.
-	tlsPoolKeep = 4 << 20
+	// tlsPoolKeep bounds what one class keeps for reuse, in bytes (at
+	// least four buffers): a few MiB per loop in all, in practice two
+	// classes (records being accumulated, batches being sent).
+	tlsPoolKeep = 1 << 20
 )
 
 func tlsClass(n int) int {
