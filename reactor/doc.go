@@ -81,6 +81,9 @@
 //     out). A record that fails (bad_record_mac, record_overflow, ...)
 //     ends reading, drops queued output, sends the alert and closes with
 //     an error wrapping ErrTLS; a fatal alert from the peer closes at once.
+//     Conn.Close sends close_notify first when nothing is half written
+//     (one non-blocking send on the way out), so a client the owner
+//     closes, at shutdown say, sees a clean end.
 //   - A TLS connection that neither received nor sent for a whole second
 //     has its ciphers dropped (tlsrecord.Conn.Shrink) at the next Poll's
 //     sweep; its next record rebuilds them.

@@ -161,6 +161,9 @@ func (l *eventLoop) applyRequests() {
 			continue // closed before its requests came up
 		}
 		if c.flags&flagWantClose != 0 {
+			if c.flags&flagTLS != 0 {
+				l.tlsGoodbye(c)
+			}
 			l.io.closeConn(c, ErrClosedLocally)
 			continue
 		}

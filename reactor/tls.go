@@ -44,6 +44,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/ringrelay/ringrelay/tlsrecord"
 	"golang.org/x/sys/unix"
@@ -405,6 +406,27 @@ func (l *eventLoop) tlsSent(c *Conn, n int) {
 	if ts.err != nil || ts.sendOff {
 		c.out.reset(&l.pool) // nothing queued will ever be sent
 	}
+}
+
+// tlsGoodbye sends close_notify, best effort, on a TLS connection the
+// owner closes (Conn.Close: a limit, or shutdown once output drained), so
+// that the client sees a clean end rather than a truncated stream. Only
+// when nothing is in flight or half written: an alert must follow whole
+// records. It is one small non-blocking send(2) on a path that closes
+// the socket anyway; if the socket buffer is full it is simply skipped.
+func (l *eventLoop) tlsGoodbye(c *Conn) {
+	ts := l.tls[c.slot]
+	if ts.sendOff || ts.ctOff < len(ts.ct) {
+		return
+	}
+	var buf [tlsrecord.Overhead + 2]byte
+	b, err := ts.rec.SealAlert(buf[:0], tlsrecord.AlertCloseNotify)
+	ts.sendOff = true
+	if err != nil {
+		return
+	}
+	_, _, _ = unix.Syscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
 }
 
 // sweepTLS drops the ciphers of TLS connections idle for a whole period

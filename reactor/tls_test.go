@@ -34,6 +34,9 @@ import (
 
 const tlsPatience = 60 * time.Second
 
+// pleaseClose, sent alone, makes the echo owner close the connection.
+const pleaseClose = "please close"
+
 // tlsEcho is a loop without a listener that echoes what its TLS
 // connections send, fed by a handshake pool on a loopback listener.
 type tlsEcho struct {
@@ -118,6 +121,10 @@ func (e *tlsEcho) run(b reactor.Backend, opened chan<- error) {
 		for _, ev := range events[:n] {
 			switch ev.Kind {
 			case reactor.Received:
+				if string(ev.Data) == pleaseClose {
+					ev.Conn.Close()
+					continue
+				}
 				ev.Conn.Send(ev.Data)
 			case reactor.Closed:
 				select {
@@ -677,6 +684,42 @@ func TestTLSPeerAlert(t *testing.T) {
 		s := e.loop.Stats()
 		if s.TLSPeerAlerts.Load() != 1 || s.TLSRecordErrors.Load() != 0 {
 			t.Fatalf("peer alerts %d, record errors %d; want 1 and 0", s.TLSPeerAlerts.Load(), s.TLSRecordErrors.Load())
+		}
+	})
+}
+
+// TestTLSOwnerCloseSendsCloseNotify: when the owner closes a TLS
+// connection, the client gets close_notify before the end of the stream
+// (crypto/tls would take a bare EOF at a record boundary as clean too, so
+// the client reads the records itself).
+func TestTLSOwnerCloseSendsCloseNotify(t *testing.T) {
+	forBackends(t, func(t *testing.T, b reactor.Backend) {
+		e := startTLSEcho(t, b)
+		var log bytes.Buffer
+		c := e.dial(t, &log)
+		cs, ss := trafficSecrets(t, log.String())
+		rec, err := tlsrecord.NewClient(c.ConnectionState().CipherSuite, cs, ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := c.NetConn()
+		wire, err := rec.Seal(nil, []byte(pleaseClose))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.Write(wire); err != nil {
+			t.Fatal(err)
+		}
+		stream, err := io.ReadAll(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, _, err := rec.Open(nil, stream)
+		if !errors.Is(err, tlsrecord.ErrPeerClosed) || len(plain) != 0 {
+			t.Fatalf("the server's last bytes opened to %q, %v; want close_notify alone", plain, err)
+		}
+		if cerr := e.nextClosed(t); !errors.Is(cerr, reactor.ErrClosedLocally) {
+			t.Fatalf("Closed error %v, want ErrClosedLocally", cerr)
 		}
 	})
 }
