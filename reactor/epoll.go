@@ -157,6 +157,10 @@ func (e *epollEngine) startSend(c *Conn) {
 // socket buffer is full (a short write or EAGAIN; armConn then registers
 // EPOLLOUT). A failed write closes c.
 func (e *epollEngine) writeOut(c *Conn) {
+	if c.flags&flagTLS != 0 {
+		e.writeTLS(c)
+		return
+	}
 	for c.out.n > 0 {
 		k := c.out.peek(e.segs[:])
 		want := 0
@@ -177,6 +181,34 @@ func (e *epollEngine) writeOut(c *Conn) {
 			return
 		case unix.EINTR:
 		default: // EPIPE, ECONNRESET, ...
+			e.closeConn(c, err)
+			return
+		}
+	}
+}
+
+// writeTLS is writeOut for a TLS connection: it writes sealed batches
+// (eventLoop.tlsOutput) until there is nothing left or the socket buffer
+// is full.
+func (e *epollEngine) writeTLS(c *Conn) {
+	for {
+		b := e.tlsOutput(c)
+		if len(b) == 0 {
+			return
+		}
+		n, err := sendNoSignal(int(c.fd), b)
+		if n > 0 {
+			e.tlsSent(c, n)
+		}
+		switch err {
+		case nil:
+			if n < len(b) {
+				return
+			}
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+		default:
 			e.closeConn(c, err)
 			return
 		}
@@ -205,7 +237,7 @@ func (e *epollEngine) armConn(c *Conn) {
 	if c.flags&(flagWantPause|flagEOF) == 0 {
 		want |= epollReadInterest
 	}
-	if c.out.n > 0 {
+	if e.hasOutput(c) {
 		want |= unix.EPOLLOUT
 	}
 	if want == e.interest[c.slot] {
@@ -325,7 +357,7 @@ func (e *epollEngine) handleReady(ev *unix.EpollEvent, events []Event, n int) in
 		return n
 	}
 
-	if ev.Events&unix.EPOLLOUT != 0 && c.out.n > 0 {
+	if ev.Events&unix.EPOLLOUT != 0 && e.hasOutput(c) {
 		e.writeOut(c)
 		if c.flags&flagOpen == 0 {
 			return n // the write failed and closed it
@@ -370,7 +402,13 @@ func (e *epollEngine) readOnce(c *Conn, events []Event, n int) int {
 	switch {
 	case r > 0:
 		e.arenaNext++
-		events[n] = Event{Kind: Received, Conn: c, Data: chunk[:r]}
+		data := chunk[:r]
+		if c.flags&flagTLS != 0 {
+			if data = e.tlsReceive(c, data, nil); len(data) == 0 {
+				return n
+			}
+		}
+		events[n] = Event{Kind: Received, Conn: c, Data: data}
 		return n + 1
 	case err == nil: // r == 0: the peer closed its sending side
 		c.flags |= flagEOF

@@ -29,6 +29,7 @@ type Config struct {
 	Reactor reactor.Config
 	Relay   relay.Config
 	Cluster cluster.Config // off unless -cluster names servers (cluster.go)
+	TLS     tlsConfig      // off unless -tls-cert is set (tls.go)
 
 	// Loops and CPUs are the -loops and -cpus flags as written; layout
 	// resolves them.
@@ -56,6 +57,7 @@ func defaultConfig() Config {
 		Reactor:   reactor.DefaultConfig(),
 		Relay:     relay.DefaultConfig(),
 		Cluster:   cluster.DefaultConfig(),
+		TLS:       defaultTLS(),
 		LogLevel:  slog.LevelInfo,
 		LogFormat: "text",
 
@@ -92,6 +94,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"nodelay", bind(fs.BoolVar, &c.Reactor.NoDelay), "set TCP_NODELAY on accepted sockets so small frames leave at once"},
 			{"max-conns", bind(fs.IntVar, &c.Relay.MaxConns), "open connections allowed (`count`); newer ones are accepted and closed at once"},
 		}},
+		c.tlsFlags(fs),
 		{"Loops and CPUs", []flagDef{
 			{"loops", bind(fs.StringVar, &c.Loops), "event loops (`count`), each on its own thread with its own connections; auto is one per CPU this process may run on (its affinity mask, as taskset sets it)"},
 			{"cpus", bind(fs.StringVar, &c.CPUs), "pin loop k to the k-th CPU of this `list` (\"0-3,8\"; cycled when -loops is larger); with -loops auto, one loop per listed CPU"},
@@ -238,6 +241,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-%w", err)
 	}
 	if err := c.validateCluster(); err != nil {
+		return err
+	}
+	if err := c.validateTLS(); err != nil {
 		return err
 	}
 	_, _, err := c.layout()

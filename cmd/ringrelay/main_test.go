@@ -242,8 +242,14 @@ func TestHelp(t *testing.T) {
 		"cluster-tls-ca":     {"Cluster", ""},
 		"cluster-tls-cert":   {"Cluster", ""},
 		"cluster-tls-key":    {"Cluster", ""},
+
+		"tls-cert":              {"TLS", ""},
+		"tls-key":               {"TLS", ""},
+		"tls-client-ca":         {"TLS", ""},
+		"tls-handshake-timeout": {"TLS", "2s"},
+		"tls-max-handshakes":    {"TLS", "128"},
 	}
-	titles := []string{"Network", "Loops and CPUs", "io_uring tuning", "Limits", "Restarts", "Observability", "Cluster", "Other"}
+	titles := []string{"Network", "TLS", "Loops and CPUs", "io_uring tuning", "Limits", "Restarts", "Observability", "Cluster", "Other"}
 
 	for _, arg := range []string{"-h", "-help", "--help"} {
 		t.Run(arg, func(t *testing.T) {
