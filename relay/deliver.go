@@ -33,9 +33,12 @@ const (
 	nodeLease = 3 * nodeRenew
 	// nodeSlack is how far past -max-queue frames from other nodes are
 	// still queued for one destination: what can be in flight when a
-	// pause lands (the senders' outboxes, the bridges' batches, the NATS
-	// subscription's buffer and this loop's inbox).
-	nodeSlack = 16 << 20
+	// pause lands. Most of it can sit in the NATS subscription's buffer
+	// of this node (its pending limit, 64 MiB by default: a loaded node
+	// falls that far behind a flood, measured in the cluster tests), the
+	// rest in this loop's inbox, the senders' outboxes and the batches
+	// between them.
+	nodeSlack = 64<<20 + nodeInbox + 4*nodeOutbox
 )
 
 // asked is what one destination of this loop asked other hops for: which
