@@ -16,8 +16,11 @@ import (
 
 // ConnzSource lists the open connections: relay.Group does.
 type ConnzSource interface {
-	// Connz returns every open connection (id 0) or the one with id.
+	// Connz returns every open connection (id 0) or the one with id,
+	// without addresses.
 	Connz(ctx context.Context, id uint32) ([]relay.ConnInfo, error)
+	// ConnzAddrs fills in the addresses of connections Connz returned.
+	ConnzAddrs(ctx context.Context, conns []relay.ConnInfo) error
 }
 
 // Connz defaults and bounds.
@@ -189,7 +192,15 @@ func Connz(src ConnzSource, loops int) http.Handler {
 			http.Error(w, fmt.Sprintf("connz: no open connection with cid %d on this node", q.cid), http.StatusNotFound)
 			return
 		}
-		page := buildConnz(conns, q, loops)
+		page, list := buildConnz(conns, q, loops)
+		// Addresses cost the loops a system call each: only the page's.
+		if err := src.ConnzAddrs(ctx, list); err != nil {
+			http.Error(w, "connz: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		for i := range list {
+			page.Connections[i] = connzConn(&list[i])
+		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -197,8 +208,9 @@ func Connz(src ConnzSource, loops int) http.Handler {
 	})
 }
 
-// buildConnz sums, sorts and cuts the page.
-func buildConnz(conns []relay.ConnInfo, q connzQuery, loops int) ConnzPage {
+// buildConnz sums, sorts and cuts the page: the page as it will be
+// served, and the connections on it, whose addresses are still to come.
+func buildConnz(conns []relay.ConnInfo, q connzQuery, loops int) (ConnzPage, []relay.ConnInfo) {
 	p := ConnzPage{Now: time.Now().UTC(), Total: len(conns)}
 	sum := &p.Summary
 	sum.Connections = len(conns)
@@ -224,7 +236,7 @@ func buildConnz(conns []relay.ConnInfo, q connzQuery, loops int) ConnzPage {
 		sum.OldestAge = max(sum.OldestAge, Duration(c.Age))
 	}
 	if q.summary {
-		return p
+		return p, nil
 	}
 	p.Sort, p.Offset, p.Limit = q.sort, q.offset, q.limit
 	by := connzSorts[q.sort]
@@ -236,12 +248,9 @@ func buildConnz(conns []relay.ConnInfo, q connzQuery, loops int) ConnzPage {
 	})
 	lo := min(q.offset, len(conns))
 	hi := min(lo+q.limit, len(conns))
-	p.Connections = make([]ConnzConn, 0, hi-lo)
-	for i := range conns[lo:hi] {
-		p.Connections = append(p.Connections, connzConn(&conns[lo+i]))
-	}
-	p.Count = len(p.Connections)
-	return p
+	p.Connections = make([]ConnzConn, hi-lo)
+	p.Count = hi - lo
+	return p, conns[lo:hi]
 }
 
 func connzConn(c *relay.ConnInfo) ConnzConn {

@@ -2,9 +2,11 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,16 +28,21 @@ import (
 // the buffer again; a loop still writing into it writes into garbage
 // nobody looks at.
 
-// connzChunk is how many connections a loop describes in one pass: each
-// costs a getpeername system call, well under a microsecond, so a chunk
-// keeps a pass within a fraction of a millisecond.
-const connzChunk = 256
+// connzChunk is how many connections a loop describes in one pass, and
+// how many addresses it looks up: an address is a getpeername system call
+// (1-2 µs on a busy VM), so a chunk keeps a pass near a tenth of a
+// millisecond. Describing a connection without its address costs far
+// less; that is why addresses are asked for separately, for the page
+// only (Group.ConnzAddrs), and not at all for a summary.
+const connzChunk = 64
 
 // ConnInfo is one connection as its loop saw it when it answered.
 type ConnInfo struct {
-	ID     uint32
-	Loop   int
-	Remote netip.AddrPort // the zero AddrPort once the peer reset the socket
+	ID   uint32
+	Loop int
+	// Remote is the peer's address, when asked for (Group.ConnzAddrs);
+	// the zero AddrPort otherwise, or once the peer reset the socket.
+	Remote netip.AddrPort
 	Age    time.Duration
 	// Frames and bytes read from the connection (BytesIn counts every
 	// byte read, headers and a frame still incomplete included), and
@@ -107,10 +114,13 @@ type tally struct {
 
 // connzRequest is one loop's part of one question.
 type connzRequest struct {
-	id   uint32     // 0: every connection
-	recs []ConnInfo // filled up to its capacity by the loop
-	need int        // set by the loop when recs was too short: how many it has
-	done chan struct{}
+	id uint32 // 0: every connection
+	// addrs: recs holds this loop's records already (from an earlier
+	// answer); the loop fills in their addresses only.
+	addrs bool
+	recs  []ConnInfo // filled up to its capacity by the loop
+	need  int        // set by the loop when recs was too short: how many it has
+	done  chan struct{}
 
 	slot int // the loop's cursor between passes
 }
@@ -122,6 +132,22 @@ type connzPort struct {
 
 // answerConnz writes (part of) this loop's answer to r.
 func (s *Server) answerConnz(r *connzRequest) {
+	if r.addrs {
+		for n := 0; r.slot < len(r.recs) && n < connzChunk; n++ {
+			c := &r.recs[r.slot]
+			if p := s.peers.at(c.slot); p.conn != nil && p.serial == c.serial {
+				c.Remote = p.conn.RemoteAddr()
+			}
+			r.slot++
+		}
+		if r.slot < len(r.recs) {
+			s.again = true
+			return
+		}
+		s.connz.asked.CompareAndSwap(r, nil)
+		close(r.done)
+		return
+	}
 	if r.id != 0 {
 		if slot, ok := s.routes.Lookup(r.id); ok && s.where(r.id) == here && len(r.recs) < cap(r.recs) {
 			r.recs = append(r.recs, s.describe(s.peers.at(slot)))
@@ -150,12 +176,12 @@ func (s *Server) answerConnz(r *connzRequest) {
 	s.finishConnz(r)
 }
 
-// describe is one connection's record, all but why it is paused.
+// describe is one connection's record, all but why it is paused and its
+// address.
 func (s *Server) describe(p *peer) ConnInfo {
 	return ConnInfo{
 		ID:        p.id,
 		Loop:      s.k,
-		Remote:    p.conn.RemoteAddr(),
 		Age:       s.since(instant(p.serial)),
 		FramesIn:  p.tally.framesIn,
 		BytesIn:   p.tally.bytesIn,
@@ -209,10 +235,9 @@ func (s *Server) finishConnz(r *connzRequest) {
 	close(r.done)
 }
 
-// askConnz asks this server's loop for its connections (id 0) or for the
-// one with id, with room for size records, and waits for the answer.
-func (s *Server) askConnz(ctx context.Context, id uint32, size int) (*connzRequest, error) {
-	r := &connzRequest{id: id, recs: make([]ConnInfo, 0, size), done: make(chan struct{})}
+// askConnz hands r to this server's loop and waits for the answer.
+func (s *Server) askConnz(ctx context.Context, r *connzRequest) (*connzRequest, error) {
+	r.done = make(chan struct{})
 	s.connz.asked.Store(r)
 	s.loop.Wake()
 	select {
@@ -225,9 +250,9 @@ func (s *Server) askConnz(ctx context.Context, id uint32, size int) (*connzReque
 }
 
 // Connz lists the open connections of every loop (id 0), or the one
-// connection with id, as each loop sees it at its next pass. Loops answer
-// concurrently; ctx bounds the wait. Calls are serialized: a loop answers
-// one question at a time.
+// connection with id, as each loop sees it at its next pass, without
+// their addresses (ConnzAddrs). Loops answer concurrently; ctx bounds the
+// wait. Calls are serialized: a loop answers one question at a time.
 func (g *Group) Connz(ctx context.Context, id uint32) ([]ConnInfo, error) {
 	g.connzMu.Lock()
 	defer g.connzMu.Unlock()
@@ -256,7 +281,7 @@ func (g *Group) Connz(ctx context.Context, id uint32) ([]ConnInfo, error) {
 				size = int(max(g.loops[k].Stats().Open.Load(), 0)) + 64
 			}
 			for {
-				r, err := g.servers[k].askConnz(ctx, id, size)
+				r, err := g.servers[k].askConnz(ctx, &connzRequest{id: id, recs: make([]ConnInfo, 0, size)})
 				if err != nil {
 					answers[i].err = err
 					return
@@ -280,4 +305,43 @@ func (g *Group) Connz(ctx context.Context, id uint32) ([]ConnInfo, error) {
 		out = append(out, a.recs...)
 	}
 	return out, nil
+}
+
+// ConnzAddrs fills in the remote address of each of conns, as Connz
+// returned them, asking each loop for its own: a connection closed since
+// keeps the zero address (its slot may hold another connection by now,
+// which the serial tells apart).
+func (g *Group) ConnzAddrs(ctx context.Context, conns []ConnInfo) error {
+	g.connzMu.Lock()
+	defer g.connzMu.Unlock()
+	byLoop := make([][]ConnInfo, g.n)
+	where := make([][]int, g.n) // index in conns of each record of byLoop
+	for i, c := range conns {
+		if c.Loop < 0 || c.Loop >= g.n {
+			return fmt.Errorf("connection %d: loop %d of %d", c.ID, c.Loop, g.n)
+		}
+		byLoop[c.Loop] = append(byLoop[c.Loop], c)
+		where[c.Loop] = append(where[c.Loop], i)
+	}
+	errs := make([]error, g.n)
+	var wg sync.WaitGroup
+	for k := range g.n {
+		if len(byLoop[k]) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := g.servers[k].askConnz(ctx, &connzRequest{addrs: true, recs: byLoop[k]})
+			if err != nil {
+				errs[k] = err
+				return
+			}
+			for j, c := range r.recs {
+				conns[where[k][j]].Remote = c.Remote
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

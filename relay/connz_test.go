@@ -24,6 +24,9 @@ func (ts *testServer) connz(t *testing.T, id uint32) map[uint32]relay.ConnInfo {
 	if err != nil {
 		t.Fatalf("connz: %v", err)
 	}
+	if err := ts.g.ConnzAddrs(ctx, list); err != nil {
+		t.Fatalf("connz addresses: %v", err)
+	}
 	out := make(map[uint32]relay.ConnInfo, len(list))
 	for _, c := range list {
 		if _, dup := out[c.ID]; dup {

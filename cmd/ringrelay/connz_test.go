@@ -137,10 +137,22 @@ func benchOpsConnzPage(b *testing.B, backend string, loops int) {
 	}
 	defer func() { close(stop); wg.Wait() }()
 
+	// Three phases: quiet (no page), summary (the loops describe every
+	// connection but the page is a few lines: the loops' share alone) and
+	// full pages (the loops' share plus encoding 10,000 entries as JSON
+	// in the same process, and decoding them here, on the same cores).
 	h0, t0 := opsPassHist(b, maddr), trips.Load()
 	time.Sleep(quiet)
 	h1, t1 := opsPassHist(b, maddr), trips.Load()
 	start := time.Now()
+	for range b.N {
+		if page := opsConnz(b, maddr, "summary=true"); page.Total != idle+2*pairs {
+			b.Fatalf("/connz summary: %d connections, want %d", page.Total, idle+2*pairs)
+		}
+	}
+	elSum := time.Since(start)
+	h2, t2 := opsPassHist(b, maddr), trips.Load()
+	start = time.Now()
 	b.ResetTimer()
 	for range b.N {
 		if page := opsConnz(b, maddr, "limit=100000"); page.Count != idle+2*pairs {
@@ -149,9 +161,17 @@ func benchOpsConnzPage(b *testing.B, backend string, loops int) {
 	}
 	b.StopTimer()
 	el := time.Since(start)
-	h2, t2 := opsPassHist(b, maddr), trips.Load()
+	h3, t3 := opsPassHist(b, maddr), trips.Load()
 	b.ReportMetric(opsSlowest(h0, h1).Seconds()*1e6, "max-pass-quiet-µs")
-	b.ReportMetric(opsSlowest(h1, h2).Seconds()*1e6, "max-pass-paging-µs")
+	b.ReportMetric(opsSlowest(h1, h2).Seconds()*1e6, "max-pass-summary-µs")
+	b.ReportMetric(opsSlowest(h2, h3).Seconds()*1e6, "max-pass-pages-µs")
+	b.ReportMetric(opsOver(h0, h1, time.Millisecond)/quiet.Seconds(), "passes>1ms/s-quiet")
+	b.ReportMetric(opsOver(h1, h2, time.Millisecond)/elSum.Seconds(), "passes>1ms/s-summary")
+	b.ReportMetric(opsOver(h2, h3, time.Millisecond)/el.Seconds(), "passes>1ms/s-pages")
+	b.ReportMetric(float64(t1-t0)/quiet.Seconds(), "trips/s-quiet")
+	b.ReportMetric(float64(t2-t1)/elSum.Seconds(), "trips/s-summary")
+	b.ReportMetric(float64(t3-t2)/el.Seconds(), "trips/s-pages")
+	b.ReportMetric(float64(elSum.Microseconds())/float64(b.N), "µs/summary")
 	m := opsScrape(b, maddr)
 	longest := 0.0
 	for k := range loops {
@@ -162,8 +182,6 @@ func benchOpsConnzPage(b *testing.B, backend string, loops int) {
 		longest = max(longest, m.get(b, key))
 	}
 	b.ReportMetric(longest*1e6, "longest-pass-since-start-µs")
-	b.ReportMetric(float64(t1-t0)/quiet.Seconds(), "trips/s-quiet")
-	b.ReportMetric(float64(t2-t1)/el.Seconds(), "trips/s-paging")
 }
 
 // opsPassHist reads the pass-time buckets (cumulative, summed over the
@@ -175,6 +193,17 @@ func opsPassHist(t testing.TB, maddr string) (h [len(relay.PassBounds) + 1]float
 	}
 	h[len(relay.PassBounds)] = m.get(t, `ringrelay_loop_pass_seconds_bucket{le="+Inf"}`)
 	return h
+}
+
+// opsOver is how many passes took longer than d between two cumulative
+// histograms; d must be one of relay.PassBounds.
+func opsOver(a, b [len(relay.PassBounds) + 1]float64, d time.Duration) float64 {
+	i := 0
+	for relay.PassBounds[i] != d {
+		i++
+	}
+	last := len(relay.PassBounds)
+	return (b[last] - b[i]) - (a[last] - a[i])
 }
 
 // opsSlowest is the upper bound of the slowest bucket that gained a pass
