@@ -28,13 +28,16 @@ import (
 // the buffer again; a loop still writing into it writes into garbage
 // nobody looks at.
 
-// connzChunk is how many connections a loop describes in one pass, and
-// how many addresses it looks up: an address is a getpeername system call
-// (1-2 µs on a busy VM), so a chunk keeps a pass near a tenth of a
-// millisecond. Describing a connection without its address costs far
-// less; that is why addresses are asked for separately, for the page
-// only (Group.ConnzAddrs), and not at all for a summary.
-const connzChunk = 64
+// How much of an answer a loop writes in one pass: connzChunk records,
+// or connzAddrChunk addresses. A record is a few loads and stores (tens
+// of nanoseconds); an address is a getpeername system call (1-2 µs on a
+// busy VM). Either chunk keeps a pass near a tenth of a millisecond.
+// Addresses are asked for separately, for the page only
+// (Group.ConnzAddrs), and not at all for a summary.
+const (
+	connzChunk     = 1024
+	connzAddrChunk = 64
+)
 
 // ConnInfo is one connection as its loop saw it when it answered.
 type ConnInfo struct {
@@ -133,7 +136,7 @@ type connzPort struct {
 // answerConnz writes (part of) this loop's answer to r.
 func (s *Server) answerConnz(r *connzRequest) {
 	if r.addrs {
-		for n := 0; r.slot < len(r.recs) && n < connzChunk; n++ {
+		for n := 0; r.slot < len(r.recs) && n < connzAddrChunk; n++ {
 			c := &r.recs[r.slot]
 			if p := s.peers.at(c.slot); p.conn != nil && p.serial == c.serial {
 				c.Remote = p.conn.RemoteAddr()
