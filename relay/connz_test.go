@@ -117,10 +117,27 @@ func testConnzCounts(t *testing.T, backend reactor.Backend, loops int) {
 	if len(one) != 1 || one[b.ID].FramesOut != toB {
 		t.Errorf("connz for %d alone: %+v, want that connection with %d frames out", b.ID, one, toB)
 	}
+	// A list taken while c was open: once c has left (and a new
+	// connection may have its slot), its address is not looked up.
+	ctx, cancel := context.WithTimeout(context.Background(), progressSlack)
+	defer cancel()
+	list, err := ts.g.Connz(ctx, 0)
+	if err != nil || len(list) != 3 {
+		t.Fatalf("connz: %d connections, %v; want 3", len(list), err)
+	}
 	c.NC.Close()
 	servertest.WaitFor(t, "the closed connection gone from the list", progressSlack, func() bool {
 		return len(ts.connz(t, c.ID)) == 0 && len(ts.connz(t, 0)) == 2
 	})
+	rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+	if err := ts.g.ConnzAddrs(ctx, list); err != nil {
+		t.Fatalf("connz addresses: %v", err)
+	}
+	for _, e := range list {
+		if valid := e.Remote.IsValid(); valid != (e.ID != c.ID) {
+			t.Errorf("%d: address %v after c (%d) left, want one only for the open connections", e.ID, e.Remote, c.ID)
+		}
+	}
 }
 
 // A sender paused by backpressure is listed as paused, on its full
