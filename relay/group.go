@@ -182,8 +182,10 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		}
 		g.mesh = mesh
 	}
+	mem := new(memReturn) // one process-level step for all loops (idle.go)
 	for k := range n {
 		s := newServer(g.loops[k], gc.Relay, ms[k], k, n)
+		s.mem = mem
 		if n > 1 {
 			s.x = newCross(g, s)
 		}

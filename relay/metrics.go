@@ -18,11 +18,12 @@ const (
 	ClosedIncomplete                    // frame incomplete for FrameTimeout
 	ClosedOverLimit                     // over MaxConns
 	ClosedShutdown                      // server shutdown
+	ClosedLameDuck                      // closed on schedule after SIGUSR2 (Group.LameDuck)
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
-	"peer", "error", "oversize", "slow_consumer", "write_timeout", "frame_timeout", "max_conns", "shutdown",
+	"peer", "error", "oversize", "slow_consumer", "write_timeout", "frame_timeout", "max_conns", "shutdown", "lame_duck",
 }
 
 func (r CloseReason) String() string { return closeReasonNames[r] }

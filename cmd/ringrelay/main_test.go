@@ -91,6 +91,9 @@ func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
 		{"loops not a number", []string{"-loops=many"}, []string{"loops"}, "many"},
 		{"cpu list with a hole", []string{"-cpus=0,,1"}, []string{"cpus"}, "0,,1"},
 		{"cpu outside the affinity mask", []string{"-cpus=1023"}, []string{"cpus"}, "1023"},
+		{"negative lame-duck-grace", []string{"-lame-duck-grace=-1s"}, []string{"lame-duck-grace"}, "-1s"},
+		{"lame-duck-duration not a duration", []string{"-lame-duck-duration=soon"}, []string{"lame-duck-duration"}, "soon"},
+		{"lame-duck-duration over a day", []string{"-lame-duck-duration=48h"}, []string{"lame-duck-duration"}, "48h0m0s"},
 	}
 	seen := map[string]string{} // error line -> case that produced it
 	for _, tc := range cases {
@@ -129,7 +132,7 @@ func TestGoodValuesParse(t *testing.T) {
 	args := []string{
 		"-listen=127.0.0.1:0", "-backend=epoll", "-buffers=512", "-ring-entries=8",
 		"-buffer-size=4KiB", "-recv-bundle=false", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
-		"-write-timeout=1s", "-log-level=debug", "-log-format=json", "-loops=2", "-cpus=0",
+		"-write-timeout=1s", "-lame-duck-grace=0s", "-lame-duck-duration=2m", "-log-level=debug", "-log-format=json", "-loops=2", "-cpus=0",
 		"-cluster=nats://127.0.0.1:4222,nats://127.0.0.1:4223", "-node=3", "-node-bits=2", "-cluster-name=rr.test",
 	}
 	c, err := parseFlags(args, io.Discard)
@@ -142,6 +145,7 @@ func TestGoodValuesParse(t *testing.T) {
 	want.Reactor.NoRecvBundle = true
 	want.Relay.MaxFrame, want.Relay.MaxQueue, want.Relay.SlowConsumer = 65536, 131072, "drop"
 	want.Relay.WriteTimeout = time.Second
+	want.LameDuckGrace, want.LameDuckDuration = 0, 2*time.Minute
 	want.Loops, want.CPUs = "2", "0"
 	want.Cluster.Servers = []string{"nats://127.0.0.1:4222", "nats://127.0.0.1:4223"}
 	want.Cluster.Node, want.Cluster.NodeBits, want.Cluster.Name, want.Cluster.MaxFrame = 3, 2, "rr.test", 65536
@@ -204,40 +208,48 @@ func TestHelp(t *testing.T) {
 	// The numbers are the ones docs/protocol.md and README.md promise.
 	type entry struct{ group, def string }
 	want := map[string]entry{
-		"listen":           {"Network", "127.0.0.1:8080"},
-		"backend":          {"Network", "auto"},
-		"nodelay":          {"Network", "true"},
-		"max-conns":        {"Network", "100000"},
-		"ring-entries":     {"io_uring tuning", "4096"},
-		"buffers":          {"io_uring tuning", "1024"},
-		"buffer-size":      {"io_uring tuning", "auto"},
-		"recv-bundle":      {"io_uring tuning", "true"},
-		"spin":             {"io_uring tuning", "50µs"},
-		"max-frame":        {"Limits", "1MiB"},
-		"max-queue":        {"Limits", "4MiB"},
-		"slow-consumer":    {"Limits", "backpressure"},
-		"write-timeout":    {"Limits", "30s"},
-		"frame-timeout":    {"Limits", "1m0s"},
-		"shutdown-timeout": {"Limits", "5s"},
-		"metrics-addr":     {"Observability", ""},
-		"pprof-addr":       {"Observability", ""},
-		"log-level":        {"Observability", "info"},
-		"log-format":       {"Observability", "text"},
-		"probe":            {"Other", ""},
-		"loops":            {"Loops and CPUs", "auto"},
-		"cpus":             {"Loops and CPUs", ""},
-		"cluster":          {"Cluster", ""},
-		"node":             {"Cluster", "0"},
-		"node-bits":        {"Cluster", "4"},
-		"cluster-name":     {"Cluster", "ringrelay"},
-		"cluster-creds":    {"Cluster", ""},
-		"cluster-user":     {"Cluster", ""},
-		"cluster-password": {"Cluster", ""},
-		"cluster-tls-ca":   {"Cluster", ""},
-		"cluster-tls-cert": {"Cluster", ""},
-		"cluster-tls-key":  {"Cluster", ""},
+		"listen":             {"Network", "127.0.0.1:8080"},
+		"backend":            {"Network", "auto"},
+		"nodelay":            {"Network", "true"},
+		"max-conns":          {"Network", "100000"},
+		"ring-entries":       {"io_uring tuning", "4096"},
+		"buffers":            {"io_uring tuning", "1024"},
+		"buffer-size":        {"io_uring tuning", "auto"},
+		"recv-bundle":        {"io_uring tuning", "true"},
+		"spin":               {"io_uring tuning", "50µs"},
+		"max-frame":          {"Limits", "1MiB"},
+		"max-queue":          {"Limits", "4MiB"},
+		"slow-consumer":      {"Limits", "backpressure"},
+		"write-timeout":      {"Limits", "30s"},
+		"frame-timeout":      {"Limits", "1m0s"},
+		"shutdown-timeout":   {"Limits", "5s"},
+		"lame-duck-grace":    {"Restarts", "5s"},
+		"lame-duck-duration": {"Restarts", "30s"},
+		"metrics-addr":       {"Observability", ""},
+		"pprof-addr":         {"Observability", ""},
+		"log-level":          {"Observability", "info"},
+		"log-format":         {"Observability", "text"},
+		"probe":              {"Other", ""},
+		"loops":              {"Loops and CPUs", "auto"},
+		"cpus":               {"Loops and CPUs", ""},
+		"cluster":            {"Cluster", ""},
+		"node":               {"Cluster", "0"},
+		"node-bits":          {"Cluster", "4"},
+		"cluster-name":       {"Cluster", "ringrelay"},
+		"cluster-creds":      {"Cluster", ""},
+		"cluster-user":       {"Cluster", ""},
+		"cluster-password":   {"Cluster", ""},
+		"cluster-tls-ca":     {"Cluster", ""},
+		"cluster-tls-cert":   {"Cluster", ""},
+		"cluster-tls-key":    {"Cluster", ""},
+
+		"tls-cert":              {"TLS", ""},
+		"tls-key":               {"TLS", ""},
+		"tls-client-ca":         {"TLS", ""},
+		"tls-handshake-timeout": {"TLS", "2s"},
+		"tls-max-handshakes":    {"TLS", "128"},
 	}
-	titles := []string{"Network", "Loops and CPUs", "io_uring tuning", "Limits", "Observability", "Cluster", "Other"}
+	titles := []string{"Network", "TLS", "Loops and CPUs", "io_uring tuning", "Limits", "Restarts", "Observability", "Cluster", "Other"}
 
 	for _, arg := range []string{"-h", "-help", "--help"} {
 		t.Run(arg, func(t *testing.T) {
