@@ -42,3 +42,16 @@ func port(p uint16) uint16 {
 	*(*uint16)(unsafe.Pointer(&b[0])) = p
 	return binary.BigEndian.Uint16(b[:])
 }
+
+// TLSSuite is the cipher suite of a TLS connection (one AdoptTLS
+// opened; always TLS 1.3), or 0 for a plaintext one. Like RemoteAddr it is
+// for an operator's page, off the data path.
+func (c *Conn) TLSSuite() uint16 {
+	if c.flags&(flagOpen|flagTLS) != flagOpen|flagTLS || int(c.slot) >= len(c.loop.tls) {
+		return 0
+	}
+	if ts := c.loop.tls[c.slot]; ts != nil && ts.rec != nil {
+		return ts.rec.Suite()
+	}
+	return 0
+}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -68,12 +69,15 @@ type ConnInfo struct {
 }
 
 // TLSInfo is what /connz shows of a TLS connection: the fields of
-// tlshandshake.State an operator asks about. A loop that adopts a TLS
-// connection keeps its State with the connection's record-layer state
-// (off the peer record, which plaintext connections also pay for) and
-// copies these three fields when it describes the connection.
+// tlshandshake.State an operator asks about. The cipher suite comes from
+// the reactor's record layer for the connection (Conn.TLSSuite), off the
+// peer record, which plaintext connections also pay for; the version is
+// TLS 1.3 whenever there is a suite, the only version served. The client
+// certificate's subject does not reach the loop yet (AdoptTLS hands it
+// the socket and the record layer only): it stays "" until the
+// adoption carries the handshake's State too.
 type TLSInfo struct {
-	Version       uint16 // tls.VersionTLS13, ...; 0: plaintext
+	Version       uint16 // tls.VersionTLS13; 0: plaintext
 	CipherSuite   uint16
 	ClientSubject string // the verified client certificate's subject; "" without one
 }
@@ -192,6 +196,7 @@ func (s *Server) describe(p *peer) ConnInfo {
 		BytesOut:  p.conn.Written(),
 		Queued:    p.conn.Pending(),
 		Paused:    p.blocked > 0 && !s.draining,
+		TLS:       tlsInfo(p.conn.TLSSuite()),
 		slot:      p.conn.Slot(),
 		serial:    p.serial,
 	}
@@ -347,4 +352,11 @@ func (g *Group) ConnzAddrs(ctx context.Context, conns []ConnInfo) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+func tlsInfo(suite uint16) TLSInfo {
+	if suite == 0 {
+		return TLSInfo{}
+	}
+	return TLSInfo{Version: tls.VersionTLS13, CipherSuite: suite}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,6 +67,9 @@ func TestOpsConnz(t *testing.T) {
 			if rb.CID != b.ID || rb.FramesOut != frames || ra.CID != a.ID || ra.FramesIn != frames || ra.BytesIn != frames*10 {
 				t.Errorf("/connz: %+v, %+v; want %d with %d frames out, then %d with %d frames (%d bytes) in",
 					rb, ra, b.ID, frames, a.ID, frames, frames*10)
+			}
+			if ra.TLSVersion != "" || ra.TLSCipher != "" || rb.TLSVersion != "" {
+				t.Errorf("/connz: plaintext connections with TLS fields: %+v, %+v", ra, rb)
 			}
 			if s := opsConnz(t, maddr, "summary=true").Summary; s.FramesIn != frames || s.FramesOut != frames || len(s.PerLoop) != 2 {
 				t.Errorf("/connz summary: %+v", s)
@@ -238,4 +242,38 @@ func opsSlowest(a, b [len(relay.PassBounds) + 1]float64) time.Duration {
 		}
 	}
 	return 0
+}
+
+// A TLS connection shows its version and cipher suite on /connz; a
+// plaintext page leaves them out.
+func TestOpsConnzTLS(t *testing.T) {
+	for _, backend := range opsBackends {
+		t.Run(backend, func(t *testing.T) {
+			opsSkipWithoutUring(t, backend)
+			f := newTLSFiles(t)
+			maddr := opsFreeAddr(t)
+			p := servertest.Start(t, servertest.Options{Args: []string{
+				"-backend=" + backend, "-loops=2", "-metrics-addr=" + maddr,
+				"-tls-cert=" + f.certFile, "-tls-key=" + f.keyFile,
+			}})
+			c, err := dialTLS(t, p.Addr, f.clientConfig(false))
+			if err != nil {
+				t.Fatalf("%v\nlog:\n%s", err, p.Logs())
+			}
+			suite := tls.CipherSuiteName(c.NetConn().(*tls.Conn).ConnectionState().CipherSuite)
+			opsWaitMetric(t, maddr, "the metrics page", 30*time.Second, func(opsMetrics) bool { return true })
+			var page metrics.ConnzPage
+			servertest.WaitFor(t, "the TLS connection listed", 30*time.Second, func() bool {
+				page = opsConnz(t, maddr, fmt.Sprintf("cid=%d", c.ID()))
+				return page.Count == 1
+			})
+			got := page.Connections[0]
+			if got.TLSVersion != "TLS 1.3" || got.TLSCipher != suite || got.ClientSubject != "" {
+				t.Errorf("/connz: TLS %q %q %q, want TLS 1.3, %s and no client subject", got.TLSVersion, got.TLSCipher, got.ClientSubject, suite)
+			}
+			if page.Summary.TLS != 1 {
+				t.Errorf("/connz summary: %d TLS connections, want 1", page.Summary.TLS)
+			}
+		})
+	}
 }
