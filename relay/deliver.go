@@ -70,6 +70,7 @@ func (s *Server) deliver(dp *peer, frame []byte, fromNode bool) bool {
 		}
 	}
 	dc.Send(frame)
+	dp.tally.framesOut++
 	s.counts.frames++
 	s.counts.bytes += uint64(len(frame))
 	return s.cfg.SlowConsumer == Backpressure && dc.Pending() > s.cfg.MaxQueue
@@ -78,12 +79,14 @@ func (s *Server) deliver(dp *peer, frame []byte, fromNode bool) bool {
 // pauseFor stops reading from src, a connection of this loop, until dst
 // drains below half its limit.
 func (s *Server) pauseFor(src, dst *peer) {
-	for _, w := range dst.waiters {
+	slot := dst.conn.Slot()
+	ws := s.waiting[slot]
+	for _, w := range ws {
 		if w.serial == src.serial {
 			return
 		}
 	}
-	dst.waiters = append(dst.waiters, waiter{slot: src.conn.Slot(), serial: src.serial})
+	s.waiting[slot] = append(ws, waiter{slot: src.conn.Slot(), serial: src.serial})
 	s.block(src)
 	dst.conn.NotifyDrained(s.cfg.MaxQueue / 2)
 }
@@ -132,23 +135,35 @@ func (s *Server) renewNodePauses() {
 // release resumes every sender waiting on p, wherever it is: p drained
 // below half its limit, or left.
 func (s *Server) release(p *peer) {
-	if p.conn != nil {
-		if a := s.asked[p.conn.Slot()]; a != nil {
-			delete(s.asked, p.conn.Slot())
-			if a.serial == p.serial && !s.draining {
-				for _, h := range a.hops {
-					s.sendControl(h, ctlResume, a.id)
-				}
+	if p.conn == nil {
+		return
+	}
+	if a := s.asked[p.conn.Slot()]; a != nil {
+		delete(s.asked, p.conn.Slot())
+		if a.serial == p.serial && !s.draining {
+			for _, h := range a.hops {
+				s.sendControl(h, ctlResume, a.id)
 			}
 		}
 	}
-	for _, w := range p.waiters {
+	slot := p.conn.Slot()
+	ws, ok := s.waiting[slot]
+	if !ok {
+		return
+	}
+	for _, w := range ws {
 		sp := s.peers.at(w.slot)
 		if sp.serial != w.serial || sp.conn == nil {
 			continue
 		}
 		s.unblock(sp)
 	}
-	clear(p.waiters)
-	p.waiters = p.waiters[:0]
+	// The emptied list stays while p is open, so that its next pause
+	// does not allocate; it goes when p leaves.
+	clear(ws)
+	if p.id == 0 {
+		delete(s.waiting, slot)
+	} else {
+		s.waiting[slot] = ws[:0]
+	}
 }

@@ -77,6 +77,7 @@ type Metrics struct {
 	PauseLeasesLapsed atomic.Uint64
 	Closed            [numCloseReasons]atomic.Uint64
 	Dropped           [numDropReasons]atomic.Uint64
+	Passes            PassTimes // how long the loop's passes take (passtime.go)
 }
 
 // counts is the loop-private twin of Metrics.
