@@ -137,31 +137,6 @@ func TestLoopsOrderAndLargeFrames(t *testing.T) {
 	})
 }
 
-func TestLoopsTwoSendersOnTwoLoopsNeverInterleave(t *testing.T) {
-	forBackends(t, func(t *testing.T, backend reactor.Backend) {
-		ts := startServerN(t, backend, testLoops, nil)
-		r := ts.dialOn(t, 3)
-		s1, s2 := ts.dialOn(t, 1), ts.dialOn(t, 2)
-		const n, size = 100, 48 << 10
-		errc := make(chan error, 2)
-		for i, s := range []*client.Conn{s1, s2} {
-			go func() { errc <- writeFrames(s, i, r.ID(), n, size) }()
-		}
-		next := map[int]int{}
-		for range 2 * n {
-			checkSeq(t, recv(t, r, 10*time.Second), next, size)
-		}
-		for range 2 {
-			if err := <-errc; err != nil {
-				t.Fatal(err)
-			}
-		}
-		if next[0] != n || next[1] != n {
-			t.Fatalf("frames per sender: %v", next)
-		}
-	})
-}
-
 // A receiver that stops reading, with senders on three other loops:
 // they are paused (backpressure crosses loops), nothing is lost, memory
 // stays bounded, and a pair of other connections on the same loops keeps
