@@ -16,8 +16,9 @@ import (
 	"github.com/ringrelay/ringrelay/relay/client"
 )
 
-// clusterChaosTraffic is how long the clients run over the three nodes.
-const clusterChaosTraffic = 5 * time.Second
+// clusterChaosTraffic is how long the clients run over the three nodes,
+// unless RINGRELAY_CHAOS_TRAFFIC says otherwise (chaosTraffic).
+const clusterChaosTraffic = 3 * time.Second
 
 // TestClusterChaos runs the chaos engine with its clients spread over
 // three nodes (slot k on node k%3), so about two thirds of the frames
@@ -81,7 +82,7 @@ func TestClusterChaos(t *testing.T) {
 			ch.worker(slot)
 		}()
 	}
-	stopAt := time.Now().Add(clusterChaosTraffic)
+	stopAt := time.Now().Add(chaosTraffic(t, clusterChaosTraffic))
 	for time.Now().Before(stopAt) && !ch.stop.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -136,6 +137,7 @@ func TestClusterChaos(t *testing.T) {
 // and counted (bus_down on node 2, node_down on the others, once they see
 // node 2 expire); after the restart, traffic across nodes resumes.
 func TestClusterBusOutage(t *testing.T) {
+	t.Parallel()
 	bus, nodes := startNodes(t, nil, nil)
 
 	// A pump sends numbered frames from a to b, one every 200µs, and

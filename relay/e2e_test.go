@@ -29,7 +29,7 @@ type e2eCase struct {
 	// one out says why.
 	in topoKind
 	// serial: the case measures this whole process, so it runs while no
-	// other case does.
+	// other test does (TestEndToEndAlone).
 	serial bool
 	run    func(t *testing.T, e *e2eEnv)
 }
@@ -424,25 +424,17 @@ var e2eCases = []e2eCase{
 	}},
 }
 
-// TestEndToEnd runs every case in every topology it applies to, on every
-// backend. The serial cases come first, one at a time; then every
-// topology runs in parallel with the others, and within a topology that
-// starts servers per case, the cases run in parallel too: they spend most
-// of their time waiting on sockets. The full names are
+// e2eApplies reports whether tc runs in topo.
+func e2eApplies(tc e2eCase, topo topology) bool { return tc.in == 0 || tc.in&topo.kind != 0 }
+
+// TestEndToEnd runs every case that is not serial in every topology it
+// applies to, on every backend. It runs beside the other parallel tests,
+// every topology beside the others, and within a topology that starts
+// servers per case, the cases beside each other too: they spend most of
+// their time waiting on sockets. The full names are
 // TestEndToEnd/<backend>/<topology>/<case>.
 func TestEndToEnd(t *testing.T) {
-	applies := func(tc e2eCase, topo topology) bool { return tc.in == 0 || tc.in&topo.kind != 0 }
-	for _, backend := range backends {
-		for _, topo := range topologies {
-			for _, tc := range e2eCases {
-				if tc.serial && applies(tc, topo) {
-					t.Run(fmt.Sprintf("%s/%s/%s", backend, topo.name, tc.name), func(t *testing.T) {
-						tc.run(t, topo.start(t, backend))
-					})
-				}
-			}
-		}
-	}
+	t.Parallel()
 	for _, backend := range backends {
 		for _, topo := range topologies {
 			t.Run(fmt.Sprintf("%s/%s", backend, topo.name), func(t *testing.T) {
@@ -452,7 +444,7 @@ func TestEndToEnd(t *testing.T) {
 					shared = topo.start(t, backend)
 				}
 				for _, tc := range e2eCases {
-					if tc.serial || !applies(tc, topo) {
+					if tc.serial || !e2eApplies(tc, topo) {
 						continue
 					}
 					t.Run(tc.name, func(t *testing.T) {
@@ -471,6 +463,24 @@ func TestEndToEnd(t *testing.T) {
 					shared.check(t)
 				}
 			})
+		}
+	}
+}
+
+// TestEndToEndAlone runs the serial cases of the table, one at a time,
+// in every topology they apply to: it is not parallel, so Go runs it
+// before any parallel test starts and nothing else in this process opens
+// or closes a descriptor meanwhile.
+func TestEndToEndAlone(t *testing.T) {
+	for _, backend := range backends {
+		for _, topo := range topologies {
+			for _, tc := range e2eCases {
+				if tc.serial && e2eApplies(tc, topo) {
+					t.Run(fmt.Sprintf("%s/%s/%s", backend, topo.name, tc.name), func(t *testing.T) {
+						tc.run(t, topo.start(t, backend))
+					})
+				}
+			}
 		}
 	}
 }
