@@ -360,6 +360,7 @@ func opsAwaitDrain(t testing.TB, p *servertest.Proc) {
 }
 
 func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
@@ -409,6 +410,7 @@ func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
 }
 
 func TestOpsShutdownTimeout(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	maddr := opsFreeAddr(t)
 	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=300ms", "-metrics-addr=" + maddr}})
 	_, flood := opsFillQueue(t, p, maddr, 1<<20)
@@ -432,6 +434,7 @@ func TestOpsShutdownTimeout(t *testing.T) {
 }
 
 func TestOpsSecondSignalExitsAtOnce(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	maddr := opsFreeAddr(t)
 	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=60s", "-metrics-addr=" + maddr}})
 	_, flood := opsFillQueue(t, p, maddr, 1<<20)
@@ -456,6 +459,7 @@ func TestOpsSecondSignalExitsAtOnce(t *testing.T) {
 }
 
 func TestOpsDescriptorExhaustion(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) { opsDescriptorExhaustion(t, backend) })
 	}
@@ -600,6 +604,7 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 }
 
 func TestOpsMetrics(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
@@ -693,6 +698,7 @@ func TestOpsMetrics(t *testing.T) {
 }
 
 func TestOpsRSSUnderFlood(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) { opsRSSUnderFlood(t, backend) })
 	}
@@ -772,6 +778,7 @@ func opsRSSUnderFlood(t *testing.T, backend string) {
 // placed on the two loops talks through the mesh, and the metrics page
 // splits the per-loop series by loop.
 func TestOpsTwoLoops(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range []string{"uring", "epoll"} {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
