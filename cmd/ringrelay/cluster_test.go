@@ -99,7 +99,8 @@ func TestClusterTwoProcesses(t *testing.T) {
 // a bus that is not there, stop the process at start with exit 1 and a
 // message that says what to change.
 func TestClusterStartFailures(t *testing.T) {
-	t.Parallel() // its servers are processes of their own; it mostly waits on them
+	// Its servers are processes of their own; it mostly waits on them.
+	t.Parallel()
 	small := natstest.Start(t, 1, natstest.Options{MaxPayload: 1 << 20}).URL(0) // NATS's default max_payload: 1 MiB
 	cases := []struct {
 		name string
