@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -221,5 +220,3 @@ func trim(p []byte) string {
 	}
 	return s
 }
-
-func repeat(s string, n int) []byte { return []byte(strings.Repeat(s, n)) }
