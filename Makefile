@@ -28,8 +28,15 @@ vet:
 cluster: build
 	./scripts/cluster.sh $(ARGS)
 
+# Packages run two at a time (-p defaults to the number of CPUs), and
+# within a package the tests that call t.Parallel run four at a time, not
+# two: most of them wait on sockets and server processes, not on a CPU.
+# Tests that measure the whole test process do not call t.Parallel and run
+# alone (see relay/harness_test.go).
+TESTPARALLEL ?= 4
+
 test: vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -parallel $(TESTPARALLEL) -timeout 20m ./...
 
 # A short run of every fuzz target; the seed corpora also run in `make test`.
 fuzz:

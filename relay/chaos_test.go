@@ -44,9 +44,6 @@ const (
 	chaosStable   = 20
 	chaosMaxFrame = 64 << 10
 	chaosMaxQueue = 256 << 10
-	// chaosTraffic is how long TestChaos lets the clients loose per backend;
-	// draining and the closing checks add a second or two.
-	chaosTraffic = 6 * time.Second
 	// chaosMaxBatch caps the bytes one client writes in one go.
 	chaosMaxBatch = 256 << 10
 )
@@ -66,6 +63,24 @@ func chaosEdit(rc *relay.Config, _ *reactor.Config) {
 	rc.MaxFrame = chaosMaxFrame
 	rc.MaxQueue = chaosMaxQueue
 	rc.SlowConsumer = relay.Backpressure
+}
+
+// chaosTraffic is how long TestChaos lets the clients loose per backend
+// and loop count (draining and the closing checks add a second or two):
+// 3 s in `make test`, which runs four of them one after another, or
+// RINGRELAY_CHAOS_TRAFFIC (a duration) for a longer look; `make soak`
+// runs the same engine in rounds for minutes.
+func chaosTraffic(t testing.TB, def time.Duration) time.Duration {
+	t.Helper()
+	s := os.Getenv("RINGRELAY_CHAOS_TRAFFIC")
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		t.Fatalf("RINGRELAY_CHAOS_TRAFFIC=%q: want a positive duration such as 30s", s)
+	}
+	return d
 }
 
 // chaosBaseSeed is RINGRELAY_CHAOS_SEED when set, a fresh seed otherwise.
@@ -446,7 +461,7 @@ func TestChaos(t *testing.T) {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
 				ts := startServerN(t, backend, loops, chaosEdit)
-				rep := runChaos(t, ts, backend, base, 0, chaosTraffic)
+				rep := runChaos(t, ts, backend, base, 0, chaosTraffic(t, 3*time.Second))
 				t.Logf("%s, %d loops: %s", backend, loops, rep)
 			})
 		}
@@ -463,7 +478,7 @@ func TestChaosTLS(t *testing.T) {
 		for _, loops := range []int{1, 2} {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
 				ts := startServerTLS(t, backend, loops, tlsOptions{}, chaosEdit)
-				rep := runChaos(t, ts, backend, base, 0, chaosTraffic)
+				rep := runChaos(t, ts, backend, base, 0, chaosTraffic(t, 3*time.Second))
 				t.Logf("%s, %d loops, TLS: %s", backend, loops, rep)
 			})
 		}

@@ -110,10 +110,23 @@ func startNode(t testing.TB, backend reactor.Backend, loops, index int, url stri
 // every server sees interest in every node's subject.
 func startNodes(t testing.TB, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) (*natstest.Cluster, []*relayNode) {
 	t.Helper()
+	return startNodesFrom(t, backends[0], edit, editCluster)
+}
+
+// startNodesFrom is startNodes with node 0 on first and the others
+// alternating from there.
+func startNodesFrom(t testing.TB, first reactor.Backend, edit func(*relay.Config, *reactor.Config), editCluster func(*cluster.Config)) (*natstest.Cluster, []*relayNode) {
+	t.Helper()
 	bus := natstest.Start(t, clusterNodes, natstest.Options{MaxPayload: clusterMaxPayload})
+	at := 0
+	for k, b := range backends {
+		if b == first {
+			at = k
+		}
+	}
 	var nodes []*relayNode
 	for k := range clusterNodes {
-		nodes = append(nodes, startNode(t, backends[k%len(backends)], nodeLoops[k], k, bus.URL(k), edit, editCluster))
+		nodes = append(nodes, startNode(t, backends[(at+k)%len(backends)], nodeLoops[k], k, bus.URL(k), edit, editCluster))
 	}
 	waitMeshed(t, bus, nodes)
 	return bus, nodes
@@ -139,6 +152,3 @@ func waitMeshed(t testing.TB, bus *natstest.Cluster, nodes []*relayNode) {
 		return true
 	})
 }
-
-// drops sums one relay drop reason over the nodes.
-func nodeDrops(n *relayNode, r relay.DropReason) uint64 { return n.metrics().Dropped[r] }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func testConnzCounts(t *testing.T, backend reactor.Backend, loops int) {
 		if i%5 == 4 {
 			dest = c
 		}
-		if err := a.Send(dest.ID, repeat("x", payload)); err != nil {
+		if err := a.Send(dest.ID, []byte(strings.Repeat("x", payload))); err != nil {
 			t.Fatalf("send: %v", err)
 		}
 	}
@@ -162,7 +163,7 @@ func testConnzPaused(t *testing.T, backend reactor.Backend, loops int) {
 	go func() {
 		// Runs until the sender's writes block for good (it is paused),
 		// then until the test closes the connection.
-		for e.Send(d.ID, repeat("y", payload)) == nil {
+		for e.Send(d.ID, []byte(strings.Repeat("y", payload))) == nil {
 			sent.Add(payload + 5)
 		}
 	}()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +16,16 @@ import (
 	"github.com/ringrelay/ringrelay/relay/client"
 )
 
+// Which tests run in parallel: a test that starts servers of its own and
+// mostly waits on them calls t.Parallel (the relay's tests spend most of
+// their time waiting on sockets, so running them side by side is what
+// keeps the package short on two cores). A test that measures this whole
+// process (its descriptors, goroutines, heap or RSS: TestChaos,
+// TestClusterChaos, TestSlowLoris's memory cases, TestLoopsStalledReceiver
+// Backpressure, TestEndToEndAlone, TestSoak) does not: Go
+// runs every such test, alone, before the parallel ones start. `make test`
+// raises -parallel above its default (the number of CPUs), since most of
+// the parallel tests wait.
 func TestMain(m *testing.M) {
 	// The end-to-end cases hold a few thousand sockets on both sides.
 	var lim unix.Rlimit
@@ -221,5 +230,3 @@ func trim(p []byte) string {
 	}
 	return s
 }
-
-func repeat(s string, n int) []byte { return []byte(strings.Repeat(s, n)) }

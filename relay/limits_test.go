@@ -396,6 +396,7 @@ func limReadBatch(backend reactor.Backend, bufferSize int) int {
 }
 
 func TestLimitBackpressure(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { testBackpressure(t, backend, loops) })
@@ -522,6 +523,7 @@ func testBackpressure(t *testing.T, backend reactor.Backend, loops int) {
 }
 
 func TestLimitDropPolicy(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) {
 			const (
@@ -589,6 +591,7 @@ func TestLimitDropPolicy(t *testing.T) {
 }
 
 func TestLimitDisconnectPolicy(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) {
 			const maxQueue = 256 << 10
@@ -629,6 +632,7 @@ func TestLimitDisconnectPolicy(t *testing.T) {
 }
 
 func TestLimitFanIn(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) {
 			const (
@@ -666,6 +670,10 @@ func TestLimitFanIn(t *testing.T) {
 // is by fewest), so both floods cross loops: the stuck receiver's pause
 // reaches its sender as a control record, and its close releases it.
 func TestLimitWriteTimeout(t *testing.T) {
+	// Beside the other parallel tests, one case at a time: the slow reader
+	// must be scheduled at least once per write timeout, and four cases at
+	// once are eight floods on two cores.
+	t.Parallel()
 	for _, backend := range backends {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
@@ -781,6 +789,7 @@ func TestLimitWriteTimeout(t *testing.T) {
 }
 
 func TestLimitMaxFrame(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) {
 			const maxFrame = 1024
@@ -838,9 +847,11 @@ func TestLimitMaxFrame(t *testing.T) {
 }
 
 func TestLimitFrameTimeout(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				t.Parallel() // mostly waits out frame timeouts
 				const frameTimeout = 300 * time.Millisecond
 				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
 					rc.FrameTimeout = frameTimeout
@@ -888,6 +899,7 @@ func TestLimitFrameTimeout(t *testing.T) {
 }
 
 func TestLimitMaxConns(t *testing.T) {
+	t.Parallel()
 	// With several loops the limit counts the connections of all loops.
 	for _, backend := range backends {
 		for _, loops := range loopCounts {

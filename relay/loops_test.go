@@ -99,13 +99,27 @@ func writeFrames(c *client.Conn, sender int, dest uint32, count, size int) error
 	return nil
 }
 
+// forBackends runs f on every backend, the backends in parallel: each
+// starts a server of its own and mostly waits on it.
 func forBackends(t *testing.T, f func(t *testing.T, backend reactor.Backend)) {
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			t.Parallel()
+			f(t, backend)
+		})
+	}
+}
+
+// forBackendsAlone runs f on every backend, one after the other, for a
+// test that measures this whole process (its heap) and so must run alone.
+func forBackendsAlone(t *testing.T, f func(t *testing.T, backend reactor.Backend)) {
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) { f(t, backend) })
 	}
 }
 
 func TestLoopsOrderAndLargeFrames(t *testing.T) {
+	t.Parallel()
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		ts := startServerN(t, backend, testLoops, nil)
 		a, b := ts.dialOn(t, 1), ts.dialOn(t, 2)
@@ -137,37 +151,12 @@ func TestLoopsOrderAndLargeFrames(t *testing.T) {
 	})
 }
 
-func TestLoopsTwoSendersOnTwoLoopsNeverInterleave(t *testing.T) {
-	forBackends(t, func(t *testing.T, backend reactor.Backend) {
-		ts := startServerN(t, backend, testLoops, nil)
-		r := ts.dialOn(t, 3)
-		s1, s2 := ts.dialOn(t, 1), ts.dialOn(t, 2)
-		const n, size = 100, 48 << 10
-		errc := make(chan error, 2)
-		for i, s := range []*client.Conn{s1, s2} {
-			go func() { errc <- writeFrames(s, i, r.ID(), n, size) }()
-		}
-		next := map[int]int{}
-		for range 2 * n {
-			checkSeq(t, recv(t, r, 10*time.Second), next, size)
-		}
-		for range 2 {
-			if err := <-errc; err != nil {
-				t.Fatal(err)
-			}
-		}
-		if next[0] != n || next[1] != n {
-			t.Fatalf("frames per sender: %v", next)
-		}
-	})
-}
-
 // A receiver that stops reading, with senders on three other loops:
 // they are paused (backpressure crosses loops), nothing is lost, memory
 // stays bounded, and a pair of other connections on the same loops keeps
 // flowing meanwhile (only the slow destination's senders pause).
 func TestLoopsStalledReceiverBackpressure(t *testing.T) {
-	forBackends(t, func(t *testing.T, backend reactor.Backend) {
+	forBackendsAlone(t, func(t *testing.T, backend reactor.Backend) {
 		const maxQueue = 256 << 10
 		ts := startServerN(t, backend, testLoops, func(rc *relay.Config, _ *reactor.Config) {
 			rc.MaxQueue = maxQueue
@@ -248,6 +237,7 @@ func TestLoopsStalledReceiverBackpressure(t *testing.T) {
 // was queued for it is dropped and counted on its loop, and never reaches
 // the connections that come after it (and take its slot).
 func TestLoopsReceiverLeavesWithFramesQueued(t *testing.T) {
+	t.Parallel()
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		ts := startServerN(t, backend, testLoops, nil)
 		a := ts.dialOn(t, 1)
@@ -303,6 +293,7 @@ func TestLoopsReceiverLeavesWithFramesQueued(t *testing.T) {
 // another still had a read in the kernel, or a frame in a queue towards
 // it, would lose frames and break the count.
 func TestLoopsShutdownWithFramesInFlight(t *testing.T) {
+	t.Parallel()
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		// A few rounds: the shutdown races with reads still in the
 		// kernel, a different race each time.
@@ -376,6 +367,7 @@ func shutdownInFlight(t *testing.T, backend reactor.Backend) {
 }
 
 func TestLoopsBalance(t *testing.T) {
+	t.Parallel()
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		ts := startServerN(t, backend, testLoops, nil)
 		const n = 1000
@@ -428,6 +420,7 @@ func TestLoopsBalance(t *testing.T) {
 // long as it gets (one second), and thirty round trips between two
 // sleeping loops complete long before thirty ticks could pass.
 func TestLoopsDoorbellWakesSleepingLoop(t *testing.T) {
+	t.Parallel()
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		ts := startServerN(t, backend, testLoops, func(rc *relay.Config, _ *reactor.Config) {
 			rc.WriteTimeout, rc.FrameTimeout = time.Hour, time.Hour
@@ -465,6 +458,7 @@ func TestLoopsDoorbellWakesSleepingLoop(t *testing.T) {
 // is measured is its CPU time alone, not this test process's, which also
 // runs the race detector and other tests' garbage collection.
 func TestLoopsIdleUsesNoCPU(t *testing.T) {
+	t.Parallel()
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + string(backend), "-loops=" + strconv.Itoa(testLoops)}})
 		// A connection on every loop: each has something to watch.
@@ -497,6 +491,7 @@ func TestLoopsIdleUsesNoCPU(t *testing.T) {
 // loops (they are trimmed on the tick, and an idle loop ticks until they
 // are gone), and then sleeps for good: no tick wakes it any more.
 func TestLoopsIdleLoopReleasesRings(t *testing.T) {
+	t.Parallel()
 	forBackends(t, func(t *testing.T, backend reactor.Backend) {
 		const timeouts = 1600 * time.Millisecond // a tick every 200ms
 		const tick = timeouts / 8
@@ -537,6 +532,7 @@ func TestLoopsIdleLoopReleasesRings(t *testing.T) {
 // drop and disconnect are applied by the destination's loop to frames
 // that came from another loop, as to its own.
 func TestLoopsSlowConsumerPolicies(t *testing.T) {
+	t.Parallel()
 	for _, policy := range []relay.Policy{relay.Drop, relay.Disconnect} {
 		t.Run(string(policy), func(t *testing.T) {
 			forBackends(t, func(t *testing.T, backend reactor.Backend) {

@@ -87,6 +87,7 @@ func dialTest(t *testing.T, addr string) *client.Conn {
 // it: the sender must be paused (not a frame lost), and once the "bridge"
 // drains and reports room, every frame comes out whole and in order.
 func TestNodeOutboxFullPausesSender(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []reactor.Backend{reactor.Uring, reactor.Epoll} {
 		t.Run(string(backend), func(t *testing.T) {
 			srv, rs, addr := joinedServer(t, backend)
@@ -152,6 +153,7 @@ func TestNodeOutboxFullPausesSender(t *testing.T) {
 // one for a live ID arrives whole, one for an unknown ID of this node is
 // counted here.
 func TestNodeInboxDelivers(t *testing.T) {
+	t.Parallel()
 	srv, rs, addr := joinedServer(t, reactor.Epoll)
 	a := dialTest(t, addr)
 	loops := rs.Links()
@@ -193,6 +195,7 @@ func TestNodeInboxDelivers(t *testing.T) {
 // frames up to -max-queue plus nodeSlack and drops (and counts) the rest:
 // memory stays bounded, and what it does get is whole and in order.
 func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []reactor.Backend{reactor.Uring, reactor.Epoll} {
 		t.Run(string(backend), func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -284,6 +287,7 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 // and is owned by the loop that drew it, so both the node and the loop of
 // a frame's destination follow from its header.
 func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
+	t.Parallel()
 	const loops = 4
 	scheme := shard.Scheme{Bits: 4, Self: 5}
 	var servers []*Server
@@ -320,6 +324,7 @@ func TestNodeIDsOwnedByLoopAndNode(t *testing.T) {
 // frame for another node, is given back once it has been idle for a
 // trim period.
 func TestNodeOutboxTrimmed(t *testing.T) {
+	t.Parallel()
 	srv, rs, addr := joinedServer(t, reactor.Epoll)
 	a := dialTest(t, addr)
 	remoteID := shard.Scheme{Bits: 2, Self: 2}.Stamp(0x00abcdef)
@@ -370,6 +375,7 @@ func (w *outboxWatch) drain() {
 // whose resume never comes (lost, or its node died) lapses after
 // nodeLease, so no sender waits for ever.
 func TestNodePauseIsALease(t *testing.T) {
+	t.Parallel()
 	srv, rs, addr := joinedServer(t, reactor.Epoll)
 	links := rs.Links()
 	in, wake := links.In[0], func() { links.Wake(0) }

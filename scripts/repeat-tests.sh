@@ -74,7 +74,8 @@ if [ "$busy" = 1 ]; then
 	echo "keeping CPU $cpu busy (pid $busy_pid)"
 fi
 
-args=(-race -count=1 -timeout 20m -json)
+# The same flags as `make test` (TESTPARALLEL as there, default 4).
+args=(-race -count=1 -parallel "${TESTPARALLEL:-4}" -timeout 20m -json)
 [ -n "$run" ] && args+=(-run "$run")
 [ "$short" = 1 ] && args+=(-short)
 

@@ -20,6 +20,7 @@ import (
 // bridge, a third process started with a -node already served refuses to
 // start, and both nodes stop cleanly.
 func TestClusterTwoProcesses(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
 	maddr := []string{opsFreeAddr(t), opsFreeAddr(t)}
 	var nodes []*servertest.Proc
@@ -98,6 +99,8 @@ func TestClusterTwoProcesses(t *testing.T) {
 // a bus that is not there, stop the process at start with exit 1 and a
 // message that says what to change.
 func TestClusterStartFailures(t *testing.T) {
+	// Its servers are processes of their own; it mostly waits on them.
+	t.Parallel()
 	small := natstest.Start(t, 1, natstest.Options{MaxPayload: 1 << 20}).URL(0) // NATS's default max_payload: 1 MiB
 	cases := []struct {
 		name string
@@ -127,6 +130,7 @@ func TestClusterStartFailures(t *testing.T) {
 // The other instance is forged: a raw NATS client publishes its
 // announcement (cluster/announce.go's 16-byte layout).
 func TestClusterDuplicateWhileServing(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
 	maddr := opsFreeAddr(t)
 	p := servertest.Launch(t, servertest.Options{Args: []string{

@@ -331,7 +331,10 @@ func opsFillQueue(t testing.TB, p *servertest.Proc, metricsAddr string, maxQueue
 	flood = opsStartFlood([]*rawpeer.Peer{sender}, recv.ID, 1000)
 	local, remote := recv.NC.LocalAddr().String(), recv.NC.RemoteAddr().String()
 	held := -1
-	opsWaitMetric(t, metricsAddr, fmt.Sprintf("the relay to hold %d bytes for a receiver that does not read", maxQueue/2), 10*time.Second, func(m opsMetrics) bool {
+	// 30 s: a failure when hit, not a measurement. The ops tests run in
+	// parallel, and three of them flood at once on a machine that may
+	// have a CPU kept busy; 10 s was hit once in such a run.
+	opsWaitMetric(t, metricsAddr, fmt.Sprintf("the relay to hold %d bytes for a receiver that does not read", maxQueue/2), 30*time.Second, func(m opsMetrics) bool {
 		if m.get(t, opsPauses) == 0 {
 			return false
 		}
@@ -360,6 +363,7 @@ func opsAwaitDrain(t testing.TB, p *servertest.Proc) {
 }
 
 func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
@@ -409,6 +413,7 @@ func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
 }
 
 func TestOpsShutdownTimeout(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	maddr := opsFreeAddr(t)
 	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=300ms", "-metrics-addr=" + maddr}})
 	_, flood := opsFillQueue(t, p, maddr, 1<<20)
@@ -432,6 +437,7 @@ func TestOpsShutdownTimeout(t *testing.T) {
 }
 
 func TestOpsSecondSignalExitsAtOnce(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	maddr := opsFreeAddr(t)
 	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=60s", "-metrics-addr=" + maddr}})
 	_, flood := opsFillQueue(t, p, maddr, 1<<20)
@@ -456,6 +462,7 @@ func TestOpsSecondSignalExitsAtOnce(t *testing.T) {
 }
 
 func TestOpsDescriptorExhaustion(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) { opsDescriptorExhaustion(t, backend) })
 	}
@@ -600,6 +607,7 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 }
 
 func TestOpsMetrics(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
@@ -693,6 +701,7 @@ func TestOpsMetrics(t *testing.T) {
 }
 
 func TestOpsRSSUnderFlood(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) { opsRSSUnderFlood(t, backend) })
 	}
@@ -772,6 +781,7 @@ func opsRSSUnderFlood(t *testing.T, backend string) {
 // placed on the two loops talks through the mesh, and the metrics page
 // splits the per-loop series by loop.
 func TestOpsTwoLoops(t *testing.T) {
+	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	for _, backend := range []string{"uring", "epoll"} {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
