@@ -180,8 +180,10 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		}
 		g.mesh = mesh
 	}
+	sh := newShared(n)
 	for k := range n {
 		s := newServer(g.loops[k], gc.Relay, ms[k], k, n)
+		s.sh = sh
 		if n > 1 {
 			s.x = newCross(g, s)
 		}

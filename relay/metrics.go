@@ -10,19 +10,23 @@ import (
 type CloseReason int
 
 const (
-	ClosedByPeer     CloseReason = iota // orderly close (EOF)
-	ClosedByError                       // reset or another socket error
-	ClosedOversize                      // frame longer than MaxFrame
-	ClosedSlow                          // slow consumer under the disconnect policy
-	ClosedStuck                         // no write progress for WriteTimeout
-	ClosedIncomplete                    // frame incomplete for FrameTimeout
-	ClosedOverLimit                     // over MaxConns
-	ClosedShutdown                      // server shutdown
+	ClosedByPeer      CloseReason = iota // orderly close (EOF)
+	ClosedByError                        // reset or another socket error
+	ClosedOversize                       // frame longer than MaxFrame
+	ClosedSlow                           // slow consumer under the disconnect policy
+	ClosedStuck                          // no write progress for WriteTimeout
+	ClosedIncomplete                     // frame incomplete for FrameTimeout
+	ClosedOverLimit                      // over MaxConns
+	ClosedShutdown                       // server shutdown
+	ClosedUnknownDest                    // over MaxUnknownDest frames to unknown IDs in a window (limits.go)
+	ClosedConnsPerIP                     // over MaxConnsPerIP or MaxNewConnsPerIP (limits.go)
+	ClosedMaxMemory                      // among the largest buffers while over MaxMemory (budget.go)
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
 	"peer", "error", "oversize", "slow_consumer", "write_timeout", "frame_timeout", "max_conns", "shutdown",
+	"unknown_dest", "max_conns_per_ip", "max_memory",
 }
 
 func (r CloseReason) String() string { return closeReasonNames[r] }

@@ -71,10 +71,12 @@ func (s *Server) forward(src *peer, dest uint32, frame []byte) int {
 	switch h := s.where(dest); h {
 	case nowhere:
 		s.counts.dropped[DropUnknownDest]++
+		s.unknownDest(src)
 	case here:
 		slot, ok := s.routes.Lookup(dest)
 		if !ok {
 			s.counts.dropped[DropUnknownDest]++
+			s.unknownDest(src)
 			break
 		}
 		dp := s.peers.at(slot)
@@ -84,6 +86,9 @@ func (s *Server) forward(src *peer, dest uint32, frame []byte) int {
 	default:
 		if !s.put(h, dest, frame) {
 			return h
+		}
+		if src != nil && s.lim.sent != nil && h < s.n {
+			s.sentElsewhere(src, dest)
 		}
 		if src != nil && len(s.remote) > 0 {
 			if rw := s.remote[dest]; rw != nil {

@@ -39,6 +39,9 @@ type Server struct {
 	metrics *Metrics
 	counts  counts
 
+	lim limits  // spraying, per-address and memory limits (limits.go, budget.go)
+	sh  *shared // what the loops share for them: the Group's, or this server's own
+
 	stop     atomic.Bool // set by Shutdown from any goroutine
 	draining bool
 	again    bool // work is left that the next pass must do at once: Poll does not wait
@@ -120,6 +123,8 @@ func newServer(loop reactor.Loop, cfg Config, m *Metrics, k, n int) *Server {
 	}
 	s.holds.init(n + 1)
 	s.ctl.init(n + 1)
+	s.lim.init(&cfg, n)
+	s.sh = newShared(1)
 	return s
 }
 
@@ -187,10 +192,12 @@ func (s *Server) Run() error {
 			s.beginDrain()
 		}
 		s.pass()
-		if s.now.Sub(s.lastTick) >= s.tickEvery() {
+		tick := s.now.Sub(s.lastTick) >= s.tickEvery()
+		if tick {
 			s.lastTick = s.now
 			s.tick()
 		}
+		s.checkMemory(tick)
 		s.publish()
 		if s.draining && s.drainDone() {
 			for p := range s.peers.all() {
@@ -280,6 +287,9 @@ func (s *Server) opened(c *reactor.Conn) {
 		s.log.Debug("connection over max-conns closed", "max_conns", s.cfg.MaxConns)
 		c.Close()
 		return
+	case !s.admit(c):
+		c.Close()
+		return
 	}
 	p.id = s.routes.Add(c.Slot())
 	if s.x != nil {
@@ -304,6 +314,7 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 	if p.id == 0 {
 		return // already on its way out
 	}
+	s.readFor(len(data))
 	if p.held {
 		// Bytes read before the pause took effect go behind the held
 		// ones, in order.
@@ -352,6 +363,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 		s.log.Debug("connection closed", "id", p.id, "err", err)
 	}
 	s.forget(p)
+	s.leave(c.Slot())
 	if p.held {
 		s.orphan(p)
 	}
