@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"cmp"
+	"math/bits"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -14,17 +16,27 @@ import (
 // buffer, by capacity: that is what it holds), its queued output
 // (Conn.Pending) and what it holds for a full hop (hold.go).
 //
-// Each loop counts its own sum and publishes it in an atomic; nothing is
+// Each loop counts its own sum and publishes it in atomics; nothing is
 // shared on the data path. A loop recounts (walks its peers) on every
 // tick, and between ticks whenever an upper bound of its sum crosses its
 // share: the sum at the last recount plus every byte read and every byte
 // queued since, checked once per pass with a few additions. Its share is
 // the budget less what the other loops published, so one loop may hold
-// most of it when the others hold little. When the published sums
-// together are over the budget, each loop closes its own connections that
-// hold the most, largest first, until it has freed its part of the excess
-// (in proportion to what it holds), and counts them (ClosedMaxMemory).
-// One line is logged per second at most, for the process.
+// most of it when the others hold little.
+//
+// Largest first, across loops without a lock: each loop publishes its
+// bytes by size class (powers of two: a connection holding [2^b, 2^b+1)
+// bytes counts in class b). When the sums together are over the budget,
+// every loop finds, from the same classes, the size class c down to which
+// closing every connection frees the excess; it closes its own
+// connections above class c, and of class c its own part, in proportion
+// to what it holds there, largest first. A loop with nothing in the
+// classes that must go closes nothing, so a small connection is closed
+// only once every larger one, on any loop, is gone. Closings are counted
+// (ClosedMaxMemory) and logged once per second at most, for the process.
+// What another loop published is up to its last recount old (a tick at
+// most): a loop may close somewhat more than the excess, never a smaller
+// connection before the larger classes are empty.
 
 // memRecountEvery is the least time between two recounts a loop makes
 // between ticks: under a steady load near the budget, the bound is
@@ -33,11 +45,12 @@ const memRecountEvery = time.Millisecond
 
 // memState is one loop's budget bookkeeping.
 type memState struct {
-	base      int64   // this loop's sum at the last recount, less what it evicted
-	read      int64   // bytes read since the last recount
-	queued    uint64  // counts.bytes at the last recount
-	share     int64   // the sum over which this loop recounts between ticks
-	recounted instant // when
+	class     [memClasses]int64 // this loop's bytes by size class, at the last recount
+	base      int64             // this loop's sum at the last recount, less what it evicted
+	read      int64             // bytes read since the last recount
+	queued    uint64            // counts.bytes at the last recount
+	share     int64             // the sum over which this loop recounts between ticks
+	recounted instant           // when
 	cands     []memCand
 }
 
@@ -57,8 +70,15 @@ type shared struct {
 
 type memSum struct {
 	bytes atomic.Int64
+	class [memClasses]atomic.Int64 // bytes by size class (memClass)
 	_     cpu.CacheLinePad
 }
+
+// memClasses is the number of size classes: up to 2^47 bytes.
+const memClasses = 48
+
+// memClass is the size class of a connection holding b > 0 bytes.
+func memClass(b int64) int { return min(bits.Len64(uint64(b))-1, memClasses-1) }
 
 func newShared(loops int) *shared {
 	return &shared{mem: make([]memSum, loops)}
@@ -94,11 +114,12 @@ func (s *Server) checkMemory(force bool) {
 	s.recountMemory()
 }
 
-// recountMemory sums this loop's buffers, publishes the sum and, over the
-// budget, evicts this loop's part of the excess.
+// recountMemory sums this loop's buffers, publishes the sums and, over the
+// budget, closes this loop's part of the excess.
 func (s *Server) recountMemory() {
 	m := &s.lim.mem
 	m.cands = m.cands[:0]
+	clear(m.class[:])
 	var mine int64
 	for p := range s.peers.all() {
 		if p.conn == nil || p.id == 0 {
@@ -106,40 +127,69 @@ func (s *Server) recountMemory() {
 		}
 		if b := s.held(p); b > 0 {
 			mine += b
+			m.class[memClass(b)] += b
 			m.cands = append(m.cands, memCand{p, b})
 		}
 	}
-	s.sh.mem[s.k].bytes.Store(mine)
+	s.publishMemory(mine)
 	var others int64
+	var all [memClasses]int64
 	for k := range s.sh.mem {
 		if k != s.k {
 			others += s.sh.mem[k].bytes.Load()
 		}
+		for c := range all {
+			all[c] += s.sh.mem[k].class[c].Load()
+		}
 	}
-	total := mine + others
-	if excess := total - s.cfg.MaxMemory; excess > 0 && mine > 0 {
-		// This loop's part of the excess, in proportion to what it holds;
-		// the other loops free theirs at their next recount.
-		want := max(1, excess*mine/total)
-		slices.SortFunc(m.cands, func(a, b memCand) int { return int(b.bytes - a.bytes) })
+	if excess := mine + others - s.cfg.MaxMemory; excess > 0 && mine > 0 {
+		// The class c down to which closing everything frees the excess,
+		// and how much of class c must go after all above it.
+		c, need := memClasses-1, excess
+		for ; c > 0 && all[c] < need; c-- {
+			need -= all[c]
+		}
+		want := int64(0)
+		for d := c + 1; d < memClasses; d++ {
+			want += m.class[d]
+		}
+		if all[c] > 0 {
+			want += (need*m.class[c] + all[c] - 1) / all[c] // rounded up: the excess goes whole
+		}
+		slices.SortFunc(m.cands, func(a, b memCand) int { return cmp.Compare(b.bytes, a.bytes) })
 		var freed int64
 		n := 0
-		for _, c := range m.cands {
-			if freed >= want {
+		for _, cd := range m.cands {
+			if freed >= want || memClass(cd.bytes) < c {
 				break
 			}
-			freed += c.bytes
+			freed += cd.bytes
 			n++
-			s.kick(c.p, ClosedMaxMemory, "among the largest buffers while over max-memory")
+			s.kick(cd.p, ClosedMaxMemory, "among the largest buffers while over max-memory")
+			m.class[memClass(cd.bytes)] -= cd.bytes
 		}
 		mine -= freed
-		s.sh.mem[s.k].bytes.Store(mine)
-		s.logEvictions(n, total)
+		s.publishMemory(mine)
+		if n > 0 {
+			s.logEvictions(n, mine+others)
+		}
 	}
 	clear(m.cands)
 	m.cands = m.cands[:0]
 	m.base, m.read, m.queued, m.recounted = mine, 0, s.counts.bytes, s.clock
 	m.share = max(0, s.cfg.MaxMemory-others)
+}
+
+// publishMemory stores this loop's sum and its classes for the others.
+func (s *Server) publishMemory(mine int64) {
+	me := &s.sh.mem[s.k]
+	me.bytes.Store(mine)
+	s.metrics.ClientBuffered.Store(mine)
+	for c := range me.class {
+		if v := s.lim.mem.class[c]; v != me.class[c].Load() {
+			me.class[c].Store(v)
+		}
+	}
 }
 
 // logEvictions logs, at most once per second for the process, how many

@@ -78,6 +78,10 @@ type Metrics struct {
 	// Pauses from another node that lapsed without a resume: the resume
 	// was lost, or that node is gone (cluster only).
 	PauseLeasesLapsed atomic.Uint64
+	// Bytes the loop's connections held in buffers (partial frames,
+	// queued output, held frames) at its last count for -max-memory
+	// (budget.go); 0 with the budget off.
+	ClientBuffered atomic.Int64
 	Closed            [numCloseReasons]atomic.Uint64
 	Dropped           [numDropReasons]atomic.Uint64
 }
