@@ -21,8 +21,10 @@ import (
 // tick, and between ticks whenever an upper bound of its sum crosses its
 // share: the sum at the last recount plus every byte read and every byte
 // queued since, checked once per pass with a few additions. Its share is
-// the budget less what the other loops published, so one loop may hold
-// most of it when the others hold little.
+// what it held at its last recount plus 1/L of what was left of the budget
+// then (L loops), so that the loops together stay near the budget between
+// recounts, and a loop may still hold most of it when the others hold
+// little.
 //
 // Largest first, across loops without a lock: each loop publishes its
 // bytes by size class (powers of two: a connection holding [2^b, 2^b+1)
@@ -105,9 +107,12 @@ func (s *Server) checkMemory(force bool) {
 		return
 	}
 	m := &s.lim.mem
+	if m.recounted == 0 {
+		m.share = s.cfg.MaxMemory / int64(len(s.sh.mem))
+	}
 	if !force {
 		bound := m.base + m.read + int64(s.counts.bytes-m.queued)
-		if bound <= m.share || s.since(m.recounted) < memRecountEvery {
+		if bound <= m.share || (m.recounted != 0 && s.since(m.recounted) < memRecountEvery) {
 			return
 		}
 	}
@@ -177,7 +182,10 @@ func (s *Server) recountMemory() {
 	clear(m.cands)
 	m.cands = m.cands[:0]
 	m.base, m.read, m.queued, m.recounted = mine, 0, s.counts.bytes, s.clock
-	m.share = max(0, s.cfg.MaxMemory-others)
+	// Until the next recount, this loop may grow by its part of what is
+	// left of the budget: the loops together then stay within it though
+	// each counts only its own bytes.
+	m.share = mine + max(0, s.cfg.MaxMemory-mine-others)/int64(len(s.sh.mem))
 }
 
 // publishMemory stores this loop's sum and its classes for the others.
