@@ -106,7 +106,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"frame-timeout", bind(fs.DurationVar, &c.Relay.FrameTimeout), "close a connection whose frame stays incomplete this long"},
 			{"shutdown-timeout", bind(fs.DurationVar, &c.Relay.ShutdownTimeout), "on SIGINT/SIGTERM, how long to keep writing queued output before closing"},
 		}},
-		{"Limits for networks you do not control (README, Security notes)", []flagDef{
+		{"Untrusted networks (README, Security notes)", []flagDef{
 			{"max-unknown-dest", bind(fs.IntVar, &c.Relay.MaxUnknownDest), "close a connection that sends more than this `count` of frames to unknown IDs within -unknown-dest-window (ID scanning); 0 is off. The default is far above the few frames a client has in flight to a peer that just left"},
 			{"unknown-dest-window", bind(fs.DurationVar, &c.Relay.UnknownDestWindow), "the window -max-unknown-dest counts over"},
 			{"max-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxConnsPerIP), "open connections allowed from one source address (`count`); newer ones are accepted and closed at once; 0 is off, as by default: every local client shares 127.0.0.1"},
