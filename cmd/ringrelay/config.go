@@ -112,7 +112,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"max-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxConnsPerIP), "open connections allowed from one source address (`count`); newer ones are accepted and closed at once; 0 is off, as by default: every local client shares 127.0.0.1"},
 			{"max-new-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxNewConnsPerIP), "new connections allowed per second from one source address (`count`); over it accepted and closed at once; 0 is off"},
 			{"conns-per-ip-prefix6", bind(fs.IntVar, &c.Relay.ConnsPerIPPrefix6), "IPv6 sources count as one address per prefix of this many `bits` for the two limits above (a host often holds a whole /64)"},
-			{"max-memory", value(memFlag{&c.Relay.MaxMemory}), "`bytes` of client buffers (partial frames and queued output) of all connections together; over it the connections holding the most are closed. auto is half the cgroup memory limit, else half of physical memory (" + c.memNote + "); 0 is off"},
+			{"max-memory", value(memFlag{&c.Relay.MaxMemory}), "`bytes` of client buffers (partial frames and queued output) of all connections together; over it the connections holding the most are closed. auto is a quarter of the cgroup memory limit, else of physical memory (" + c.memNote + "); 0 is off"},
 		}},
 		{"Observability", []flagDef{
 			{"metrics-addr", bind(fs.StringVar, &c.MetricsAddr), "serve Prometheus metrics at http://`address`/metrics (off when empty)"},

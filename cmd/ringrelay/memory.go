@@ -11,12 +11,15 @@ import (
 	"github.com/ringrelay/ringrelay/internal/bytesize"
 )
 
-// The default of -max-memory: half of what the process may use, so that a
-// default install cannot be taken past its memory by client buffers alone
-// (the other half covers the fixed pools, the runtime's garbage and the
-// kernel's socket buffers are not in it at all). What the process may use
-// is its cgroup's memory limit (v2 memory.max, else v1
-// memory.limit_in_bytes) when one is set, else physical memory.
+// The default of -max-memory: a quarter of what the process may use, so
+// that a default install cannot be taken past its memory by client
+// buffers. Not half: buffers live in the Go heap, and with GOGC=100 the
+// heap may grow to twice what is live before a collection, so a budget of
+// a quarter can cost up to half at its peak, leaving the other half for
+// the fixed pools, the runtime and everything else on the host (the
+// kernel's socket buffers are not in the process's memory at all). What
+// the process may use is its cgroup's memory limit (v2 memory.max, else
+// v1 memory.limit_in_bytes) when one is set, else physical memory.
 
 // memoryAvailable returns what the process may use and where that came
 // from, for -h.
@@ -57,7 +60,7 @@ func defaultMaxMemory() (int64, string) {
 		return 0, "off here: neither a cgroup limit nor physical memory could be read"
 	}
 	// Whole MiB, so that -h shows it plainly.
-	return avail / 2 &^ (1<<20 - 1), fmt.Sprintf("here half of %s, %.1f GiB", source, float64(avail)/(1<<30))
+	return avail / 4 &^ (1<<20 - 1), fmt.Sprintf("here a quarter of %s, %.1f GiB", source, float64(avail)/(1<<30))
 }
 
 // memFlag is -max-memory: a size, or 0 (off), or auto (the default).
