@@ -69,4 +69,8 @@
 // only while a frame spans reads (at most MaxFrame+5 bytes), and up to
 // MaxQueue bytes of queued output plus what its senders had already read
 // when backpressure paused them (see the README's memory formula).
+// MaxMemory bounds those buffers of all connections together (budget.go);
+// the limits for untrusted networks, ID spraying and connections per
+// source address, are limits.go's. Both keep their state beside the peer
+// records, not in them.
 package relay
