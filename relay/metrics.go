@@ -82,8 +82,8 @@ type Metrics struct {
 	// queued output, held frames) at its last count for -max-memory
 	// (budget.go); 0 with the budget off.
 	ClientBuffered atomic.Int64
-	Closed            [numCloseReasons]atomic.Uint64
-	Dropped           [numDropReasons]atomic.Uint64
+	Closed         [numCloseReasons]atomic.Uint64
+	Dropped        [numDropReasons]atomic.Uint64
 }
 
 // counts is the loop-private twin of Metrics.

@@ -57,6 +57,9 @@ func (s *Server) feed(p *peer, data []byte) {
 			s.hold(p, h, dest, frame, data)
 			return
 		}
+		if p.id == 0 {
+			return // a limit closed p: the rest of its read goes nowhere
+		}
 	}
 	if p.parser.Partial() && p.partialSince == 0 {
 		p.partialSince = s.clock

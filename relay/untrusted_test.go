@@ -198,8 +198,8 @@ func TestLimitConnsPerIP(t *testing.T) {
 // pair keeps relaying throughout.
 func TestLimitMaxMemory(t *testing.T) {
 	const (
-		budget = 8 << 20
-		hogs   = 40
+		budget  = 8 << 20
+		hogs    = 40
 		partial = 600 << 10
 	)
 	for _, backend := range backends {

@@ -97,9 +97,9 @@ func budgetRSS(t *testing.T, backend string, loops int) {
 	m := opsWaitMetric(t, maddr, "the hogs closed, back under the budget", within, func(m opsMetrics) bool {
 		return m.value[evicted] >= hogs-budget/partial && m.value["ringrelay_client_buffer_bytes"] <= budget
 	})
-	roundDone := trips
 	close(stop)
 	wg.Wait()
+	roundDone := trips
 	if pairErr != nil {
 		t.Fatalf("the pair stopped relaying after %d round trips: %v", roundDone, pairErr)
 	}
