@@ -14,8 +14,13 @@ import (
 // state lives here, in the loop's limits and the Group's shared, not in
 // the peer record, so an idle connection pays nothing for them.
 //
-// ID spraying. A connection whose frames reach more than MaxUnknownDest
+// ID spraying. A connection that sends more than MaxUnknownDest frames to
 // unknown IDs within one UnknownDestWindow is closed (ClosedUnknownDest).
+// A frame to one of the last sprayRecent unknown IDs the connection sent
+// to is not counted again: a client streaming to a peer that just left
+// (it has no way to learn of the departure but from the peer's side) sends
+// it many frames, while a scanner gains nothing from an ID it already
+// tried, so what is counted is, near enough, the distinct IDs probed.
 // Windows are fixed (the clock divided by the window), so a scanner gets
 // at most 2 x MaxUnknownDest probes across a window boundary before it is
 // closed. Where a frame is found unknown decides where it is counted:
@@ -47,11 +52,17 @@ import (
 // opens or closes, never on the data path. opened asks it, on whichever
 // loop the connection was placed on, so the limit holds across loops.
 
-// sprayCount is one connection's unknown-ID frames in the current window.
+// sprayCount is one connection's unknown-ID frames in the current window,
+// and the last unknown IDs it sent to.
 type sprayCount struct {
 	serial uint64
 	n      int
+	recent [sprayRecent]uint32
 }
+
+// sprayRecent is how many of a connection's last unknown IDs a repeat is
+// not counted for: a few peers that left at once.
+const sprayRecent = 4
 
 // sentTo records which connection last put a frame for an ID on another
 // loop's queue.
@@ -67,15 +78,15 @@ const sentToSize = 1024
 
 // limits is one loop's state for the limits of this file and budget.go.
 type limits struct {
-	spray       map[int]sprayCount // by slot, this window's unknown-ID frames
-	sprayWindow int64              // the window spray counts in
-	sent        []sentTo           // several loops only: see sentTo
-	ipOf        map[int]netip.Addr // by slot, the key a connection holds in ipTable
-	mem         memState           // budget.go
+	spray       map[int]*sprayCount // by slot, this window's unknown-ID frames
+	sprayWindow int64               // the window spray counts in
+	sent        []sentTo            // several loops only: see sentTo
+	ipOf        map[int]netip.Addr  // by slot, the key a connection holds in ipTable
+	mem         memState            // budget.go
 }
 
 func (l *limits) init(cfg *Config, loops int) {
-	l.spray = make(map[int]sprayCount)
+	l.spray = make(map[int]*sprayCount)
 	if cfg.MaxUnknownDest > 0 && loops > 1 {
 		l.sent = make([]sentTo, sentToSize)
 	}
@@ -84,9 +95,9 @@ func (l *limits) init(cfg *Config, loops int) {
 	}
 }
 
-// unknownDest counts a frame from src (nil: a sender that left) that
-// reached no connection, and closes src once it is over the limit.
-func (s *Server) unknownDest(src *peer) {
+// unknownDest counts a frame from src (nil: a sender that left) for dest
+// that reached no connection, and closes src once it is over the limit.
+func (s *Server) unknownDest(src *peer, dest uint32) {
 	if src == nil || s.cfg.MaxUnknownDest == 0 || src.id == 0 {
 		return
 	}
@@ -96,12 +107,18 @@ func (s *Server) unknownDest(src *peer) {
 		clear(s.lim.spray)
 	}
 	slot := src.conn.Slot()
-	c := s.lim.spray[slot]
-	if c.serial != src.serial {
-		c = sprayCount{serial: src.serial}
+	c, ok := s.lim.spray[slot]
+	if !ok || c.serial != src.serial {
+		c = &sprayCount{serial: src.serial}
+		s.lim.spray[slot] = c
 	}
+	for _, r := range c.recent {
+		if r == dest {
+			return // a repeat: not a probe
+		}
+	}
+	c.recent[c.n%sprayRecent] = dest
 	c.n++
-	s.lim.spray[slot] = c
 	if c.n > s.cfg.MaxUnknownDest {
 		delete(s.lim.spray, slot)
 		s.kick(src, ClosedUnknownDest, "over max-unknown-dest frames to unknown IDs")
@@ -136,7 +153,7 @@ func (s *Server) unknownBack(dest uint32) {
 	serial := e.serial
 	*e = sentTo{}
 	if p.serial == serial && p.conn != nil {
-		s.unknownDest(p)
+		s.unknownDest(p, dest)
 	}
 }
 

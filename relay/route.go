@@ -74,12 +74,12 @@ func (s *Server) forward(src *peer, dest uint32, frame []byte) int {
 	switch h := s.where(dest); h {
 	case nowhere:
 		s.counts.dropped[DropUnknownDest]++
-		s.unknownDest(src)
+		s.unknownDest(src, dest)
 	case here:
 		slot, ok := s.routes.Lookup(dest)
 		if !ok {
 			s.counts.dropped[DropUnknownDest]++
-			s.unknownDest(src)
+			s.unknownDest(src, dest)
 			break
 		}
 		dp := s.peers.at(slot)

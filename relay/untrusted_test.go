@@ -65,12 +65,13 @@ func TestLimitUnknownDest(t *testing.T) {
 				gone := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 				roundTrip(t, good, gone, 0)
 
-				// A peer leaves; a well-behaved client still has a few
-				// frames in flight to it. They are dropped and counted;
-				// the client stays.
+				// A peer leaves; a client streaming to it does not know and
+				// goes on sending, many times the limit. The frames are
+				// dropped and counted; the client stays: one ID again and
+				// again is not a scan.
 				gone.NC.Close()
 				servertest.WaitFor(t, "the peer's departure", untrustedWait, func() bool { return ts.open() == 2 })
-				const inFlight = 20
+				const inFlight = 3 * limit
 				for i := range inFlight {
 					if err := good.Send(gone.ID, limPayload(nil, 0, i, 64)); err != nil {
 						t.Fatal(err)

@@ -107,7 +107,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"shutdown-timeout", bind(fs.DurationVar, &c.Relay.ShutdownTimeout), "on SIGINT/SIGTERM, how long to keep writing queued output before closing"},
 		}},
 		{"Untrusted networks (README, Security notes)", []flagDef{
-			{"max-unknown-dest", bind(fs.IntVar, &c.Relay.MaxUnknownDest), "close a connection that sends more than this `count` of frames to unknown IDs within -unknown-dest-window (ID scanning); 0 is off. The default is far above the few frames a client has in flight to a peer that just left"},
+			{"max-unknown-dest", bind(fs.IntVar, &c.Relay.MaxUnknownDest), "close a connection that sends more than this `count` of frames to unknown IDs within -unknown-dest-window (ID scanning); repeats to its last 4 unknown IDs are not counted, so a client still sending to a peer that left is not closed; 0 is off"},
 			{"unknown-dest-window", bind(fs.DurationVar, &c.Relay.UnknownDestWindow), "the window -max-unknown-dest counts over"},
 			{"max-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxConnsPerIP), "open connections allowed from one source address (`count`); newer ones are accepted and closed at once; 0 is off, as by default: every local client shares 127.0.0.1"},
 			{"max-new-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxNewConnsPerIP), "new connections allowed per second from one source address (`count`); over it accepted and closed at once; 0 is off"},
