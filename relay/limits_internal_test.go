@@ -33,8 +33,10 @@ func TestIPTableLimits(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 
 	// Open connections: two from a, the third refused; b is apart.
-	if !tb.acquire(a, t0, 2, 0) || !tb.acquire(a, t0, 2, 0) {
-		t.Fatal("the first two connections from a refused")
+	for i := range 2 {
+		if !tb.acquire(a, t0, 2, 0) {
+			t.Fatalf("connection %d from a refused under a limit of 2", i+1)
+		}
 	}
 	if tb.acquire(a, t0, 2, 0) {
 		t.Fatal("a third open connection from a admitted over a limit of 2")
