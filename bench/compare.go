@@ -138,7 +138,7 @@ func (c *comparison) run(ctx context.Context, run int, servers []*Server) error 
 			s := servers[ci]
 			label := fmt.Sprintf("[%d/%d] run %d/%d  %-18s %-6s", c.step, c.steps, run+1, c.cfg.Runs, p.Name, col.Name)
 			fig := Measure(ctx, s.Addr, p, Options{
-				Warmup: c.cfg.Warmup, Duration: c.cfg.Duration, ServerPID: s.Pid(),
+				Warmup: c.cfg.Warmup, Duration: c.cfg.Duration, ServerPID: s.Pid(), TLS: col.TLS,
 				Progress: func(elapsed time.Duration, fps float64) {
 					c.progress.Show("%s %5.1fs  %s frames/s", label, elapsed.Seconds(), count(fps))
 				},

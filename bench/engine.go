@@ -47,15 +47,22 @@ type gconn struct {
 	src    fdReader
 	out    []byte // output; out[sent:] is not written yet
 	sent   int
-	stream bool // a sender that writes whenever the socket takes more
-	armed  bool // EPOLLOUT is in the interest set (readers only)
+	tlsw   *tlsWriter // a TLS connection's sealed output (tls.go); nil for plaintext
+	stream bool       // a sender that writes whenever the socket takes more
+	armed  bool       // EPOLLOUT is in the interest set (readers only)
 	dead   bool
 }
 
 // fdReader reads a non-blocking socket for Splitter.Fill.
-type fdReader struct{ fd int }
+type fdReader struct {
+	fd  int
+	tls *tlsReader // a TLS connection's record layer; nil for plaintext
+}
 
 func (r *fdReader) Read(p []byte) (int, error) {
+	if r.tls != nil {
+		return r.tls.read(r.fd, p)
+	}
 	n, err := unix.Read(r.fd, p)
 	if n < 0 {
 		n = 0
@@ -252,7 +259,13 @@ func (w *worker) write(c *gconn) {
 		}
 		c.role.refill(c)
 	}
-	n, err := unix.Write(c.fd, c.out[c.sent:])
+	var n int
+	var err error
+	if c.tlsw != nil {
+		n, err = c.tlsw.write(c.fd, c.out[c.sent:])
+	} else {
+		n, err = unix.Write(c.fd, c.out[c.sent:])
+	}
 	if n > 0 {
 		c.sent += n
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -18,9 +19,10 @@ type LoadConfig struct {
 	Point      Point
 	Warmup     time.Duration
 	Duration   time.Duration
-	ServerPID  int    // 0: do not measure the server
-	CPU        int    // pin the generator here; -1 leaves it unpinned
-	CPUProfile string // write the generator's CPU profile here; "" for none
+	ServerPID  int         // 0: do not measure the server
+	CPU        int         // pin the generator here; -1 leaves it unpinned
+	CPUProfile string      // write the generator's CPU profile here; "" for none
+	TLS        *tls.Config // dial over TLS 1.3 with this configuration; nil: plaintext
 }
 
 // Validate checks the configuration before anything starts.
@@ -68,7 +70,7 @@ func Load(ctx context.Context, cfg LoadConfig, progress *Progress) (*Report, err
 		defer pprof.StopCPUProfile()
 	}
 	fig := Measure(ctx, cfg.Addr, cfg.Point, Options{
-		Warmup: cfg.Warmup, Duration: cfg.Duration, ServerPID: cfg.ServerPID,
+		Warmup: cfg.Warmup, Duration: cfg.Duration, ServerPID: cfg.ServerPID, TLS: cfg.TLS,
 		Progress: func(elapsed time.Duration, fps float64) {
 			progress.Show("%s  %5.1fs  %s frames/s", cfg.Point.Name, elapsed.Seconds(), count(fps))
 		},

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
@@ -63,6 +64,8 @@ type Options struct {
 	// WorkerCPUs, if set, gives the generator one thread per CPU listed,
 	// each pinned to its own (Workers is then ignored).
 	WorkerCPUs []int
+	// TLS, if set, dials the server over TLS 1.3 with this configuration.
+	TLS *tls.Config
 	// Progress, if set, is called a few times a second with the time since
 	// traffic started and the current delivery rate.
 	Progress func(elapsed time.Duration, framesPerSec float64)
@@ -99,6 +102,7 @@ func measure(ctx context.Context, addr string, p Point, o Options, m *meter) Fig
 		m.fail("%v", err)
 		return fig
 	}
+	d.tls = o.TLS
 	pid := o.ServerPID
 	var rssBefore int64
 	if pid > 0 {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ringrelay/ringrelay/internal/frame"
+	"github.com/ringrelay/ringrelay/tlsrecord"
 )
 
 // peer is one client connection of a workload: its ID as the server assigned
@@ -20,6 +22,7 @@ type peer struct {
 	conn  *net.TCPConn // nil once detached
 	id    uint32
 	index uint32
+	rec   *tlsrecord.Conn // a TLS column's record layer (tls.go); nil for plaintext
 }
 
 // appendFrame appends a frame to dest carrying the payload for (sender, seq).
@@ -48,6 +51,7 @@ type dialer struct {
 	addrs   []string
 	sources []net.IP
 	next    atomic.Uint32
+	tls     *tls.Config // nil: plaintext
 }
 
 func newDialer(addr string) (*dialer, error) {
@@ -91,6 +95,18 @@ func (d *dialer) dial(ctx context.Context, i int) (*peer, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	tc := c.(*net.TCPConn)
+	if d.tls != nil {
+		rec, id, err := handshake(ctx, tc, d.tls)
+		if err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("%s: %w", addr, err)
+		}
+		if id == 0 {
+			tc.Close()
+			return nil, fmt.Errorf("server at %s assigned ID 0, which the protocol reserves", addr)
+		}
+		return &peer{conn: tc, id: id, rec: rec}, nil
+	}
 	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	id, err := frame.ReadID(tc)
 	if err != nil {

@@ -23,7 +23,7 @@ type Point struct {
 }
 
 // Workloads lists the workload names Point.Workload accepts.
-var Workloads = []string{"pingpong", "flood", "fanin", "idle"}
+var Workloads = []string{"pingpong", "flood", "fanin", "idle", "connect"}
 
 // NewPoint fills in a Point for workload, taking defaults for the parameters
 // that are zero, and names it after its parameters.
@@ -38,6 +38,8 @@ func NewPoint(workload string, pairs, window, senders, conns, size int) (Point, 
 		p.Senders, p.Size = or(senders, 100), or(size, 256)
 	case "idle":
 		p.Conns = or(conns, 10000)
+	case "connect":
+		p.Conns = or(conns, 8)
 	default:
 		return Point{}, fmt.Errorf("unknown workload %q (want one of %s)", workload, strings.Join(Workloads, ", "))
 	}
@@ -76,6 +78,8 @@ func (p Point) defaultName() string {
 		name = fmt.Sprintf("fanin-%dx%s", p.Senders, sizeName(p.Size))
 	case "idle":
 		name = fmt.Sprintf("idle-%d", p.Conns)
+	case "connect":
+		name = fmt.Sprintf("connect-%d", p.Conns)
 	}
 	if p.Pairing == PairRandom {
 		name += "-random"
@@ -116,7 +120,7 @@ func (p Point) Validate() error {
 		errs = append(errs, positive("pairs", p.Pairs), positive("window", p.Window))
 	case "fanin":
 		errs = append(errs, positive("senders", p.Senders))
-	case "idle":
+	case "idle", "connect":
 		errs = append(errs, positive("conns", p.Conns))
 		return errors.Join(errs...)
 	case "flood":
@@ -145,6 +149,13 @@ func DefaultPoints() []Point {
 		must(NewPoint("flood", 0, 0, 0, 0, 64*1024)),
 		must(NewPoint("fanin", 0, 0, 100, 0, 256)),
 	}
+}
+
+// ExtraPoints can be asked for by name (-points) but do not run by
+// default: connect-8, new connections per second through 8 parallel
+// dialers (the handshake point of a TLS column).
+func ExtraPoints() []Point {
+	return []Point{must(NewPoint("connect", 0, 0, 0, 8, 0))}
 }
 
 // QuickPoints are the points of `ringbench compare -quick`.

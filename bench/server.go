@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,6 +27,9 @@ type Contender struct {
 	Argv []string
 	// marker, if set, is the text of the log line StartLine waits for.
 	marker string
+	// TLS, if set, makes the generator dial this column over TLS 1.3
+	// with this client configuration (bench/tls.go).
+	TLS *tls.Config
 }
 
 // Backend is the contender that runs the ringrelay binary at path with
@@ -175,7 +179,11 @@ func StartServer(ctx context.Context, c Contender, at Placement) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Name, err)
 	}
-	if err := p.WaitReady(ctx, 15*time.Second, 4); err != nil {
+	hello := 4 // the ID, the first thing a plaintext relay sends
+	if c.TLS != nil {
+		hello = 0 // a TLS relay sends nothing before the handshake
+	}
+	if err := p.WaitReady(ctx, 15*time.Second, hello); err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("%s (%s): %w", c.Name, strings.Join(argv, " "), err)
 	}
@@ -225,4 +233,13 @@ func FindServer(path string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no ringrelay binary at %s (run `make build`, or pass -server PATH)", strings.Join(candidates, " or "))
+}
+
+// TLSBackend is Backend serving TLS: ringrelay with -tls-cert and
+// -tls-key, dialed by the generator with cfg. Its column is named
+// name+"-tls".
+func TLSBackend(path, name, cert, key string, flags []string, cfg *tls.Config) Contender {
+	c := Backend(path, name, append([]string{"-tls-cert", cert, "-tls-key", key}, flags...))
+	c.Name, c.TLS = name+"-tls", cfg
+	return c
 }

@@ -37,7 +37,7 @@ func newTraffic(p Point, workers int, cpus []int) (traffic, error) {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	var codec *Codec
-	if p.Workload != "idle" {
+	if p.Workload != "idle" && p.Workload != "connect" {
 		var err error
 		if codec, err = NewCodec(p.Size); err != nil {
 			return nil, err
@@ -56,6 +56,8 @@ func newTraffic(p Point, workers int, cpus []int) (traffic, error) {
 			workers: min(workers, p.Senders+1), engineTraffic: et}, nil
 	case "idle":
 		return &idle{count: p.Conns}, nil
+	case "connect":
+		return &connect{parallel: p.Conns}, nil
 	}
 	return nil, fmt.Errorf("unknown workload %q", p.Workload)
 }
@@ -90,6 +92,10 @@ func (t *engineTraffic) build(peers []*peer, workers int, place func(i int, c *g
 	}
 	for i, fd := range fds {
 		c := &gconn{fd: fd}
+		if rec := peers[i].rec; rec != nil {
+			c.src.tls = newTLSReader(rec)
+			c.tlsw = &tlsWriter{rec: rec}
+		}
 		if err := t.eng.add(place(i, c), c); err != nil {
 			closeFDs(fds[i+1:])
 			t.eng.stop()

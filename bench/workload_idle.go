@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"io"
 	"time"
 )
 
@@ -38,7 +37,7 @@ func (w *idle) finish(m *meter) {
 	var out []byte
 	for _, p := range w.peers {
 		out = appendFrame(out[:0], p.id, codec, p.index, 0)
-		if _, err := p.conn.Write(out); err != nil {
+		if err := p.write(out); err != nil {
 			m.fail("idle connection %d: probe write: %v", p.index, err)
 			return
 		}
@@ -47,7 +46,7 @@ func (w *idle) finish(m *meter) {
 	echo := make([]byte, codec.Size()+1)
 	for _, p := range w.peers {
 		_ = p.conn.SetReadDeadline(deadline)
-		if _, err := io.ReadFull(p.conn, echo); err != nil {
+		if err := p.readFull(echo); err != nil {
 			m.fail("idle connection %d: probe not echoed (did the server close it?): %v", p.index, err)
 			return
 		}

@@ -224,9 +224,11 @@ func (b *Bridge) natsOptions() []nats.Option {
 		// Fail fast: nothing published while disconnected is kept to be
 		// delivered late; it is dropped and counted instead.
 		nats.ReconnectBufSize(-1),
-		// A server that stops answering is noticed within about two
-		// announcement intervals, not the client's default minutes.
+		// A server that stops answering is noticed within about
+		// AnnounceMissed announcement intervals (as a silent peer node
+		// is), not the client's default minutes.
 		nats.PingInterval(c.AnnounceEvery),
+		nats.MaxPingsOutstanding(max(2, c.AnnounceMissed)),
 		nats.NoEcho(),
 		nats.DisconnectErrHandler(b.onDisconnect),
 		nats.ReconnectHandler(b.onReconnect),

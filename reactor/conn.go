@@ -49,6 +49,7 @@ const (
 	flagEOF                              // peer closed its sending side
 	flagDrainArmed                       // NotifyDrained mark is set
 	flagPinned                           // the kernel may be reading the output chunks (an io_uring send is in flight)
+	flagTLS                              // a TLS connection: its record-layer state is in eventLoop.tls (tls.go)
 )
 
 // Slot is a small dense index of the connection, stable from Opened to
@@ -65,11 +66,14 @@ func (c *Conn) Send(b []byte) {
 	c.loop.markDirty(c)
 }
 
-// Pending is the number of queued output bytes not yet accepted by the kernel.
+// Pending is the number of queued output bytes not yet accepted by the
+// kernel. On a TLS connection it counts plaintext: bytes queued, and those
+// sealed into ciphertext the kernel has not taken whole yet.
 func (c *Conn) Pending() int { return c.out.n }
 
 // Written is the total number of bytes the kernel accepted for this
-// connection.
+// connection: on a TLS connection, ciphertext, so that Written minus
+// Unacked stays in one unit.
 func (c *Conn) Written() uint64 { return c.written }
 
 // Unacked is the number of bytes the kernel has taken for this connection

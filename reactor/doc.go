@@ -48,11 +48,52 @@
 // it instead of waiting for a quiet period.
 //
 // Output is queued in chunks from a loop-wide pool (outqueue.go): memory
-// follows what is queued, and an idle connection holds none.
+// follows what is queued, and an idle connection holds none. Trim
+// (trim.go), for an owner whose loop has been quiet, gives back the
+// pool's free chunks and the pages of the receive buffers where the
+// kernel cannot be filling them (the epoll arena; the io_uring ring only
+// under DEFER_TASKRUN with nothing left to reap).
 //
-// Only Wake and Stats may be used from other goroutines. Wake makes the
-// loop return a Woken event; it is how signals and shutdown reach the loop
-// without any other goroutine touching its state.
+// Only Wake, AdoptTLS and Stats may be used from other goroutines. Wake
+// makes the loop return a Woken event; it is how signals and shutdown
+// reach the loop without any other goroutine touching its state.
+//
+// # TLS connections
+//
+// A TLS connection's handshake runs off the loop (package tlshandshake,
+// on crypto/tls); the goroutine that finished it calls AdoptTLS(fd, rec)
+// with the socket and its record layer (package tlsrecord). AdoptTLS puts
+// both in a small mutex-protected inbox and wakes the loop; the next Poll
+// opens them like adopted sockets (an Opened event) and marks them TLS.
+// From then on, on both backends (tls.go):
+//
+//   - Received bytes are opened record by record into the loop's
+//     plaintext arena, reset each Poll like the receive buffers, and the
+//     plaintext of one receive is one Received event: the owner never
+//     sees ciphertext. A record cut by the end of a receive waits in a
+//     per-connection accumulation buffer, which exists only while the
+//     record is partial.
+//   - Send queues plaintext, and Pending counts plaintext. When the loop
+//     starts a write it seals up to 256 KiB of the queue into as few
+//     records as possible (many frames per record, each at most 2^14
+//     bytes) in a pooled ciphertext buffer and writes that; one write in
+//     flight per connection, as for plaintext. The plaintext leaves the
+//     queue once its ciphertext is all written. Written counts ciphertext.
+//   - A KeyUpdate from the peer is followed, and answered before the next
+//     record when the peer asks. The peer's close_notify is a clean end of
+//     its sending side (like EOF; answered with ours once the queue is
+//     out). A record that fails (bad_record_mac, record_overflow, ...)
+//     ends reading, drops queued output, sends the alert and closes with
+//     an error wrapping ErrTLS; a fatal alert from the peer closes at once.
+//     Conn.Close sends close_notify first when nothing is half written
+//     (one non-blocking send on the way out), so a client the owner
+//     closes, at shutdown say, sees a clean end.
+//   - A TLS connection that neither received nor sent for a whole second
+//     has its ciphers dropped (tlsrecord.Conn.Shrink) at the next Poll's
+//     sweep; its next record rebuilds them.
+//
+// A plaintext connection pays a flag test: the TLS state sits in a side
+// table by slot, and Conn stays 64 bytes.
 //
 // # Many loops
 //
@@ -82,10 +123,12 @@
 // I/O behind the engine interface. Every Poll runs these steps, in order:
 //
 //  1. Give back borrowed buffers: Data handed out by the previous Poll
-//     returns to the engine (io_uring: the buffer ring; epoll: the arena).
+//     returns to the engine (io_uring: the buffer ring; epoll: the arena),
+//     and the TLS plaintext arena is reset.
 //  2. Reuse freed slots: slots released during the previous Poll become
 //     free, so a *Conn is handed out again only after the owner saw its
-//     Closed.
+//     Closed. Then open what AdoptTLS queued, and, at most once a second
+//     while TLS connections are open, shrink the idle ones.
 //  3. Apply the owner's requests: for each connection on the dirty list,
 //     close it if asked, start sending queued output (one send in flight at
 //     a time), close it if the peer finished sending and nothing is left to

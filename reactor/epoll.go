@@ -119,7 +119,11 @@ func newEpoll(addr string, cfg Config) (*eventLoop, error) {
 	}
 
 	e.ready = make([]unix.EpollEvent, epollReadyMax)
-	e.arena = make([]byte, cfg.Buffers*cfg.BufferSize)
+	// The arena is mapped outside the Go heap, like the io_uring buffer
+	// ring, so that trim can hand its pages back to the kernel.
+	if e.arena, err = unix.Mmap(-1, 0, cfg.Buffers*cfg.BufferSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE); err != nil {
+		return fail(fmt.Errorf("epoll: read arena: mmap %d bytes: %w", cfg.Buffers*cfg.BufferSize, err))
+	}
 	return l, nil
 }
 
@@ -130,6 +134,15 @@ func (e *epollEngine) features() string {
 }
 
 func (e *epollEngine) giveBack() { e.arenaNext = 0 }
+
+// trim gives the arena's pages back to the kernel: only this loop's own
+// read(2) calls write into it, and none is under way between Polls, so
+// the pages can go (they read as zeros when next touched).
+func (e *epollEngine) trim() {
+	if e.arena != nil {
+		_ = unix.Madvise(e.arena, unix.MADV_DONTNEED)
+	}
+}
 
 // startSend writes now, unless EPOLLOUT is registered: then the socket
 // buffer was full at the last try, and epoll says when it has room.
@@ -144,6 +157,10 @@ func (e *epollEngine) startSend(c *Conn) {
 // socket buffer is full (a short write or EAGAIN; armConn then registers
 // EPOLLOUT). A failed write closes c.
 func (e *epollEngine) writeOut(c *Conn) {
+	if c.flags&flagTLS != 0 {
+		e.writeTLS(c)
+		return
+	}
 	for c.out.n > 0 {
 		k := c.out.peek(e.segs[:])
 		want := 0
@@ -164,6 +181,34 @@ func (e *epollEngine) writeOut(c *Conn) {
 			return
 		case unix.EINTR:
 		default: // EPIPE, ECONNRESET, ...
+			e.closeConn(c, err)
+			return
+		}
+	}
+}
+
+// writeTLS is writeOut for a TLS connection: it writes sealed batches
+// (eventLoop.tlsOutput) until there is nothing left or the socket buffer
+// is full.
+func (e *epollEngine) writeTLS(c *Conn) {
+	for {
+		b := e.tlsOutput(c)
+		if len(b) == 0 {
+			return
+		}
+		n, err := sendNoSignal(int(c.fd), b)
+		if n > 0 {
+			e.tlsSent(c, n)
+		}
+		switch err {
+		case nil:
+			if n < len(b) {
+				return
+			}
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+		default:
 			e.closeConn(c, err)
 			return
 		}
@@ -192,7 +237,7 @@ func (e *epollEngine) armConn(c *Conn) {
 	if c.flags&(flagWantPause|flagEOF) == 0 {
 		want |= epollReadInterest
 	}
-	if c.out.n > 0 {
+	if e.hasOutput(c) {
 		want |= unix.EPOLLOUT
 	}
 	if want == e.interest[c.slot] {
@@ -312,7 +357,7 @@ func (e *epollEngine) handleReady(ev *unix.EpollEvent, events []Event, n int) in
 		return n
 	}
 
-	if ev.Events&unix.EPOLLOUT != 0 && c.out.n > 0 {
+	if ev.Events&unix.EPOLLOUT != 0 && e.hasOutput(c) {
 		e.writeOut(c)
 		if c.flags&flagOpen == 0 {
 			return n // the write failed and closed it
@@ -357,7 +402,13 @@ func (e *epollEngine) readOnce(c *Conn, events []Event, n int) int {
 	switch {
 	case r > 0:
 		e.arenaNext++
-		events[n] = Event{Kind: Received, Conn: c, Data: chunk[:r]}
+		data := chunk[:r]
+		if c.flags&flagTLS != 0 {
+			if data = e.tlsReceive(c, data, nil); len(data) == 0 {
+				return n
+			}
+		}
+		events[n] = Event{Kind: Received, Conn: c, Data: data}
 		return n + 1
 	case err == nil: // r == 0: the peer closed its sending side
 		c.flags |= flagEOF
@@ -441,6 +492,10 @@ func (e *epollEngine) close() error {
 	}
 	err := unix.Close(e.epfd)
 	e.epfd = -1
+	if e.arena != nil {
+		_ = unix.Munmap(e.arena)
+		e.arena = nil
+	}
 	if err != nil {
 		return fmt.Errorf("close epoll: %w", err)
 	}

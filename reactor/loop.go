@@ -39,6 +39,17 @@ type eventLoop struct {
 	doorbellSeen bool
 	err          error // first failure to hand work to the kernel; Poll reports it
 	isClosed     bool
+
+	// TLS connections (tls.go): record-layer state by slot (nil for a
+	// plaintext connection), the inbox AdoptTLS fills, and the buffers
+	// only TLS connections use.
+	tls      []*tlsState
+	tlsIn    tlsInbox
+	tlsSpare []tlsAdoption
+	tlsConns int
+	tlsPlain tlsArena
+	tlsBufs  tlsBufPool
+	tlsSweep time.Time
 }
 
 // engine is what one I/O backend provides. Poll calls it in the order the
@@ -90,6 +101,11 @@ type engine interface {
 	// eventfd. Called on this loop's goroutine; dst belongs to another.
 	ringLoop(dst *eventLoop) bool
 
+	// trim gives back what the engine keeps for reuse and no connection
+	// holds (Loop.Trim). Called between Polls, after the owner handled
+	// the last one's events.
+	trim()
+
 	// close releases the engine's resources. Connections that are still
 	// open are closed by eventLoop.Close afterwards; the engine closes the
 	// descriptors of those it was tearing down.
@@ -108,7 +124,12 @@ func (l *eventLoop) Poll(events []Event, timeout time.Duration) (int, error) {
 	}
 	l.doorbellSeen = false
 	l.io.giveBack()
+	l.tlsPlain.reset()
 	l.reuseSlots()
+	l.takeTLSAdoptions()
+	if l.tlsConns > 0 || len(l.tlsPlain.blocks) > 0 {
+		l.sweepTLS()
+	}
 	l.applyRequests()
 	timeout = l.armAccept(timeout)
 	if l.err != nil {
@@ -145,18 +166,22 @@ func (l *eventLoop) applyRequests() {
 			continue // closed before its requests came up
 		}
 		if c.flags&flagWantClose != 0 {
+			if c.flags&flagTLS != 0 {
+				l.tlsGoodbye(c)
+			}
 			l.io.closeConn(c, ErrClosedLocally)
 			continue
 		}
-		if c.out.n > 0 {
+		if l.hasOutput(c) {
 			if l.io.startSend(c); c.flags&flagOpen == 0 {
 				continue // the write failed and closed it
 			}
 		}
-		if c.flags&flagEOF != 0 && c.out.n == 0 {
-			// The peer finished sending, everything queued for it is out, and
-			// the owner has handled every event before this Poll.
-			l.io.closeConn(c, nil)
+		if c.flags&flagEOF != 0 && !l.hasOutput(c) {
+			// The peer finished sending (or, on TLS, reading ended), everything
+			// queued for it is out, and the owner has handled every event
+			// before this Poll.
+			l.io.closeConn(c, l.endErr(c))
 			continue
 		}
 		l.checkDrained(c)
@@ -171,7 +196,7 @@ func (l *eventLoop) applyRequests() {
 // which may queue more output for c).
 func (l *eventLoop) wrote(c *Conn) {
 	l.checkDrained(c)
-	if c.flags&flagEOF != 0 && c.out.n == 0 {
+	if c.flags&flagEOF != 0 && !l.hasOutput(c) {
 		l.markDirty(c)
 	}
 }
@@ -269,6 +294,9 @@ const genMask = 1<<24 - 1
 // the next Poll (see reuseSlots). Its generation moves on, so late
 // completions or readiness reports for the old socket miss.
 func (l *eventLoop) release(c *Conn) {
+	if c.flags&flagTLS != 0 {
+		l.releaseTLS(c)
+	}
 	c.gen = (c.gen + 1) & genMask
 	c.fd = -1
 	c.flags = 0
@@ -372,6 +400,7 @@ func (l *eventLoop) Close() error {
 		return nil
 	}
 	l.isClosed = true
+	l.closeTLSInbox()
 	err := l.io.close()
 	for _, c := range l.conns {
 		if c.fd >= 0 && c.flags&flagOpen != 0 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/ring"
+	"github.com/ringrelay/ringrelay/tlsrecord"
 )
 
 // Kind says what an Event reports.
@@ -74,7 +75,7 @@ var (
 )
 
 // Loop is one event loop: a listener (or none), its connections and an I/O
-// backend. Every method except Wake and Stats must be called from the
+// backend. Every method except Wake, AdoptTLS and Stats must be called from the
 // goroutine that calls Poll; the loop is not safe for concurrent use by
 // design.
 type Loop interface {
@@ -96,6 +97,16 @@ type Loop interface {
 	// in Stats.Accepted). The loop owns fd from the call on; on a closed
 	// loop Adopt closes it.
 	Adopt(fd int)
+	// AdoptTLS is Adopt for a socket whose TLS 1.3 handshake finished
+	// elsewhere (package tlshandshake), with rec, its record layer, made
+	// from the handshake's traffic secrets. Unlike the other methods it is
+	// safe from any goroutine: it queues the socket and wakes the loop,
+	// which opens it at its next Poll (an Opened event, then a Woken one).
+	// From then on the loop decrypts what the connection receives and
+	// encrypts what it sends; the owner sees plaintext (see tls.go). The
+	// loop owns fd and rec from the call on; on a closed loop AdoptTLS
+	// closes fd.
+	AdoptTLS(fd int, rec *tlsrecord.Conn)
 	// Reject closes fd, a socket from an Accepted event that no loop will
 	// adopt (the owner is shutting down, say). Like Adopt it may be called
 	// on any loop; the socket is closed at once.
@@ -118,6 +129,14 @@ type Loop interface {
 	// true until the owner resumes a connection or a new one opens. It
 	// walks every slot; meant for shutdown, not for each Poll.
 	ReadsStopped() bool
+	// Trim gives back memory the loop keeps for reuse but no connection
+	// holds: the free chunks of its output pool and, on epoll, the pages
+	// of its read arena (zeroed, so Data from the last Poll must no
+	// longer be used). Meant for a loop that has been quiet for a while:
+	// the next burst pays to allocate again. Queued output, partial reads
+	// and the io_uring buffer ring (the kernel may fill it at any moment)
+	// stay.
+	Trim()
 	// Addr is the address the listener is bound to; nil without one.
 	Addr() net.Addr
 	// Backend names the I/O engine in use.
@@ -250,6 +269,15 @@ type Stats struct {
 	// DoorbellsIn counts MSG_RING doorbells this loop received (io_uring);
 	// those of one Poll fold into one Woken event.
 	DoorbellsIn atomic.Uint64
+	// TLS connections (AdoptTLS): open now; records that failed here
+	// (an alert was sent and the connection closed: bad_record_mac,
+	// record_overflow, ...); fatal alerts the peer sent; close_notify
+	// received; ciphers dropped from connections gone idle (Shrink).
+	TLSOpen         atomic.Int64
+	TLSRecordErrors atomic.Uint64
+	TLSPeerAlerts   atomic.Uint64
+	TLSCloseNotify  atomic.Uint64
+	TLSShrinks      atomic.Uint64
 	// BatchSizes is a histogram of completions per wait: bucket i counts
 	// waits that returned at most BatchBounds[i] completions; the last
 	// bucket counts the rest.

@@ -143,6 +143,18 @@ func (u *uringEngine) startSend(c *Conn) {
 // much the kernel took; Send meanwhile appends after them.
 func (u *uringEngine) send(c *Conn, s *uringSlot) {
 	ud := ring.Pack(opSend, c.slot, c.gen)
+	if c.flags&flagTLS != 0 {
+		// The kernel reads the sealed batch, never the chunks, so they
+		// are not pinned: Send may keep moving them.
+		b := u.tlsOutput(c)
+		if len(b) == 0 {
+			return
+		}
+		u.submitErr(u.ring.Send(int(c.fd), b, ud))
+		s.sendArmed = true
+		s.inflight++
+		return
+	}
 	k := c.out.peek(u.segs[:])
 	if k == 1 {
 		u.submitErr(u.ring.Send(int(c.fd), u.segs[0], ud))
@@ -166,6 +178,16 @@ func (u *uringEngine) takeVec() *sendVec {
 		return v
 	}
 	return new(sendVec)
+}
+
+// trim drops the free sendmsg vectors and hands the buffer ring's pages
+// back to the kernel where that is safe (ring.BufferRing.Release: with
+// DEFER_TASKRUN and nothing left to reap; otherwise the ring stays
+// resident).
+func (u *uringEngine) trim() {
+	clear(u.vecs)
+	u.vecs = nil
+	u.bufs.Release()
 }
 
 // wideClients is the most open connections for which armConn asks for the
@@ -431,6 +453,9 @@ func (u *uringEngine) onRecv(c *Conn, s *uringSlot, cqe *ring.Completion, evs []
 			s.window = u.window
 			u.activeNow++
 		}
+		if c.flags&flagTLS != 0 && c.flags&(flagOpen|flagWantClose) == flagOpen {
+			first, second = u.tlsReceive(c, first, second), nil
+		}
 		if len(first) > 0 && c.flags&(flagOpen|flagWantClose) == flagOpen {
 			evs[0] = Event{Kind: Received, Conn: c, Data: first}
 			delivered = 1
@@ -483,8 +508,12 @@ func (u *uringEngine) onSend(c *Conn, s *uringSlot, cqe *ring.Completion) {
 	default:
 		// A short send leaves the rest at the head of the queue, so it goes
 		// first in the next send and order is kept.
-		c.consumed(int(cqe.Res))
-		if c.out.n > 0 {
+		if c.flags&flagTLS != 0 {
+			u.tlsSent(c, int(cqe.Res))
+		} else {
+			c.consumed(int(cqe.Res))
+		}
+		if u.hasOutput(c) {
 			u.send(c, s)
 		}
 		u.wrote(c)

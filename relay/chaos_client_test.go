@@ -6,6 +6,7 @@ package relay_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"math/rand/v2"
@@ -72,7 +73,13 @@ func (ch *chaos) dial(slot, ordinal int) *chaosInc {
 	if len(ch.addrs) > 0 {
 		addr = ch.addrs[slot%len(ch.addrs)]
 	}
-	c, err := client.Dial(ctx, addr)
+	var c *client.Conn
+	var err error
+	if ch.ts.tlsCfg != nil {
+		c, err = client.DialTLS(ctx, addr, ch.ts.tlsCfg)
+	} else {
+		c, err = client.Dial(ctx, addr)
+	}
 	if err != nil {
 		ch.fail("slot %d: dial: %v", slot, err)
 		return nil
@@ -124,7 +131,7 @@ func (ch *chaos) reset(inc *chaosInc, rng *rand.Rand) {
 		inc.c.NetConn().Write(fr[:cut]) // may block on backpressure: the deadline ends it
 		ch.truncs.Add(1)
 	}
-	inc.c.NetConn().(*net.TCPConn).SetLinger(0)
+	rawTCP(inc.c).SetLinger(0)
 	inc.c.Close()
 	<-inc.readDone
 }
@@ -134,7 +141,7 @@ func (ch *chaos) reset(inc *chaosInc, rng *rand.Rand) {
 func (ch *chaos) halfClose(inc *chaosInc) {
 	ch.retire(inc, chaosHalf)
 	ch.halfs.Add(1)
-	if err := inc.c.NetConn().(*net.TCPConn).CloseWrite(); err != nil {
+	if err := closeWrite(inc.c); err != nil {
 		ch.fail("incarnation %d: CloseWrite: %v", inc.n, err)
 	}
 	select {
@@ -311,4 +318,21 @@ func (ch *chaos) reader(inc *chaosInc, rng *rand.Rand) {
 			time.Sleep(time.Duration(20+rng.IntN(280)) * time.Millisecond)
 		}
 	}
+}
+
+// rawTCP is the TCP socket under c, plaintext or TLS.
+func rawTCP(c *client.Conn) *net.TCPConn {
+	if tc, ok := c.NetConn().(*tls.Conn); ok {
+		return tc.NetConn().(*net.TCPConn)
+	}
+	return c.NetConn().(*net.TCPConn)
+}
+
+// closeWrite ends c's sending side: a TCP half-close, or over TLS a
+// close_notify, which the relay takes the same way.
+func closeWrite(c *client.Conn) error {
+	if tc, ok := c.NetConn().(*tls.Conn); ok {
+		return tc.CloseWrite()
+	}
+	return c.NetConn().(*net.TCPConn).CloseWrite()
 }

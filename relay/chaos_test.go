@@ -20,7 +20,6 @@ package relay_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -373,7 +372,7 @@ func (ch *chaos) settle(ts *testServer) chaosReport {
 	// checked like any other.
 	for _, inc := range final {
 		if inc.end.CompareAndSwap(chaosOpen, chaosFinal) {
-			if err := inc.c.NetConn().(*net.TCPConn).CloseWrite(); err != nil {
+			if err := closeWrite(inc.c); err != nil {
 				ch.fail("incarnation %d: CloseWrite: %v", inc.n, err)
 			}
 		}
@@ -449,6 +448,23 @@ func TestChaos(t *testing.T) {
 				ts := startServerN(t, backend, loops, chaosEdit)
 				rep := runChaos(t, ts, backend, base, 0, chaosTraffic)
 				t.Logf("%s, %d loops: %s", backend, loops, rep)
+			})
+		}
+	}
+}
+
+// TestChaosTLS is TestChaos over TLS: the same clients, resets,
+// half-closes (close_notify) and lossless oracle, through the handshake
+// pool and the loops' record layer.
+func TestChaosTLS(t *testing.T) {
+	base := chaosBaseSeed(t)
+	t.Logf("chaos seed %d (replay with RINGRELAY_CHAOS_SEED=%d)", base, base)
+	for _, backend := range backends {
+		for _, loops := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				ts := startServerTLS(t, backend, loops, tlsOptions{}, chaosEdit)
+				rep := runChaos(t, ts, backend, base, 0, chaosTraffic)
+				t.Logf("%s, %d loops, TLS: %s", backend, loops, rep)
 			})
 		}
 	}

@@ -36,8 +36,10 @@ type relayNode struct {
 }
 
 // nodeConfig is the cluster settings of the tests: announcements every
-// second (the NATS client pings at that interval too, and a shorter one
-// makes it call a busy connection stale under the race detector), a short
+// second, five of which may be missed (the NATS client pings at that
+// interval and calls the connection stale after as many unanswered pings;
+// shorter makes it call a busy connection stale under the race detector
+// on a loaded machine, and the oracle counts every frame), a short
 // startup wait, and a long SinkWait, so a loop slowed by the race
 // detector does not make the bridge drop what the oracle counts on.
 func nodeConfig(url string, node, maxFrame int) cluster.Config {
@@ -47,6 +49,7 @@ func nodeConfig(url string, node, maxFrame int) cluster.Config {
 	cc.Node, cc.NodeBits = node, clusterNodeBits
 	cc.MaxFrame = maxFrame
 	cc.AnnounceEvery = time.Second
+	cc.AnnounceMissed = 5
 	cc.StartupWait = 150 * time.Millisecond
 	cc.ReconnectWait = 50 * time.Millisecond
 	cc.SinkWait = 5 * time.Second

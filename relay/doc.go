@@ -68,8 +68,17 @@
 // Memory: a connection holds its peer record, a parser accumulation buffer
 // only while a frame spans reads (at most MaxFrame+5 bytes), and up to
 // MaxQueue bytes of queued output plus what its senders had already read
-// when backpressure paused them (see the README's memory formula).
-// MaxMemory bounds those buffers of all connections together (budget.go);
+// when backpressure paused them (see the README's memory formula). What a
+// burst took goes back once it is over (idle.go): a loop whose counts stay
+// still trims its pools on its tick, and the last loop to go quiet runs
+// one debug.FreeOSMemory.
+//
+// Lame duck (lameduck.go): Group.LameDuck closes the listener, lets the
+// open connections relay for a grace period, then closes them evenly over
+// a window, each loop its own, and reports when all are gone.
+//
+// MaxMemory bounds the client buffers above (partial frames, queued
+// output, held frames) of all connections together (budget.go);
 // the limits for untrusted networks, ID spraying and connections per
 // source address, are limits.go's. Both keep their state beside the peer
 // records, not in them.

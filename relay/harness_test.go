@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"crypto/tls"
 	"os"
 	"strings"
 	"testing"
@@ -47,6 +48,9 @@ type testServer struct {
 	addr string
 	g    *relay.Group
 	done chan error
+	// tlsCfg, when set, is how clients dial a server that speaks TLS
+	// (startServerTLS); dial then uses client.DialTLS.
+	tlsCfg *tls.Config
 }
 
 // startServer runs a one-loop relay on a free loopback port.
@@ -162,7 +166,13 @@ func (ts *testServer) dial(t testing.TB) *client.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, ts.addr)
+	var c *client.Conn
+	var err error
+	if ts.tlsCfg != nil {
+		c, err = client.DialTLS(ctx, ts.addr, ts.tlsCfg)
+	} else {
+		c, err = client.Dial(ctx, ts.addr)
+	}
 	if err != nil {
 		t.Fatalf("dial %s: %v", ts.addr, err)
 	}

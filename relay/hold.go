@@ -7,9 +7,11 @@ import (
 	"github.com/ringrelay/ringrelay/internal/frame"
 )
 
-// Holding and pausing, on the sender's side. A sender stops reading for
-// one of two reasons, both counted in peer.blocked, and block and unblock
-// are the only places that pause and resume its reads:
+// Holding and pausing, on the sender's side. Backpressure stops a sender
+// reading for one of two reasons, both counted in peer.blocked, and block
+// and unblock are the only places that pause and resume its reads for it
+// (shutdown and lame duck stop a connection's reads for good, and never
+// resume them):
 //
 //   - a bounded hop refused one of its frames (hold): the queue towards
 //     another loop, or the outbox towards the bridge, was full. The sender

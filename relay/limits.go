@@ -179,8 +179,9 @@ func (s *Server) admit(c *reactor.Conn) bool {
 	return true
 }
 
-// leave releases what the connection in slot held in the shared tables.
-func (s *Server) leave(slot int) {
+// releaseAddr releases what the connection in slot held in the shared
+// per-address table.
+func (s *Server) releaseAddr(slot int) {
 	if s.lim.ipOf == nil {
 		return
 	}

@@ -18,6 +18,7 @@ const (
 	ClosedIncomplete                     // frame incomplete for FrameTimeout
 	ClosedOverLimit                      // over MaxConns
 	ClosedShutdown                       // server shutdown
+	ClosedLameDuck                       // closed on schedule after SIGUSR2 (Group.LameDuck)
 	ClosedUnknownDest                    // over MaxUnknownDest frames to unknown IDs in a window (limits.go)
 	ClosedConnsPerIP                     // over MaxConnsPerIP or MaxNewConnsPerIP (limits.go)
 	ClosedMaxMemory                      // among the largest buffers while over MaxMemory (budget.go)
@@ -25,7 +26,7 @@ const (
 )
 
 var closeReasonNames = [numCloseReasons]string{
-	"peer", "error", "oversize", "slow_consumer", "write_timeout", "frame_timeout", "max_conns", "shutdown",
+	"peer", "error", "oversize", "slow_consumer", "write_timeout", "frame_timeout", "max_conns", "shutdown", "lame_duck",
 	"unknown_dest", "max_conns_per_ip", "max_memory",
 }
 

@@ -165,3 +165,12 @@ func (p *Parser) accumulate(b []byte) {
 	}
 	p.accum = append(p.accum, b...)
 }
+
+// Trim drops the accumulation buffer when no frame is in progress, so a
+// connection that once carried large frames holds none while it is quiet.
+// A frame Next handed out from the buffer stays valid: Trim only lets go.
+func (p *Parser) Trim() {
+	if p.nhdr == 0 {
+		p.accum = nil
+	}
+}

@@ -50,6 +50,12 @@ type Server struct {
 	start    time.Time // when Run began; clock counts from here
 	clock    instant   // now, as an instant
 	lastTick time.Time
+
+	quiet quietWatch // memory goes back after a spike (idle.go)
+	mem   *memReturn
+
+	lameDuck atomic.Pointer[lameDuck] // set by Group.LameDuck (lameduck.go)
+	duck     duckState
 }
 
 // peer is the relay's view of one connection.
@@ -120,6 +126,7 @@ func newServer(loop reactor.Loop, cfg Config, m *Metrics, k, n int) *Server {
 		remote:  make(map[uint32]*remoteWait),
 		asked:   make(map[int]*asked),
 		metrics: m,
+		mem:     new(memReturn),
 	}
 	s.holds.init(n + 1)
 	s.ctl.init(n + 1)
@@ -151,7 +158,7 @@ func (s *Server) Run() error {
 	s.start = time.Now()
 	events := make([]reactor.Event, pollEvents)
 	for {
-		timeout := s.timeout()
+		timeout := s.lameDuckWait(s.quietWait(s.timeout()))
 		if s.again {
 			timeout, s.again = 0, false
 		}
@@ -191,6 +198,7 @@ func (s *Server) Run() error {
 		if s.stop.Load() && !s.draining {
 			s.beginDrain()
 		}
+		s.lameDuckPass()
 		s.pass()
 		tick := s.now.Sub(s.lastTick) >= s.tickEvery()
 		if tick {
@@ -363,7 +371,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 		s.log.Debug("connection closed", "id", p.id, "err", err)
 	}
 	s.forget(p)
-	s.leave(c.Slot())
+	s.releaseAddr(c.Slot())
 	if p.held {
 		s.orphan(p)
 	}
@@ -379,6 +387,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 // tick enforces the timed limits, renews and expires pauses across
 // nodes, and gives back idle rings.
 func (s *Server) tick() {
+	s.watchQuiet()
 	if s.x != nil {
 		s.x.trim()
 	}

@@ -43,6 +43,10 @@ type params struct {
 var _ [unsafe.Sizeof(giouring.Params{}) - unsafe.Sizeof(params{})]struct{}
 var _ [unsafe.Sizeof(params{}) - unsafe.Sizeof(giouring.Params{})]struct{}
 
+// modeDeferTaskrun is the Mode of a ring set up with
+// SINGLE_ISSUER|DEFER_TASKRUN.
+const modeDeferTaskrun = "single-issuer,defer-taskrun"
+
 // New sets up a ring with entries submission slots and 4*entries
 // completion slots. It asks for SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1+),
 // then COOP_TASKRUN, then no task-running hint; with either hint also for
@@ -54,7 +58,7 @@ func New(entries uint32) (*Ring, error) {
 		name  string
 		flags uint32
 	}{
-		{"single-issuer,defer-taskrun", giouring.SetupSingleIssuer | giouring.SetupDeferTaskrun | setupTaskrunFlag},
+		{modeDeferTaskrun, giouring.SetupSingleIssuer | giouring.SetupDeferTaskrun | setupTaskrunFlag},
 		{"coop-taskrun", giouring.SetupCoopTaskrun | setupTaskrunFlag},
 		{"plain", 0},
 	}

@@ -323,6 +323,8 @@ func (q *Queue) Drain(budget int, fn func(dest uint32, payload []byte)) (frames 
 	}
 	if q.cepoch != q.epoch {
 		q.cbuf, q.rpos, q.cepoch = q.ring, 0, q.epoch
+	} else if q.cbuf == nil {
+		q.cbuf = q.ring // let go when emptied (below); same ring, same place
 	}
 	pos, taken := q.head, 0
 	budget = max(budget, 1)
@@ -347,6 +349,11 @@ func (q *Queue) Drain(budget int, fn func(dest uint32, payload []byte)) (frames 
 	}
 	q.head = pos
 	q.consumed.Store(pos)
+	if pos == end {
+		// Empty for now: hold no reference to the ring, or the one Trim
+		// releases stays alive here until the pair talks again.
+		q.cbuf = nil
+	}
 
 	// Room: a Put that failed asked to hear when the fill level is down to
 	// resumeAt. The store above comes first, so a producer that asks after

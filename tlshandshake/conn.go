@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+
+	"github.com/ringrelay/ringrelay/tlsrecord"
 )
 
 // TLS record header (RFC 8446 §5.1): content type, legacy version (2
@@ -85,27 +87,27 @@ func (hc *handshakeConn) looksLikeHandshake() bool {
 // the two traffic secrets. crypto/tls writes each line with one Write.
 type keyLog struct {
 	client, server []byte
-	random         []byte
+	random         *[32]byte
 	err            error
 }
 
 func (k *keyLog) Write(line []byte) (int, error) {
-	label, random, secret, err := parseKeyLogLine(line)
+	kl, err := tlsrecord.ParseKeyLogLine(line)
 	if err != nil {
 		k.err = err
 		return len(line), nil // the handshake itself is not at fault
 	}
-	switch label {
-	case labelClientTraffic:
-		k.client = secret
-	case labelServerTraffic:
-		k.server = secret
+	switch kl.Label {
+	case tlsrecord.LabelClientTraffic:
+		k.client = kl.Secret
+	case tlsrecord.LabelServerTraffic:
+		k.server = kl.Secret
 	default:
 		return len(line), nil
 	}
-	if k.random != nil && string(k.random) != string(random) {
+	if k.random != nil && *k.random != kl.ClientRandom {
 		k.err = errors.New("key log lines for two client randoms on one connection")
 	}
-	k.random = random
+	k.random = &kl.ClientRandom
 	return len(line), nil
 }

@@ -57,7 +57,8 @@
 //     GetConfigForClient) whose key log writes into that connection's
 //     state, so secrets never mix between concurrent handshakes and never
 //     leave the process (TestSecretsMatchClientKeyLog, TestOpenSSLInterop).
-//     keylog.go is the only code that reads the NSS key log format.
+//     tlsrecord.ParseKeyLogLine is the only code that reads the NSS key
+//     log format.
 //   - No close_notify on handover. The tls.Conn is dropped, not closed:
 //     closing it would send an alert. Only the Go-side duplicate of the
 //     descriptor is closed; the socket itself lives on in Conn.Fd.
@@ -76,8 +77,11 @@
 //
 // # Handing a Conn to a loop
 //
-// Deliver runs on the worker's goroutine: it should queue the Conn for the
-// loop that will own it and wake that loop (reactor.Loop.Wake); on its own
-// goroutine the loop then adopts Conn.Fd (reactor.Loop.Adopt) and gives
-// the connection's record layer the suite and secrets.
+// Deliver runs on the worker's goroutine: it makes the record layer
+// (tlsrecord.NewServer with State.CipherSuite and the two secrets) and
+// hands both to the loop that will own the connection with
+// reactor.Loop.AdoptTLS, which is safe from any goroutine: it queues them
+// and wakes the loop, which opens the socket at its next Poll and from
+// then on reads and writes records itself (cmd/ringrelay/tls.go places
+// connections on the least-loaded loop).
 package tlshandshake

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/tlsrecord"
 	"golang.org/x/sys/unix"
 )
 
@@ -249,15 +250,15 @@ func (s *testServer) waitCount(t *testing.T, r Result, n uint64) {
 func keyLogSecrets(t *testing.T, log string) (client, server []byte) {
 	t.Helper()
 	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
-		label, _, secret, err := parseKeyLogLine([]byte(line))
+		kl, err := tlsrecord.ParseKeyLogLine([]byte(line))
 		if err != nil {
 			t.Fatalf("client key log line %q: %v", line, err)
 		}
-		switch label {
-		case labelClientTraffic:
-			client = secret
-		case labelServerTraffic:
-			server = secret
+		switch kl.Label {
+		case tlsrecord.LabelClientTraffic:
+			client = kl.Secret
+		case tlsrecord.LabelServerTraffic:
+			server = kl.Secret
 		}
 	}
 	if client == nil || server == nil {

@@ -189,6 +189,7 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 	fs.Var(&opponents, "opponent", "another relay as a column, repeatable: `NAME=COMMAND`, where {addr} in COMMAND is replaced by the\n"+
 		"HOST:PORT it must listen on ({host} and {port} by its parts); quotes group words, no shell\n"+
 		"(e.g. -opponent 'c=/tmp/ref/c-uring-relay {addr}' -opponent 'gnet=/tmp/ref/gnet-relay -multicore=false -addr {addr}')")
+	tlsf := defineTLSFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: ringbench compare [flags]\n\nPoints: %s\n\n", pointNames(bench.DefaultPoints()))
 		fs.PrintDefaults()
@@ -217,14 +218,19 @@ func parseCompare(args []string, stderr io.Writer) (bench.CompareConfig, string,
 	}
 	if *points != "" {
 		var err error
-		if chosen, err = bench.SelectPoints(all, splitList(*points)); err != nil {
+		if chosen, err = bench.SelectPoints(append(all, bench.ExtraPoints()...), splitList(*points)); err != nil {
 			return bench.CompareConfig{}, "", usageError{err}
 		}
+	}
+	tlsColumns, err := tlsf.columns(*server, serverFlags)
+	if err != nil {
+		return bench.CompareConfig{}, "", err
 	}
 	columns, err := buildColumns(*server, splitList(*backends), serverFlags, opponents, *baseline)
 	if err != nil {
 		return bench.CompareConfig{}, "", err
 	}
+	columns = append(columns, tlsColumns...)
 	cfg := bench.CompareConfig{
 		Columns: columns, Points: chosen,
 		Runs: *runs, Warmup: *warmup, Duration: *duration, Pin: *pin,
@@ -303,6 +309,7 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 		pid      = fs.Int("pid", 0, "server process ID; when set, server CPU and RSS are read from /proc")
 		cpu      = fs.Int("cpu", -1, "pin ringbench to this CPU (-1: do not pin)")
 		profile  = fs.String("cpuprofile", "", "write ringbench's own CPU profile to this `file`, to see where the generator spends its time")
+		tlsCA    = fs.String("tls-ca", "", "dial over TLS 1.3, trusting the CA in this PEM `file` (the server runs with -tls-cert)")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: ringbench load -addr HOST:PORT -workload NAME [flags]\n\n")
@@ -322,6 +329,11 @@ func parseLoad(args []string, stderr io.Writer) (bench.LoadConfig, error) {
 		return bench.LoadConfig{}, usageError{err}
 	}
 	cfg := bench.LoadConfig{Addr: *addr, Point: p, Warmup: *warmup, Duration: *duration, ServerPID: *pid, CPU: *cpu, CPUProfile: *profile}
+	if *tlsCA != "" {
+		if cfg.TLS, err = loadTLSClient(*tlsCA); err != nil {
+			return cfg, usageError{err}
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
 	}

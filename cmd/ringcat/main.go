@@ -33,8 +33,13 @@ const (
 func main() {
 	flags := flag.NewFlagSet("ringcat", flag.ExitOnError)
 	addr := flags.String("addr", "127.0.0.1:8080", "relay address, host:port")
+	useTLS := flags.Bool("tls", false, "connect with TLS 1.3 (the relay runs with -tls-cert); implied by the other -tls flags")
+	caFile := flags.String("tls-ca", "", "PEM `file` of the CA that signed the relay's certificate (default: the system's roots)")
+	certFile := flags.String("tls-cert", "", "PEM `file` with a client certificate, for a relay that asks for one (-tls-client-ca)")
+	keyFile := flags.String("tls-key", "", "PEM `file` with the client certificate's private key")
+	serverName := flags.String("tls-server-name", "", "`name` the relay's certificate must carry (default: the host of -addr)")
 	flags.Usage = func() {
-		fmt.Fprintf(flags.Output(), "usage: ringcat [-addr host:port]\n\n"+
+		fmt.Fprintf(flags.Output(), "usage: ringcat [-addr host:port] [-tls [-tls-ca file] [-tls-cert file -tls-key file]]\n\n"+
 			"Reads lines \"<dest-id> <text>\" from stdin and sends each text to dest-id.\n"+
 			"IDs are hex with 8 digits or a 0x prefix, decimal otherwise.\n\n")
 		flags.PrintDefaults()
@@ -46,8 +51,18 @@ func main() {
 		os.Exit(2)
 	}
 
+	tlsCfg, err := tlsConfig(*useTLS, *caFile, *certFile, *keyFile, *serverName)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ringcat: %v\n", err)
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-	conn, err := client.Dial(ctx, *addr)
+	var conn *client.Conn
+	if tlsCfg != nil {
+		conn, err = client.DialTLS(ctx, *addr, tlsCfg)
+	} else {
+		conn, err = client.Dial(ctx, *addr)
+	}
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ringcat: %v\n", err)

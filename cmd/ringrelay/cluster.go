@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/metrics"
 	"github.com/ringrelay/ringrelay/relay"
@@ -155,13 +157,13 @@ func (n *node) close() (failed bool) {
 	return n.failed.Load() || n.bridge.Err() != nil
 }
 
-// metricsHandler serves the loops' metrics, and the bridge's when n is
-// set.
-func metricsHandler(backend string, n *node, loops ...metrics.Loop) http.Handler {
-	if n == nil {
-		return metrics.Handler(backend, loops...)
-	}
+// metricsHandler serves the loops' metrics, the bridge's when n is set,
+// and extra (the TLS collectors when TLS is on).
+func metricsHandler(backend string, n *node, extra []prometheus.Collector, loops ...metrics.Loop) http.Handler {
 	reg := metrics.NewRegistry(backend, loops...)
-	reg.MustRegister(metrics.NewClusterCollector(n.bridge.Snapshot))
+	if n != nil {
+		reg.MustRegister(metrics.NewClusterCollector(n.bridge.Snapshot))
+	}
+	reg.MustRegister(extra...)
 	return metrics.HandlerFor(reg)
 }

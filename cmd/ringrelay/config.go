@@ -29,11 +29,18 @@ type Config struct {
 	Reactor reactor.Config
 	Relay   relay.Config
 	Cluster cluster.Config // off unless -cluster names servers (cluster.go)
+	TLS     tlsConfig      // off unless -tls-cert is set (tls.go)
 
 	// Loops and CPUs are the -loops and -cpus flags as written; layout
 	// resolves them.
 	Loops string
 	CPUs  string
+
+	// LameDuckGrace and LameDuckDuration say what SIGUSR2 does: keep
+	// relaying for the grace, then close the connections over the
+	// duration (relay.Group.LameDuck).
+	LameDuckGrace    time.Duration
+	LameDuckDuration time.Duration
 
 	MetricsAddr string
 	PprofAddr   string
@@ -52,8 +59,12 @@ func defaultConfig() Config {
 		Reactor:   reactor.DefaultConfig(),
 		Relay:     relay.DefaultConfig(),
 		Cluster:   cluster.DefaultConfig(),
+		TLS:       defaultTLS(),
 		LogLevel:  slog.LevelInfo,
 		LogFormat: "text",
+
+		LameDuckGrace:    5 * time.Second,
+		LameDuckDuration: 30 * time.Second,
 	}
 	c.Relay.MaxMemory, c.memNote = defaultMaxMemory()
 	return c
@@ -87,6 +98,7 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"nodelay", bind(fs.BoolVar, &c.Reactor.NoDelay), "set TCP_NODELAY on accepted sockets so small frames leave at once"},
 			{"max-conns", bind(fs.IntVar, &c.Relay.MaxConns), "open connections allowed (`count`); newer ones are accepted and closed at once"},
 		}},
+		c.tlsFlags(fs),
 		{"Loops and CPUs", []flagDef{
 			{"loops", bind(fs.StringVar, &c.Loops), "event loops (`count`), each on its own thread with its own connections; auto is one per CPU this process may run on (its affinity mask, as taskset sets it)"},
 			{"cpus", bind(fs.StringVar, &c.CPUs), "pin loop k to the k-th CPU of this `list` (\"0-3,8\"; cycled when -loops is larger); with -loops auto, one loop per listed CPU"},
@@ -113,6 +125,10 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"max-new-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxNewConnsPerIP), "new connections allowed per second from one source address (`count`); over it accepted and closed at once; 0 is off"},
 			{"conns-per-ip-prefix6", bind(fs.IntVar, &c.Relay.ConnsPerIPPrefix6), "IPv6 sources count as one address per prefix of this many `bits` for the two limits above (a host often holds a whole /64)"},
 			{"max-memory", value(memFlag{&c.Relay.MaxMemory}), "`bytes` of client buffers (partial frames and queued output) of all connections together; over it the connections holding the most are closed. auto is a quarter of the cgroup memory limit, else of physical memory (" + c.memNote + "); 0 is off"},
+		}},
+		{"Restarts: lame duck on SIGUSR2 (stop accepting, keep relaying, close connections gradually, exit 0)", []flagDef{
+			{"lame-duck-grace", bind(fs.DurationVar, &c.LameDuckGrace), "after SIGUSR2, how long open connections keep relaying before any is closed"},
+			{"lame-duck-duration", bind(fs.DurationVar, &c.LameDuckDuration), "the window over which the connections are then closed, evenly spread, so clients reconnect gradually; 0 closes them all at once"},
 		}},
 		{"Observability", []flagDef{
 			{"metrics-addr", bind(fs.StringVar, &c.MetricsAddr), "serve Prometheus metrics at http://`address`/metrics (off when empty)"},
@@ -214,6 +230,14 @@ func (c *Config) Validate() error {
 	if c.Relay.MaxQueue < c.Relay.MaxFrame+1 {
 		return fmt.Errorf("-max-queue %d is smaller than one frame (-max-frame %d + 1): a full-size frame could never be queued", c.Relay.MaxQueue, c.Relay.MaxFrame)
 	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"-lame-duck-grace", c.LameDuckGrace}, {"-lame-duck-duration", c.LameDuckDuration}} {
+		if d.v < 0 || d.v > 24*time.Hour {
+			return fmt.Errorf("%s %v: must be between 0 and 24h", d.flag, d.v)
+		}
+	}
 	for _, a := range []struct{ flag, addr string }{{"-metrics-addr", c.MetricsAddr}, {"-pprof-addr", c.PprofAddr}} {
 		if a.addr == "" {
 			continue
@@ -229,6 +253,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-%w", err)
 	}
 	if err := c.validateCluster(); err != nil {
+		return err
+	}
+	if err := c.validateTLS(); err != nil {
 		return err
 	}
 	_, _, err := c.layout()

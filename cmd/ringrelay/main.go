@@ -16,6 +16,9 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringrelay/ringrelay/internal/bytesize"
 	"github.com/ringrelay/ringrelay/metrics"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/shard"
@@ -55,6 +58,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log = slog.New(slog.NewTextHandler(stderr, opts))
 	}
 	cfg.Reactor.Logger, cfg.Relay.Logger = log, log
+	if ml := applyMemoryLimit(os.DirFS("/")); ml.source != "none" {
+		attrs := []any{"limit", bytesize.Format(ml.bytes), "source", ml.source}
+		if ml.source == "cgroup" {
+			attrs = append(attrs, "cgroup_limit", bytesize.Format(ml.cgroup))
+		}
+		log.Info("Go memory limit", attrs...)
+	}
 
 	nloops, pins, err := cfg.layout()
 	if err != nil {
@@ -90,6 +100,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	}
+	if cfg.TLS.store != nil {
+		gc.Listen = "" // the TLS handshake pool owns -listen (tls.go)
+	}
 	g, err := relay.StartGroup(gc)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -100,6 +113,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		g.Shutdown()
 		_ = g.Wait()
 	}
+	tlsSrv, err := startTLS(cfg, g, log)
+	if err != nil {
+		stop()
+		log.Error("cannot start TLS", "addr", cfg.Listen, "err", err)
+		return 1
+	}
+	defer tlsSrv.close()
+	var extra []prometheus.Collector
+	if tlsSrv != nil {
+		extra = tlsSrv.collectors()
+	}
 
 	if cfg.MetricsAddr != "" {
 		loops := make([]metrics.Loop, nloops)
@@ -107,7 +131,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			loops[k] = metrics.Loop{Relay: gc.Metrics[k], Reactor: g.Loop(k).Stats()}
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metricsHandler(string(g.Loop(0).Backend()), nd, loops...))
+		mux.Handle("/metrics", metricsHandler(string(g.Loop(0).Backend()), nd, extra, loops...))
 		if err := serveHTTP(cfg.MetricsAddr, mux, log); err != nil {
 			stop()
 			log.Error("cannot serve metrics", "addr", cfg.MetricsAddr, "err", err)
@@ -141,8 +165,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		os.Exit(1)
 	}()
 
+	// SIGUSR2: lame duck (relay.Group.LameDuck), then the shutdown above
+	// once every connection is closed. Later SIGUSR2s change nothing.
+	duck := make(chan os.Signal, 1)
+	signal.Notify(duck, syscall.SIGUSR2)
+	go func() {
+		<-duck
+		log.Info("SIGUSR2 received: lame duck", "grace", cfg.LameDuckGrace, "duration", cfg.LameDuckDuration)
+		if tlsSrv != nil {
+			tlsSrv.close() // the handshake pool owns the listener
+		}
+		<-g.LameDuck(cfg.LameDuckGrace, cfg.LameDuckDuration)
+		g.Shutdown()
+	}()
+
 	l0 := g.Loop(0)
-	attrs := []any{"addr", g.Addr().String(), "backend", string(l0.Backend()), "features", l0.Features(), "loops", nloops}
+	addr := g.Addr()
+	if tlsSrv != nil {
+		addr = tlsSrv.addr()
+	}
+	attrs := []any{"addr", addr.String(), "backend", string(l0.Backend()), "features", l0.Features(), "loops", nloops}
+	if tlsSrv != nil {
+		attrs = append(attrs, "tls", true, "client_certs", tlsSrv.store.Mutual())
+	}
 	if pins != nil {
 		attrs = append(attrs, "cpus", shard.FormatCPUs(pins))
 	}

@@ -91,6 +91,9 @@ func TestBadInvocationsExit2AndNameTheFlag(t *testing.T) {
 		{"loops not a number", []string{"-loops=many"}, []string{"loops"}, "many"},
 		{"cpu list with a hole", []string{"-cpus=0,,1"}, []string{"cpus"}, "0,,1"},
 		{"cpu outside the affinity mask", []string{"-cpus=1023"}, []string{"cpus"}, "1023"},
+		{"negative lame-duck-grace", []string{"-lame-duck-grace=-1s"}, []string{"lame-duck-grace"}, "-1s"},
+		{"lame-duck-duration not a duration", []string{"-lame-duck-duration=soon"}, []string{"lame-duck-duration"}, "soon"},
+		{"lame-duck-duration over a day", []string{"-lame-duck-duration=48h"}, []string{"lame-duck-duration"}, "48h0m0s"},
 	}
 	seen := map[string]string{} // error line -> case that produced it
 	for _, tc := range cases {
@@ -129,7 +132,7 @@ func TestGoodValuesParse(t *testing.T) {
 	args := []string{
 		"-listen=127.0.0.1:0", "-backend=epoll", "-buffers=512", "-ring-entries=8",
 		"-buffer-size=4KiB", "-recv-bundle=false", "-max-frame=64KiB", "-max-queue=128KiB", "-slow-consumer=drop",
-		"-write-timeout=1s", "-log-level=debug", "-log-format=json", "-loops=2", "-cpus=0",
+		"-write-timeout=1s", "-lame-duck-grace=0s", "-lame-duck-duration=2m", "-log-level=debug", "-log-format=json", "-loops=2", "-cpus=0",
 		"-cluster=nats://127.0.0.1:4222,nats://127.0.0.1:4223", "-node=3", "-node-bits=2", "-cluster-name=rr.test",
 	}
 	c, err := parseFlags(args, io.Discard)
@@ -142,6 +145,7 @@ func TestGoodValuesParse(t *testing.T) {
 	want.Reactor.NoRecvBundle = true
 	want.Relay.MaxFrame, want.Relay.MaxQueue, want.Relay.SlowConsumer = 65536, 131072, "drop"
 	want.Relay.WriteTimeout = time.Second
+	want.LameDuckGrace, want.LameDuckDuration = 0, 2*time.Minute
 	want.Loops, want.CPUs = "2", "0"
 	want.Cluster.Servers = []string{"nats://127.0.0.1:4222", "nats://127.0.0.1:4223"}
 	want.Cluster.Node, want.Cluster.NodeBits, want.Cluster.Name, want.Cluster.MaxFrame = 3, 2, "rr.test", 65536
@@ -226,6 +230,8 @@ func TestHelp(t *testing.T) {
 		"max-new-conns-per-ip": {"Untrusted networks", "0"},
 		"conns-per-ip-prefix6": {"Untrusted networks", "64"},
 		"max-memory":           {"Untrusted networks", memFlag{&autoMemory}.String()},
+		"lame-duck-grace":      {"Restarts", "5s"},
+		"lame-duck-duration":   {"Restarts", "30s"},
 		"metrics-addr":         {"Observability", ""},
 		"pprof-addr":           {"Observability", ""},
 		"log-level":            {"Observability", "info"},
@@ -243,8 +249,14 @@ func TestHelp(t *testing.T) {
 		"cluster-tls-ca":       {"Cluster", ""},
 		"cluster-tls-cert":     {"Cluster", ""},
 		"cluster-tls-key":      {"Cluster", ""},
+
+		"tls-cert":              {"TLS", ""},
+		"tls-key":               {"TLS", ""},
+		"tls-client-ca":         {"TLS", ""},
+		"tls-handshake-timeout": {"TLS", "2s"},
+		"tls-max-handshakes":    {"TLS", "128"},
 	}
-	titles := []string{"Network", "Loops and CPUs", "io_uring tuning", "Limits", "Untrusted networks", "Observability", "Cluster", "Other"}
+	titles := []string{"Network", "TLS", "Loops and CPUs", "io_uring tuning", "Limits", "Untrusted networks", "Restarts", "Observability", "Cluster", "Other"}
 
 	for _, arg := range []string{"-h", "-help", "--help"} {
 		t.Run(arg, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -16,6 +17,9 @@ import (
 type Command struct {
 	Path string
 	Args []string
+	// Env is added to this process's environment for the child
+	// ("GOMEMLIMIT=64MiB").
+	Env []string
 	// Addr is where the child will listen, if it is a server; Proc.Addr
 	// and WaitReady use it.
 	Addr string
@@ -45,6 +49,9 @@ type Proc struct {
 // Run starts c and returns at once; the process is reaped in the background.
 func Run(c Command) (*Proc, error) {
 	cmd := exec.Command(c.Path, c.Args...)
+	if len(c.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Env...)
+	}
 	p := &Proc{Addr: c.Addr, Cmd: cmd, out: &outputBuffer{limit: c.OutputTail}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	var err error

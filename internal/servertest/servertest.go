@@ -87,6 +87,7 @@ func (w WithCleanup) Run() int {
 // Options say how to start the server.
 type Options struct {
 	Args []string // flags besides -listen (which Start picks)
+	Env  []string // added to the environment ("GOMEMLIMIT=64MiB")
 	// DenyIOUring runs the server under a seccomp filter that makes
 	// io_uring_setup fail with EPERM, as Docker's default profile does.
 	DenyIOUring bool
@@ -109,7 +110,7 @@ func Start(t TB, opts Options) *Proc {
 func Launch(t TB, opts Options) *Proc {
 	t.Helper()
 	dir := Binaries(t)
-	c := Command{Path: filepath.Join(dir, "ringrelay"), Args: opts.Args}
+	c := Command{Path: filepath.Join(dir, "ringrelay"), Args: opts.Args, Env: opts.Env}
 	if !opts.NoListen {
 		addr, err := FreeAddr()
 		if err != nil {

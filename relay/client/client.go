@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,31 @@ func Dial(ctx context.Context, addr string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
+	return start(ctx, addr, nc)
+}
+
+// DialTLS is Dial for a relay serving TLS (ringrelay -tls-cert): it
+// connects, completes a TLS 1.3 handshake with cfg (its RootCAs, and
+// Certificates where the relay asks for a client certificate), then reads
+// the ID, which the relay sends as the first application data. A cfg
+// without ServerName gets the host of addr.
+func DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*Conn, error) {
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	d := tls.Dialer{Config: cfg}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s (TLS): %w", addr, err)
+	}
+	return start(ctx, addr, nc)
+}
+
+// start reads the ID on a connected nc.
+func start(ctx context.Context, addr string, nc net.Conn) (*Conn, error) {
 	c := &Conn{nc: nc, in: frame.NewSplitter(readBufSize, frame.MaxPayload)}
 	if err := c.readID(ctx); err != nil {
 		nc.Close()

@@ -1,0 +1,123 @@
+package main
+
+// Memory goes back after a spike (relay/idle.go): a burst of queued output
+// takes the server's RSS far above where it started; once the traffic has
+// stopped, the RSS must come back within twice that figure.
+
+import (
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ringrelay/ringrelay/internal/rawpeer"
+	"github.com/ringrelay/ringrelay/internal/servertest"
+)
+
+// After the burst the clients either all leave (the loops have no
+// connection left) or all stay, idle (the loops tick on with them).
+func TestOpsMemoryBackAfterBurst(t *testing.T) {
+	for _, backend := range opsBackends {
+		for _, loops := range []int{1, 2} {
+			for _, stay := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/loops=%d/stay=%v", backend, loops, stay), func(t *testing.T) {
+					opsMemoryBackAfterBurst(t, backend, loops, stay)
+				})
+			}
+		}
+	}
+}
+
+func opsMemoryBackAfterBurst(t *testing.T, backend string, loops int, stay bool) {
+	opsSkipWithoutUring(t, backend)
+	const (
+		pairs    = 16
+		maxQueue = 4 << 20
+		// The burst must take RSS this far over the bound before it ends,
+		// so that a server that keeps what it took fails by a wide margin.
+		over = 32 << 20
+		// Generous: the server trims after 2 s of quiet and a tick; a
+		// loaded machine may take far longer to get there.
+		within = 60 * time.Second
+	)
+	p := servertest.Start(t, servertest.Options{Args: []string{
+		"-backend=" + backend, "-loops=" + strconv.Itoa(loops), "-max-queue=" + strconv.Itoa(maxQueue),
+	}})
+	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+	before := p.RSS(t)
+	bound := 2 * before
+
+	// The burst: each sender floods its own receiver, which does not
+	// read, so every receiver's queue fills to -max-queue.
+	recvs := make([]*rawpeer.Peer, pairs)
+	senders := make([]*rawpeer.Peer, pairs)
+	floods := make([]*opsFlood, pairs)
+	for i := range pairs {
+		recvs[i] = rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+		senders[i] = rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+		floods[i] = opsStartFlood(senders[i:i+1], recvs[i].ID, 1000)
+	}
+	var peak int64
+	for deadline := time.Now().Add(within); peak < bound+over; time.Sleep(20 * time.Millisecond) {
+		peak = max(peak, p.RSS(t))
+		if time.Now().After(deadline) {
+			t.Fatalf("the burst took RSS from %s to only %s in %v; the test needs over %s to tell a server that gives memory back from one that does not",
+				mib(before), mib(peak), within, mib(bound+over))
+		}
+	}
+
+	// End of the burst: the receivers read everything, in order, then
+	// every connection closes, or stays open and idle.
+	errs := make(chan error, pairs)
+	for i := range pairs {
+		var want atomic.Int64
+		want.Store(-1)
+		o := &opsOrder{next: make([]int, 1)}
+		go func() { errs <- opsDrain(recvs[i], o, func() int { return int(want.Load()) }) }()
+		want.Store(int64(floods[i].finish(t, within)))
+	}
+	for range pairs {
+		if err := <-errs; err != nil {
+			t.Fatalf("receiver: %v", err)
+		}
+	}
+	peak = max(peak, p.RSS(t))
+	for i := range pairs {
+		if !stay {
+			recvs[i].NC.Close()
+			senders[i].NC.Close()
+		}
+	}
+	ended := time.Now()
+
+	rss := p.RSS(t)
+	for deadline := ended.Add(within); rss > bound; rss = p.RSS(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, %d loops, clients stay %v: RSS %s before the burst, %s at its peak, still %s %v after it ended; want at most %s (twice the start)",
+				backend, loops, stay, mib(before), mib(peak), mib(rss), within, mib(bound))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%s, %d loops, clients stay %v: RSS %s before the burst, %s at its peak, %s within %v after it ended (bound %s)",
+		backend, loops, stay, mib(before), mib(peak), mib(rss), time.Since(ended).Round(100*time.Millisecond), mib(bound))
+
+	// The server still relays with everything it gave back: a new pair,
+	// and the pairs that stayed.
+	a := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+	b := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
+	ps := [][2]*rawpeer.Peer{{a, b}}
+	if stay {
+		for i := range pairs {
+			ps = append(ps, [2]*rawpeer.Peer{senders[i], recvs[i]})
+		}
+	}
+	for _, pr := range ps {
+		if err := pr[0].Send(pr[1].ID, []byte("after the trim")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := pr[1].Recv(10 * time.Second); err != nil || string(got) != "after the trim" {
+			t.Fatalf("after the memory went back: got %q, %v", got, err)
+		}
+	}
+}
