@@ -40,12 +40,19 @@
 //     series per label set, named and labelled as in the README, summed
 //     over the loops.
 //   - Per-loop series (connections open, backpressure pauses, completions
-//     per wait, frames received from and sent to the loop's connections,
-//     frames crossing to and from other loops, doorbells rung) carry a
-//     loop="k" label when there is more than one loop,
+//     per wait, pass times, frames received from and sent to the loop's
+//     connections, frames crossing to and from other loops, doorbells
+//     rung) carry a loop="k" label when there is more than one loop,
 //     one series per loop; the family then holds no unlabelled sum, so
 //     that sum() over it never counts a loop twice. With a single loop
 //     they carry no loop label: they are named and labelled as they were
 //     before there were several loops. Dashboards that aggregate with
 //     sum() or sum without (loop) work unchanged at any loop count.
+//
+// # The connection list
+//
+// Connz serves /connz: unlike the counters, the list is asked of the
+// loops at each request (relay.Group.Connz), which answer at their next
+// pass; the handler sorts, pages and sums on its own goroutine, then asks
+// for the addresses of the page's connections only.
 package metrics

@@ -135,6 +135,11 @@ const (
 	batchName  = "ringrelay_loop_completions_per_wait"
 	batchHelp  = "Completions (io_uring) or ready descriptors (epoll) handled per wait."
 	batchScope = perLoop
+
+	passName    = "ringrelay_loop_pass_seconds"
+	passHelp    = "How long the loop's passes take, from a wait's return to the next wait: a long one delays every connection of the loop."
+	longestName = "ringrelay_loop_pass_longest_seconds"
+	longestHelp = "The loop's longest pass since it started."
 )
 
 func names[R interface{ String() string }](rs []R) []string {
@@ -159,6 +164,9 @@ type Collector struct {
 	info   *prometheus.Desc
 	descs  []*prometheus.Desc // parallel to families
 	batch  *prometheus.Desc
+	pass   *prometheus.Desc
+	// longest is the longest pass of each loop since it started.
+	longest *prometheus.Desc
 }
 
 // NewCollector returns a Collector over loops, which must not be empty;
@@ -183,6 +191,8 @@ func NewCollector(backend string, loops []Loop) *Collector {
 		c.descs = append(c.descs, prometheus.NewDesc(f.name, f.help, c.labels(f.scope, f.label), nil))
 	}
 	c.batch = prometheus.NewDesc(batchName, batchHelp, c.labels(batchScope, ""), nil)
+	c.pass = prometheus.NewDesc(passName, passHelp, c.labels(perLoop, ""), nil)
+	c.longest = prometheus.NewDesc(longestName, longestHelp, c.labels(perLoop, ""), nil)
 	return c
 }
 
@@ -206,6 +216,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- c.batch
+	ch <- c.pass
+	ch <- c.longest
 }
 
 // Collect implements prometheus.Collector.
@@ -228,6 +240,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, g := range c.groups[batchScope] {
 		ch <- batchHistogram(c.batch, g)
+	}
+	for _, g := range c.groups[perLoop] {
+		ch <- passHistogram(c.pass, g)
+		var longest int64
+		for _, l := range g.loops {
+			longest = max(longest, l.Relay.Passes.Longest.Load())
+		}
+		ch <- prometheus.MustNewConstMetric(c.longest, prometheus.GaugeValue, float64(longest)/1e9, g.loop...)
 	}
 }
 
@@ -252,4 +272,25 @@ func batchHistogram(d *prometheus.Desc, g group) prometheus.Metric {
 	}
 	cum += own[len(reactor.BatchBounds)]
 	return prometheus.MustNewConstHistogram(d, cum, float64(sum), buckets, g.loop...)
+}
+
+// passHistogram turns the loops' pass-time buckets into a cumulative
+// histogram in seconds, the way batchHistogram does.
+func passHistogram(d *prometheus.Desc, g group) prometheus.Metric {
+	var own [len(relay.PassBounds) + 1]uint64
+	var sum uint64
+	for _, l := range g.loops {
+		for i := range own {
+			own[i] += l.Relay.Passes.Buckets[i].Load()
+		}
+		sum += l.Relay.Passes.Sum.Load()
+	}
+	buckets := make(map[float64]uint64, len(relay.PassBounds))
+	var cum uint64
+	for i, bound := range relay.PassBounds {
+		cum += own[i]
+		buckets[bound.Seconds()] = cum
+	}
+	cum += own[len(relay.PassBounds)]
+	return prometheus.MustNewConstHistogram(d, cum, float64(sum)/1e9, buckets, g.loop...)
 }

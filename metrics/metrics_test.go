@@ -183,6 +183,10 @@ func fill(base uint64) Loop {
 	l.Reactor.BatchSizes[2].Store(2)
 	l.Reactor.BatchSizes[len(reactor.BatchBounds)].Store(1)
 	l.Reactor.Completions.Store(1007)
+	l.Relay.Passes.Buckets[0].Store(base + 3)                     // <= 10 µs
+	l.Relay.Passes.Buckets[len(relay.PassBounds)].Store(base + 1) // over 100 ms
+	l.Relay.Passes.Sum.Store((base + 250) * 1e6)                  // ns
+	l.Relay.Passes.Longest.Store(int64(base+200) * 1e6)
 	return l
 }
 
@@ -319,6 +323,12 @@ func TestSeveralLoops(t *testing.T) {
 		`ringrelay_loop_completions_per_wait_count{loop="0"}`:            4,
 		`ringrelay_loop_completions_per_wait_count{loop="1"}`:            3,
 		`ringrelay_loop_completions_per_wait_sum{loop="1"}`:              7,
+		`ringrelay_loop_pass_seconds_bucket{le="1e-05",loop="0"}`:        3,
+		`ringrelay_loop_pass_seconds_bucket{le="0.1",loop="1"}`:          1003,
+		`ringrelay_loop_pass_seconds_count{loop="1"}`:                    2004,
+		`ringrelay_loop_pass_seconds_sum{loop="0"}`:                      0.25,
+		`ringrelay_loop_pass_longest_seconds{loop="0"}`:                  0.2,
+		`ringrelay_loop_pass_longest_seconds{loop="1"}`:                  1.2,
 		`ringrelay_loop_frames_received_total{loop="0"}`:                 21,
 		`ringrelay_loop_frames_sent_total{loop="1"}`:                     1007,
 		`ringrelay_cross_loop_frames_total{direction="out",loop="0"}`:    23,
@@ -337,7 +347,7 @@ func TestSeveralLoops(t *testing.T) {
 	})
 	// A per-loop family holds no unlabelled sum beside its loops (sum()
 	// would count each loop twice), and totals carry no loop label.
-	perLoop := []string{"ringrelay_connections_open", "ringrelay_backpressure_pauses_total", "ringrelay_loop_completions_per_wait_",
+	perLoop := []string{"ringrelay_connections_open", "ringrelay_backpressure_pauses_total", "ringrelay_loop_completions_per_wait_", "ringrelay_loop_pass_",
 		"ringrelay_loop_frames_", "ringrelay_cross_loop_frames_total", "ringrelay_doorbells_total"}
 	for k := range p.value {
 		split := false
@@ -394,8 +404,8 @@ func TestDescribeMatchesCollect(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d loops: gather: %v", n, err)
 		}
-		if len(mfs) != len(families)+2 {
-			t.Errorf("%d loops: %d families, want %d", n, len(mfs), len(families)+2)
+		if len(mfs) != len(families)+4 {
+			t.Errorf("%d loops: %d families, want %d", n, len(mfs), len(families)+4)
 		}
 	}
 }

@@ -33,9 +33,12 @@ const (
 	nodeLease = 3 * nodeRenew
 	// nodeSlack is how far past -max-queue frames from other nodes are
 	// still queued for one destination: what can be in flight when a
-	// pause lands (the senders' outboxes, the bridges' batches, the NATS
-	// subscription's buffer and this loop's inbox).
-	nodeSlack = 16 << 20
+	// pause lands. Most of it can sit in the NATS subscription's buffer
+	// of this node (its pending limit, 64 MiB by default: a loaded node
+	// falls that far behind a flood, measured in the cluster tests), the
+	// rest in this loop's inbox, the senders' outboxes and the batches
+	// between them.
+	nodeSlack = 64<<20 + nodeInbox + 4*nodeOutbox
 )
 
 // asked is what one destination of this loop asked other hops for: which
@@ -67,6 +70,7 @@ func (s *Server) deliver(dp *peer, frame []byte, fromNode bool) bool {
 		}
 	}
 	dc.Send(frame)
+	dp.tally.framesOut++
 	s.counts.frames++
 	s.counts.bytes += uint64(len(frame))
 	return s.cfg.SlowConsumer == Backpressure && dc.Pending() > s.cfg.MaxQueue
@@ -75,12 +79,14 @@ func (s *Server) deliver(dp *peer, frame []byte, fromNode bool) bool {
 // pauseFor stops reading from src, a connection of this loop, until dst
 // drains below half its limit.
 func (s *Server) pauseFor(src, dst *peer) {
-	for _, w := range dst.waiters {
+	slot := dst.conn.Slot()
+	ws := s.waiting[slot]
+	for _, w := range ws {
 		if w.serial == src.serial {
 			return
 		}
 	}
-	dst.waiters = append(dst.waiters, waiter{slot: src.conn.Slot(), serial: src.serial})
+	s.waiting[slot] = append(ws, waiter{slot: src.conn.Slot(), serial: src.serial})
 	s.block(src)
 	dst.conn.NotifyDrained(s.cfg.MaxQueue / 2)
 }
@@ -129,23 +135,35 @@ func (s *Server) renewNodePauses() {
 // release resumes every sender waiting on p, wherever it is: p drained
 // below half its limit, or left.
 func (s *Server) release(p *peer) {
-	if p.conn != nil {
-		if a := s.asked[p.conn.Slot()]; a != nil {
-			delete(s.asked, p.conn.Slot())
-			if a.serial == p.serial && !s.draining {
-				for _, h := range a.hops {
-					s.sendControl(h, ctlResume, a.id)
-				}
+	if p.conn == nil {
+		return
+	}
+	if a := s.asked[p.conn.Slot()]; a != nil {
+		delete(s.asked, p.conn.Slot())
+		if a.serial == p.serial && !s.draining {
+			for _, h := range a.hops {
+				s.sendControl(h, ctlResume, a.id)
 			}
 		}
 	}
-	for _, w := range p.waiters {
+	slot := p.conn.Slot()
+	ws, ok := s.waiting[slot]
+	if !ok {
+		return
+	}
+	for _, w := range ws {
 		sp := s.peers.at(w.slot)
 		if sp.serial != w.serial || sp.conn == nil {
 			continue
 		}
 		s.unblock(sp)
 	}
-	clear(p.waiters)
-	p.waiters = p.waiters[:0]
+	// The emptied list stays while p is open, so that its next pause
+	// does not allocate; it goes when p leaves.
+	clear(ws)
+	if p.id == 0 {
+		delete(s.waiting, slot)
+	} else {
+		s.waiting[slot] = ws[:0]
+	}
 }

@@ -25,7 +25,9 @@
 //
 // Ownership: one goroutine (the one that opened the loop) runs Server.Run
 // and is the only one that touches the peers, the routes and the parsers.
-// Other goroutines may call Server.Shutdown and read Metrics, nothing else.
+// Other goroutines may call Server.Shutdown and read Metrics, and ask for
+// the connection list (Group.Connz, connz.go), which the loop answers
+// itself at its next pass into a buffer the asker brought; nothing else.
 //
 // A frame's way through a loop is three steps, each written once (the
 // design of this package; see also the README's promises):

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/cpu"
@@ -30,6 +31,7 @@ type Group struct {
 	mesh    *shard.Mesh
 	state   []loopState // per loop, written by that loop
 	conns   atomic.Int64
+	connzMu sync.Mutex // one connection list at a time (connz.go)
 	done    chan error
 	pending int // Runs not yet reaped by Wait
 	err     error

@@ -89,6 +89,7 @@ func (s *Server) hold(src *peer, h int, dest uint32, fr, rest []byte) {
 	slot := src.conn.Slot()
 	s.holds.bytes[slot] = buf
 	s.counts.received-- // counted again when parsed anew
+	src.tally.framesIn--
 	src.held = true
 	s.holds.stalled[h] = append(s.holds.stalled[h], waiter{slot: slot, serial: src.serial})
 	s.block(src)

@@ -85,6 +85,7 @@ type Metrics struct {
 	ClientBuffered atomic.Int64
 	Closed         [numCloseReasons]atomic.Uint64
 	Dropped        [numDropReasons]atomic.Uint64
+	Passes         PassTimes // how long the loop's passes take (passtime.go)
 }
 
 // counts is the loop-private twin of Metrics.

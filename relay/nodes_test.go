@@ -203,8 +203,8 @@ func TestNodeInboxBoundedUnderBackpressure(t *testing.T) {
 			k := loops.Owner(stuck.ID)
 			in := loops.In[k]
 			w := &outboxWatch{out: loops.Out[k]}
-			const size = 1024
-			frames := (cfg.MaxQueue+nodeSlack)/size + 4096
+			const size = 16 << 10
+			frames := (cfg.MaxQueue+nodeSlack)/size + 1024
 			payload := bytes.Repeat([]byte{'x'}, size)
 			for i := 0; i < frames; {
 				copy(payload, fmt.Sprintf("%08d", i)) // a NUL-free sequence number

@@ -53,6 +53,7 @@ func (s *Server) feed(p *peer, data []byte) {
 		}
 		p.partialSince = 0
 		s.counts.received++
+		p.tally.framesIn++
 		if h := s.forward(p, dest, frame); h >= 0 {
 			s.hold(p, h, dest, frame, data)
 			return

@@ -22,7 +22,7 @@ type Server struct {
 	log    *slog.Logger
 	peers  peers   // indexed by Conn.Slot
 	routes *Routes // ID -> connection slot; also hands out IDs
-	serial uint64  // peer serial numbers, so waiters survive slot reuse
+	serial uint64  // the last peer serial (peer.serial), so waiters survive slot reuse
 
 	// Where frames can go besides this loop (route.go): k is this loop's
 	// index of n, and hop n is the link to other nodes.
@@ -33,11 +33,16 @@ type Server struct {
 
 	holds  holds                  // frames a bounded hop refused, and who waits (hold.go)
 	remote map[uint32]*remoteWait // destinations elsewhere that asked for a pause (hold.go)
-	asked  map[int]*asked         // this loop's destinations that asked other hops to pause (deliver.go)
-	ctl    controls               // control records that wait for room (control.go)
+	// waiting lists, by destination slot, the senders of this loop paused
+	// until that destination drains (deliver.go). It lives here rather
+	// than in the peer record because few destinations ever have one.
+	waiting map[int][]waiter
+	asked   map[int]*asked // this loop's destinations that asked other hops to pause (deliver.go)
+	ctl     controls       // control records that wait for room (control.go)
 
 	metrics *Metrics
 	counts  counts
+	connz   connzPort // operators' requests for the connection list (connz.go)
 
 	lim limits  // spraying, per-address and memory limits (limits.go, budget.go)
 	sh  *shared // what the loops share for them: the Group's, or this server's own
@@ -64,16 +69,19 @@ type peer struct {
 	// narrow ones share the last word (120 bytes in all).
 	conn   *reactor.Conn
 	parser Parser
+	// serial tells this connection from a later one in the same slot. It
+	// is also the instant the connection opened (made unique by taking
+	// one nanosecond more than the previous serial when several open in
+	// one pass), so the age costs no field of its own.
 	serial uint64
 
 	partialSince instant // when the current incomplete frame began; 0: none
 
-	// Backpressure bookkeeping.
-	waiters []waiter // senders paused until this peer (as a destination) drains
-
 	// Write-progress watch.
 	lastWritten uint64
 	stallSince  instant // since when no progress was seen; 0: not stalled
+
+	tally tally // frames and bytes in and out, for /connz (connz.go)
 
 	id      uint32 // 0 once the connection left the routing table
 	blocked int32  // reasons this peer (as a sender) does not read: block, unblock
@@ -125,6 +133,7 @@ func newServer(loop reactor.Loop, cfg Config, m *Metrics, k, n int) *Server {
 		n:       n,
 		remote:  make(map[uint32]*remoteWait),
 		asked:   make(map[int]*asked),
+		waiting: make(map[int][]waiter),
 		metrics: m,
 		mem:     new(memReturn),
 	}
@@ -206,7 +215,11 @@ func (s *Server) Run() error {
 			s.tick()
 		}
 		s.checkMemory(tick)
+		if r := s.connz.asked.Load(); r != nil {
+			s.answerConnz(r)
+		}
 		s.publish()
+		s.metrics.Passes.observe(time.Since(s.now))
 		if s.draining && s.drainDone() {
 			for p := range s.peers.all() {
 				if p.conn != nil && p.id != 0 {
@@ -283,8 +296,8 @@ func (s *Server) peer(c *reactor.Conn) *peer {
 
 func (s *Server) opened(c *reactor.Conn) {
 	p := s.peer(c)
-	s.serial++
-	*p = peer{conn: c, serial: s.serial, parser: NewParser(s.cfg.MaxFrame), waiters: p.waiters[:0]}
+	s.serial = max(s.serial+1, uint64(s.clock))
+	*p = peer{conn: c, serial: s.serial, parser: NewParser(s.cfg.MaxFrame)}
 	switch {
 	case s.draining:
 		s.counts.closed[ClosedShutdown]++
@@ -323,6 +336,7 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 		return // already on its way out
 	}
 	s.readFor(len(data))
+	p.tally.bytesIn += uint64(len(data))
 	if p.held {
 		// Bytes read before the pause took effect go behind the held
 		// ones, in order.

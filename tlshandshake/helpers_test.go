@@ -25,8 +25,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringrelay/ringrelay/tlsrecord"
 	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/tlsrecord"
 )
 
 // patience bounds every wait in these tests: generous, since the machine
@@ -216,18 +217,6 @@ func (s *testServer) next(t *testing.T) Conn {
 	case <-time.After(patience):
 		t.Fatalf("no handshake finished within %v; counters %+v", patience, s.pool.Snapshot())
 		return Conn{}
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after patience.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s after %v", what, patience)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

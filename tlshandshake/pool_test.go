@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ringrelay/ringrelay/internal/servertest"
 )
 
 // TestBound: with room for 2 handshakes, 5 clients that say nothing are
@@ -84,7 +86,7 @@ func TestTryStart(t *testing.T) {
 	if !pool.TryStart(fd1) {
 		t.Fatal("TryStart refused with a free slot")
 	}
-	waitFor(t, "one handshake in progress", func() bool { return pool.Snapshot().InProgress == 1 })
+	servertest.WaitFor(t, "one handshake in progress", patience, func() bool { return pool.Snapshot().InProgress == 1 })
 	client, fd2 := accept()
 	defer client.Close()
 	if pool.TryStart(fd2) {
@@ -207,11 +209,11 @@ func TestNoDescriptorLeak(t *testing.T) {
 	}
 	s.waitCount(t, NotTLS, rounds)
 	s.waitCount(t, OldVersion, rounds)
-	waitFor(t, "the timeouts", func() bool { return s.pool.Snapshot().Handshakes[Timeout] == 2*rounds })
+	servertest.WaitFor(t, "the timeouts", patience, func() bool { return s.pool.Snapshot().Handshakes[Timeout] == 2*rounds })
 	for _, c := range clients {
 		c.Close()
 	}
-	waitFor(t, "descriptors back to the baseline", func() bool { return openFds() <= base })
+	servertest.WaitFor(t, "descriptors back to the baseline", patience, func() bool { return openFds() <= base })
 }
 
 // TestFloodMixed: good clients, silent ones and garbage all at once,
@@ -308,7 +310,7 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	waitFor(t, "the silent client's handshake to start", func() bool { return pool.Snapshot().InProgress == 1 })
+	servertest.WaitFor(t, "the silent client's handshake to start", patience, func() bool { return pool.Snapshot().InProgress == 1 })
 	pool.Close()
 	if err := <-served; err != nil {
 		t.Errorf("Serve after Close: %v", err)

@@ -132,6 +132,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler(string(g.Loop(0).Backend()), nd, extra, loops...))
+		mux.Handle("/connz", metrics.Connz(g, nloops))
 		if err := serveHTTP(cfg.MetricsAddr, mux, log); err != nil {
 			stop()
 			log.Error("cannot serve metrics", "addr", cfg.MetricsAddr, "err", err)
