@@ -29,7 +29,17 @@ type Config struct {
 	FrameTimeout    time.Duration // close a connection whose frame stays incomplete this long
 	MaxConns        int           // open connections; newer ones are closed at once
 	ShutdownTimeout time.Duration // how long shutdown waits for queued output
-	Logger          *slog.Logger
+
+	// Limits for a network the operator does not control (limits.go,
+	// budget.go); 0 turns each off.
+	MaxUnknownDest    int           // frames to unknown IDs one connection may send per UnknownDestWindow
+	UnknownDestWindow time.Duration // the window MaxUnknownDest counts over
+	MaxConnsPerIP     int           // open connections from one source address (or IPv6 prefix)
+	MaxNewConnsPerIP  int           // new connections per second from one source address (or IPv6 prefix)
+	ConnsPerIPPrefix6 int           // IPv6 addresses are grouped by this prefix length for the two above
+	MaxMemory         int64         // bytes of client buffers (partial frames, queued output) of all loops together
+
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the limits of docs/protocol.md.
@@ -42,6 +52,10 @@ func DefaultConfig() Config {
 		FrameTimeout:    60 * time.Second,
 		MaxConns:        100000,
 		ShutdownTimeout: 5 * time.Second,
+
+		MaxUnknownDest:    4096,
+		UnknownDestWindow: 10 * time.Second,
+		ConnsPerIPPrefix6: 64,
 	}
 }
 
@@ -60,6 +74,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max-conns %d: must be at least 1", c.MaxConns)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("shutdown-timeout %v: must not be negative", c.ShutdownTimeout)
+	case c.MaxUnknownDest < 0:
+		return fmt.Errorf("max-unknown-dest %d: must not be negative (0 turns it off)", c.MaxUnknownDest)
+	case c.MaxUnknownDest > 0 && c.UnknownDestWindow <= 0:
+		return fmt.Errorf("unknown-dest-window %v: must be positive", c.UnknownDestWindow)
+	case c.MaxConnsPerIP < 0:
+		return fmt.Errorf("max-conns-per-ip %d: must not be negative (0 turns it off)", c.MaxConnsPerIP)
+	case c.MaxNewConnsPerIP < 0:
+		return fmt.Errorf("max-new-conns-per-ip %d: must not be negative (0 turns it off)", c.MaxNewConnsPerIP)
+	case c.ConnsPerIPPrefix6 < 1 || c.ConnsPerIPPrefix6 > 128:
+		return fmt.Errorf("conns-per-ip-prefix6 %d: must be between 1 and 128", c.ConnsPerIPPrefix6)
+	case c.MaxMemory < 0:
+		return fmt.Errorf("max-memory %d: must not be negative (0 turns it off)", c.MaxMemory)
 	}
 	switch c.SlowConsumer {
 	case Backpressure, Drop, Disconnect:

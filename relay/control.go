@@ -19,6 +19,9 @@ import (
 //   - ctlResume d: d drained below half its limit, or left.
 //   - ctlAdopt fd: the placing loop (0) gives this loop an accepted socket
 //     (between loops of one process only).
+//   - ctlUnknown d: a frame this loop sent for d found no connection there
+//     (between loops only; advice for the spray limit, limits.go, sent
+//     only when the queue has room and never waited for).
 //
 // Between loops a control record that finds its queue full waits, in
 // order, and goes out at a later pass: it is never dropped. Between nodes
@@ -28,6 +31,7 @@ const (
 	ctlPause byte = iota + 1
 	ctlResume
 	ctlAdopt
+	ctlUnknown
 )
 
 // ctlLen is the size of a control record's payload: op and argument.
@@ -89,6 +93,10 @@ func (s *Server) control(h int, rec []byte) {
 	case ctlAdopt:
 		if h < s.n {
 			s.loop.Adopt(int(arg))
+		}
+	case ctlUnknown:
+		if h < s.n {
+			s.unknownBack(arg)
 		}
 	}
 }

@@ -55,6 +55,7 @@ func (s *Server) fromLoop(src int, dest uint32, payload []byte) {
 	slot, ok := s.routes.Lookup(dest)
 	if !ok {
 		s.counts.dropped[DropUnknownDest]++
+		s.unknownElsewhere(src, dest)
 		return
 	}
 	dp := s.peers.at(slot)

@@ -78,4 +78,10 @@
 // Lame duck (lameduck.go): Group.LameDuck closes the listener, lets the
 // open connections relay for a grace period, then closes them evenly over
 // a window, each loop its own, and reports when all are gone.
+//
+// MaxMemory bounds the client buffers above (partial frames, queued
+// output, held frames) of all connections together (budget.go);
+// the limits for untrusted networks, ID spraying and connections per
+// source address, are limits.go's. Both keep their state beside the peer
+// records, not in them.
 package relay

@@ -183,9 +183,11 @@ func StartGroup(gc GroupConfig) (*Group, error) {
 		g.mesh = mesh
 	}
 	mem := new(memReturn) // one process-level step for all loops (idle.go)
+	sh := newShared(n)
 	for k := range n {
 		s := newServer(g.loops[k], gc.Relay, ms[k], k, n)
 		s.mem = mem
+		s.sh = sh
 		if n > 1 {
 			s.x = newCross(g, s)
 		}

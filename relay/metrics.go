@@ -10,20 +10,24 @@ import (
 type CloseReason int
 
 const (
-	ClosedByPeer     CloseReason = iota // orderly close (EOF)
-	ClosedByError                       // reset or another socket error
-	ClosedOversize                      // frame longer than MaxFrame
-	ClosedSlow                          // slow consumer under the disconnect policy
-	ClosedStuck                         // no write progress for WriteTimeout
-	ClosedIncomplete                    // frame incomplete for FrameTimeout
-	ClosedOverLimit                     // over MaxConns
-	ClosedShutdown                      // server shutdown
-	ClosedLameDuck                      // closed on schedule after SIGUSR2 (Group.LameDuck)
+	ClosedByPeer      CloseReason = iota // orderly close (EOF)
+	ClosedByError                        // reset or another socket error
+	ClosedOversize                       // frame longer than MaxFrame
+	ClosedSlow                           // slow consumer under the disconnect policy
+	ClosedStuck                          // no write progress for WriteTimeout
+	ClosedIncomplete                     // frame incomplete for FrameTimeout
+	ClosedOverLimit                      // over MaxConns
+	ClosedShutdown                       // server shutdown
+	ClosedLameDuck                       // closed on schedule after SIGUSR2 (Group.LameDuck)
+	ClosedUnknownDest                    // over MaxUnknownDest frames to unknown IDs in a window (limits.go)
+	ClosedConnsPerIP                     // over MaxConnsPerIP or MaxNewConnsPerIP (limits.go)
+	ClosedMaxMemory                      // among the largest buffers while over MaxMemory (budget.go)
 	numCloseReasons
 )
 
 var closeReasonNames = [numCloseReasons]string{
 	"peer", "error", "oversize", "slow_consumer", "write_timeout", "frame_timeout", "max_conns", "shutdown", "lame_duck",
+	"unknown_dest", "max_conns_per_ip", "max_memory",
 }
 
 func (r CloseReason) String() string { return closeReasonNames[r] }
@@ -75,9 +79,13 @@ type Metrics struct {
 	// Pauses from another node that lapsed without a resume: the resume
 	// was lost, or that node is gone (cluster only).
 	PauseLeasesLapsed atomic.Uint64
-	Closed            [numCloseReasons]atomic.Uint64
-	Dropped           [numDropReasons]atomic.Uint64
-	Passes            PassTimes // how long the loop's passes take (passtime.go)
+	// Bytes the loop's connections held in buffers (partial frames,
+	// queued output, held frames) at its last count for -max-memory
+	// (budget.go); 0 with the budget off.
+	ClientBuffered atomic.Int64
+	Closed         [numCloseReasons]atomic.Uint64
+	Dropped        [numDropReasons]atomic.Uint64
+	Passes         PassTimes // how long the loop's passes take (passtime.go)
 }
 
 // counts is the loop-private twin of Metrics.

@@ -58,6 +58,9 @@ func (s *Server) feed(p *peer, data []byte) {
 			s.hold(p, h, dest, frame, data)
 			return
 		}
+		if p.id == 0 {
+			return // a limit closed p: the rest of its read goes nowhere
+		}
 	}
 	if p.parser.Partial() && p.partialSince == 0 {
 		p.partialSince = s.clock
@@ -72,10 +75,12 @@ func (s *Server) forward(src *peer, dest uint32, frame []byte) int {
 	switch h := s.where(dest); h {
 	case nowhere:
 		s.counts.dropped[DropUnknownDest]++
+		s.unknownDest(src, dest)
 	case here:
 		slot, ok := s.routes.Lookup(dest)
 		if !ok {
 			s.counts.dropped[DropUnknownDest]++
+			s.unknownDest(src, dest)
 			break
 		}
 		dp := s.peers.at(slot)
@@ -85,6 +90,9 @@ func (s *Server) forward(src *peer, dest uint32, frame []byte) int {
 	default:
 		if !s.put(h, dest, frame) {
 			return h
+		}
+		if src != nil && s.lim.sent != nil && h < s.n {
+			s.sentElsewhere(src, dest)
 		}
 		if src != nil && len(s.remote) > 0 {
 			if rw := s.remote[dest]; rw != nil {

@@ -44,6 +44,9 @@ type Server struct {
 	counts  counts
 	connz   connzPort // operators' requests for the connection list (connz.go)
 
+	lim limits  // spraying, per-address and memory limits (limits.go, budget.go)
+	sh  *shared // what the loops share for them: the Group's, or this server's own
+
 	stop     atomic.Bool // set by Shutdown from any goroutine
 	draining bool
 	again    bool // work is left that the next pass must do at once: Poll does not wait
@@ -136,6 +139,8 @@ func newServer(loop reactor.Loop, cfg Config, m *Metrics, k, n int) *Server {
 	}
 	s.holds.init(n + 1)
 	s.ctl.init(n + 1)
+	s.lim.init(&cfg, n)
+	s.sh = newShared(1)
 	return s
 }
 
@@ -204,10 +209,12 @@ func (s *Server) Run() error {
 		}
 		s.lameDuckPass()
 		s.pass()
-		if s.now.Sub(s.lastTick) >= s.tickEvery() {
+		tick := s.now.Sub(s.lastTick) >= s.tickEvery()
+		if tick {
 			s.lastTick = s.now
 			s.tick()
 		}
+		s.checkMemory(tick)
 		if r := s.connz.asked.Load(); r != nil {
 			s.answerConnz(r)
 		}
@@ -301,6 +308,9 @@ func (s *Server) opened(c *reactor.Conn) {
 		s.log.Debug("connection over max-conns closed", "max_conns", s.cfg.MaxConns)
 		c.Close()
 		return
+	case !s.admit(c):
+		c.Close()
+		return
 	}
 	p.id = s.routes.Add(c.Slot())
 	if s.x != nil {
@@ -325,6 +335,7 @@ func (s *Server) received(c *reactor.Conn, data []byte) {
 	if p.id == 0 {
 		return // already on its way out
 	}
+	s.readFor(len(data))
 	p.tally.bytesIn += uint64(len(data))
 	if p.held {
 		// Bytes read before the pause took effect go behind the held
@@ -374,6 +385,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 		s.log.Debug("connection closed", "id", p.id, "err", err)
 	}
 	s.forget(p)
+	s.releaseAddr(c.Slot())
 	if p.held {
 		s.orphan(p)
 	}

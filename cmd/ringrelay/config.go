@@ -48,10 +48,12 @@ type Config struct {
 	LogFormat   string
 
 	Probe bool
+
+	memNote string // what -max-memory's auto came to, for -h
 }
 
 func defaultConfig() Config {
-	return Config{
+	c := Config{
 		Listen:    "127.0.0.1:8080",
 		Loops:     "auto",
 		Reactor:   reactor.DefaultConfig(),
@@ -64,6 +66,8 @@ func defaultConfig() Config {
 		LameDuckGrace:    5 * time.Second,
 		LameDuckDuration: 30 * time.Second,
 	}
+	c.Relay.MaxMemory, c.memNote = defaultMaxMemory()
+	return c
 }
 
 // A flagGroup is one section of -h, its flags in the order shown.
@@ -113,6 +117,14 @@ func (c *Config) flagGroups(fs *flag.FlagSet) []flagGroup {
 			{"write-timeout", bind(fs.DurationVar, &c.Relay.WriteTimeout), "close a destination whose queued output makes no progress this long"},
 			{"frame-timeout", bind(fs.DurationVar, &c.Relay.FrameTimeout), "close a connection whose frame stays incomplete this long"},
 			{"shutdown-timeout", bind(fs.DurationVar, &c.Relay.ShutdownTimeout), "on SIGINT/SIGTERM, how long to keep writing queued output before closing"},
+		}},
+		{"Untrusted networks (README, Security notes)", []flagDef{
+			{"max-unknown-dest", bind(fs.IntVar, &c.Relay.MaxUnknownDest), "close a connection that sends more than this `count` of frames to unknown IDs within -unknown-dest-window (ID scanning); repeats to its last 4 unknown IDs are not counted, so a client still sending to a peer that left is not closed; 0 is off"},
+			{"unknown-dest-window", bind(fs.DurationVar, &c.Relay.UnknownDestWindow), "the window -max-unknown-dest counts over"},
+			{"max-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxConnsPerIP), "open connections allowed from one source address (`count`); newer ones are accepted and closed at once; 0 is off, as by default: every local client shares 127.0.0.1"},
+			{"max-new-conns-per-ip", bind(fs.IntVar, &c.Relay.MaxNewConnsPerIP), "new connections allowed per second from one source address (`count`); over it accepted and closed at once; 0 is off"},
+			{"conns-per-ip-prefix6", bind(fs.IntVar, &c.Relay.ConnsPerIPPrefix6), "IPv6 sources count as one address per prefix of this many `bits` for the two limits above (a host often holds a whole /64)"},
+			{"max-memory", value(memFlag{&c.Relay.MaxMemory}), "`bytes` of client buffers (partial frames and queued output) of all connections together; over it the connections holding the most are closed. auto is a quarter of the cgroup memory limit, else of physical memory (" + c.memNote + "); 0 is off"},
 		}},
 		{"Restarts: lame duck on SIGUSR2 (stop accepting, keep relaying, close connections gradually, exit 0)", []flagDef{
 			{"lame-duck-grace", bind(fs.DurationVar, &c.LameDuckGrace), "after SIGUSR2, how long open connections keep relaying before any is closed"},
