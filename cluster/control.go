@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/ringrelay/ringrelay/shard"
 )
 
 // Control records: what the relay's loops tell the loops of every other
@@ -72,33 +74,32 @@ func (b *Bridge) publishControl() {
 	b.stats.controlOut.Add(uint64(n))
 }
 
-// decodeControl checks a control message whole and returns its source
-// node and its records.
-func decodeControl(m []byte, s controlLimits) (src int, recs []byte, err error) {
+// decodeControl checks a control message whole (header, a source node
+// that is another node of the scheme, every record whole) and returns its
+// records. Any node may pause or resume this node's senders, so the
+// source is checked, not kept.
+func decodeControl(m []byte, s shard.Scheme) (recs []byte, err error) {
 	if len(m) < controlHeader || !bytes.Equal(m[:3], controlMagic[:]) || m[3] != controlVersion {
-		return 0, nil, fmt.Errorf("control message: bad header")
+		return nil, fmt.Errorf("control message: bad header")
 	}
-	src = int(binary.BigEndian.Uint16(m[4:]))
-	if src >= s.nodes || src == s.self {
-		return 0, nil, fmt.Errorf("control message from node %d", src)
+	if src := int(binary.BigEndian.Uint16(m[4:])); src >= s.Nodes() || src == s.Self {
+		return nil, fmt.Errorf("control message from node %d", src)
 	}
 	recs = m[controlHeader:]
 	for r := recs; len(r) > 0; {
 		n := int(r[0])
 		if n == 0 || 1+n > len(r) {
-			return 0, nil, fmt.Errorf("control message: record cut short")
+			return nil, fmt.Errorf("control message: record cut short")
 		}
 		r = r[1+n:]
 	}
-	return src, recs, nil
+	return recs, nil
 }
-
-type controlLimits struct{ nodes, self int }
 
 // onControl runs on the client's goroutine for NAME.ctl: every record goes
 // to every loop's inbox. It is a producer of the Sinks, so it holds inMu.
 func (b *Bridge) onControl(m *nats.Msg) {
-	src, recs, err := decodeControl(m.Data, controlLimits{b.scheme.Nodes(), b.cfg.Node})
+	recs, err := decodeControl(m.Data, b.scheme)
 	if err != nil {
 		b.stats.controlRejected.Add(1)
 		return
@@ -108,7 +109,6 @@ func (b *Bridge) onControl(m *nats.Msg) {
 	if b.inClosed || b.stopped.Load() {
 		return
 	}
-	_ = src // any node may pause or resume this node's senders
 	for r := recs; len(r) > 0; {
 		n := int(r[0])
 		rec := r[1 : 1+n]

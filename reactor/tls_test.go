@@ -155,6 +155,19 @@ func (e *tlsEcho) dial(t *testing.T, keyLog io.Writer) *tls.Conn {
 	return c
 }
 
+// takeOver completes a handshake with crypto/tls, then returns the client
+// record layer built from its key log and the raw socket under it, so a
+// test can write records crypto/tls would never send.
+func takeOver(t *testing.T, c *tls.Conn, keyLog string) (*tlsrecord.Conn, net.Conn) {
+	t.Helper()
+	cs, ss := trafficSecrets(t, keyLog)
+	rec, err := tlsrecord.NewClient(c.ConnectionState().CipherSuite, cs, ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec, c.NetConn()
+}
+
 func (e *tlsEcho) nextClosed(t *testing.T) error {
 	t.Helper()
 	select {
@@ -218,12 +231,7 @@ func TestTLSKeyUpdate(t *testing.T) {
 		e := startTLSEcho(t, b)
 		var log bytes.Buffer
 		c := e.dial(t, &log)
-		cs, ss := trafficSecrets(t, log.String())
-		rec, err := tlsrecord.NewClient(c.ConnectionState().CipherSuite, cs, ss)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw := c.NetConn()
+		rec, raw := takeOver(t, c, log.String())
 		wire, err := rec.Seal(nil, []byte("before"))
 		if err == nil {
 			wire, err = rec.SealKeyUpdate(wire, true)
@@ -489,12 +497,7 @@ func TestTLSSteadyStateAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tc.Close()
-		cs, ss := trafficSecrets(t, log.String())
-		rec, err := tlsrecord.NewClient(tc.ConnectionState().CipherSuite, cs, ss)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw := tc.NetConn()
+		rec, raw := takeOver(t, tc, log.String())
 		raw.SetDeadline(time.Now().Add(tlsPatience))
 
 		events := make([]reactor.Event, 16)
@@ -664,11 +667,7 @@ func TestTLSPeerAlert(t *testing.T) {
 		e := startTLSEcho(t, b)
 		var log bytes.Buffer
 		c := e.dial(t, &log)
-		cs, ss := trafficSecrets(t, log.String())
-		rec, err := tlsrecord.NewClient(c.ConnectionState().CipherSuite, cs, ss)
-		if err != nil {
-			t.Fatal(err)
-		}
+		rec, _ := takeOver(t, c, log.String())
 		wire, err := rec.SealAlert(nil, tlsrecord.AlertInternalError)
 		if err != nil {
 			t.Fatal(err)
@@ -697,12 +696,7 @@ func TestTLSOwnerCloseSendsCloseNotify(t *testing.T) {
 		e := startTLSEcho(t, b)
 		var log bytes.Buffer
 		c := e.dial(t, &log)
-		cs, ss := trafficSecrets(t, log.String())
-		rec, err := tlsrecord.NewClient(c.ConnectionState().CipherSuite, cs, ss)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw := c.NetConn()
+		rec, raw := takeOver(t, c, log.String())
 		wire, err := rec.Seal(nil, []byte(pleaseClose))
 		if err != nil {
 			t.Fatal(err)

@@ -68,9 +68,9 @@ func startServer(t testing.TB, backend reactor.Backend, edit func(*relay.Config,
 	return startServerN(t, backend, 1, edit)
 }
 
-// startServerN runs a relay of loops loops on a free loopback port. Each
-// loop is opened on the goroutine that runs it, as io_uring requires.
-func startServerN(t testing.TB, backend reactor.Backend, loops int, edit func(*relay.Config, *reactor.Config)) *testServer {
+// startGroup opens loops loops with the tests' settings (edit may change
+// them) and starts their servers; listen "" opens them without a listener.
+func startGroup(t testing.TB, backend reactor.Backend, loops int, listen string, edit func(*relay.Config, *reactor.Config)) *relay.Group {
 	t.Helper()
 	rc := relay.DefaultConfig()
 	lc := reactor.DefaultConfig()
@@ -79,10 +79,18 @@ func startServerN(t testing.TB, backend reactor.Backend, loops int, edit func(*r
 	if edit != nil {
 		edit(&rc, &lc)
 	}
-	g, err := relay.StartGroup(relay.GroupConfig{Loops: loops, Listen: "127.0.0.1:0", Reactor: lc, Relay: rc})
+	g, err := relay.StartGroup(relay.GroupConfig{Loops: loops, Listen: listen, Reactor: lc, Relay: rc})
 	if err != nil {
 		t.Fatalf("start %s server with %d loops: %v", backend, loops, err)
 	}
+	return g
+}
+
+// startServerN runs a relay of loops loops on a free loopback port. Each
+// loop is opened on the goroutine that runs it, as io_uring requires.
+func startServerN(t testing.TB, backend reactor.Backend, loops int, edit func(*relay.Config, *reactor.Config)) *testServer {
+	t.Helper()
+	g := startGroup(t, backend, loops, "127.0.0.1:0", edit)
 	ts := &testServer{addr: g.Addr().String(), g: g, done: make(chan error, 1)}
 	go func() { ts.done <- g.Wait() }()
 	t.Cleanup(func() { ts.stop(t) })

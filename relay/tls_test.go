@@ -138,17 +138,7 @@ type tlsFront struct {
 func startServerTLS(t testing.TB, backend reactor.Backend, loops int, o tlsOptions, edit func(*relay.Config, *reactor.Config)) *testServer {
 	t.Helper()
 	p := thePKI(t)
-	rc := relay.DefaultConfig()
-	lc := reactor.DefaultConfig()
-	lc.Backend = backend
-	lc.Buffers = 256
-	if edit != nil {
-		edit(&rc, &lc)
-	}
-	g, err := relay.StartGroup(relay.GroupConfig{Loops: loops, Listen: "", Reactor: lc, Relay: rc})
-	if err != nil {
-		t.Fatalf("start %s server with %d loops: %v", backend, loops, err)
-	}
+	g := startGroup(t, backend, loops, "", edit)
 	files := tlshandshake.CertFiles{Cert: p.certFile, Key: p.keyFile}
 	if o.mutual {
 		files.ClientCA = p.caFile
