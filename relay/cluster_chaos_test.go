@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"fmt"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -78,7 +77,7 @@ func TestClusterChaos(t *testing.T) {
 		w.Close()
 		chaosQuiet(t, n.testServer, "warm-up connection closed")
 	}
-	grBase := runtime.NumGoroutine()
+	mark := markProcess(t)
 	before := sum()
 	ch.remoteDrops = func() uint64 {
 		return sum().dropped[relay.DropRemoteOverLimit] - before.dropped[relay.DropRemoteOverLimit]
@@ -106,13 +105,7 @@ func TestClusterChaos(t *testing.T) {
 	for _, n := range nodes {
 		chaosQuiet(t, n.testServer, fmt.Sprintf("%s node %d to see every connection closed", ch.tag, n.index))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > grBase && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > grBase {
-		t.Errorf("%s: %d goroutines after the run, %d before", ch.tag, n, grBase)
-	}
+	mark.settle(t, ch.tag+" every client closed")
 	ch.checkMetrics(before, sum(), rep)
 
 	// The bus stayed healthy: the only frames the bridges may drop are

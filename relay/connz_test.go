@@ -42,6 +42,7 @@ func (ts *testServer) connz(t *testing.T, id uint32) map[uint32]relay.ConnInfo {
 // frame for frame and byte for byte, says where each is and how old, and
 // answers for one ID alone.
 func TestConnzCounts(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { testConnzCounts(t, backend, loops) })
@@ -144,6 +145,7 @@ func testConnzCounts(t *testing.T, backend reactor.Backend, loops int) {
 // A sender paused by backpressure is listed as paused, on its full
 // destination, whose queued bytes are listed too.
 func TestConnzPaused(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		for _, loops := range loopCounts {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { testConnzPaused(t, backend, loops) })
@@ -167,11 +169,15 @@ func testConnzPaused(t *testing.T, backend reactor.Backend, loops int) {
 			sent.Add(payload + 5)
 		}
 	}()
+	// Once paused, the sender stays paused until the destination's queue
+	// drains below half its limit; the kernel may still take some of it
+	// after the pause (the socket's send buffer grows), so the queue ends
+	// somewhere between half the limit and a little over it.
 	var de, ee relay.ConnInfo
 	servertest.WaitFor(t, "the sender paused with every frame it sent delivered", progressSlack, func() bool {
 		all := ts.connz(t, 0)
 		de, ee = all[d.ID], all[e.ID]
-		return ee.Paused && ee.PausedOn != 0 && de.Queued > maxQueue && ee.FramesIn == de.FramesOut
+		return ee.Paused && ee.PausedOn != 0 && de.Queued >= maxQueue/2 && ee.FramesIn == de.FramesOut
 	})
 	if got := uint64(de.Queued) + de.BytesOut; got != 4+de.FramesOut*(payload+1) {
 		t.Errorf("destination: queued %d + written %d = %d bytes, want 4 + %d frames x %d = %d",

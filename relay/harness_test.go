@@ -3,7 +3,9 @@ package relay_test
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -22,7 +24,8 @@ import (
 // keeps the package short on two cores). A test that measures this whole
 // process (its descriptors, goroutines, heap or RSS: TestChaos,
 // TestClusterChaos, TestSlowLoris's memory cases, TestLoopsStalledReceiver
-// Backpressure, TestEndToEndAlone, TestSoak) does not: Go
+// Backpressure, TestEndToEndAlone, TestSoak) does not (and takes its
+// marks with markProcess): Go
 // runs every such test, alone, before the parallel ones start. `make test`
 // raises -parallel above its default (the number of CPUs), since most of
 // the parallel tests wait.
@@ -218,6 +221,39 @@ func expectNothing(t testing.TB, c *client.Conn, d time.Duration) {
 		t.Fatalf("client %08x: unexpected payload %q", c.ID(), trim(p))
 	} else if !os.IsTimeout(err) {
 		t.Fatalf("client %08x: expected a timeout, got %v", c.ID(), err)
+	}
+}
+
+// processMark is what this process held at one point: its descriptors
+// and goroutines. Only a test that runs alone (not t.Parallel) may take
+// one, since any other test's sockets and goroutines would count too.
+type processMark struct{ fds, goroutines int }
+
+// markProcess takes the mark once the runtime's network poller exists (the
+// first socket creates its descriptors, which then stay).
+func markProcess(t testing.TB) processMark {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	return processMark{fds: openFDs(t), goroutines: runtime.NumGoroutine()}
+}
+
+// settle waits, up to ten seconds, for this process to be back at the
+// mark: every descriptor closed and every goroutine ended since then.
+func (m processMark) settle(t testing.TB, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for (openFDs(t) != m.fds || runtime.NumGoroutine() > m.goroutines) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := openFDs(t); n != m.fds {
+		t.Errorf("%s: this process holds %d descriptors, %d before", what, n, m.fds)
+	}
+	if n := runtime.NumGoroutine(); n > m.goroutines {
+		t.Errorf("%s: %d goroutines, %d before", what, n, m.goroutines)
 	}
 }
 

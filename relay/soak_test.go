@@ -4,6 +4,7 @@ package relay_test
 // process's memory held to a bound derived from the limits.
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -46,7 +47,9 @@ func TestSoak(t *testing.T) {
 			rounds := 0
 			for end := time.Now().Add(dur); rounds == 0 || time.Until(end) > 0; {
 				traffic := min(10*time.Second, max(time.Until(end), time.Second))
+				mark := markProcess(t)
 				total.add(runChaos(t, ts, backend, base, rounds, traffic))
+				mark.settle(t, fmt.Sprintf("%s round %d over", backend, rounds))
 				rounds++
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)

@@ -3,10 +3,10 @@ package relay_test
 // The relay over TLS: the relay code is the same, the loops adopt
 // connections a tlshandshake.Pool finished (AdoptTLS) and run the record
 // layer, and crypto/tls clients see exactly the protocol of a plaintext
-// relay. The end-to-end table runs again over TLS, on both backends, with
-// one loop and several; then what only TLS has: records split across
-// reads, backpressure counted in plaintext, bad inputs refused by reason
-// while a good pair carries on, mutual TLS.
+// relay: the end-to-end table runs over TLS as two of its topologies
+// (topology_test.go). This file holds the TLS servers and what only TLS
+// has: records split across reads, backpressure counted in plaintext, bad
+// inputs refused by reason while a good pair carries on, mutual TLS.
 
 import (
 	"bytes"
@@ -32,35 +32,6 @@ import (
 	"github.com/ringrelay/ringrelay/tlshandshake"
 	"github.com/ringrelay/ringrelay/tlsrecord"
 )
-
-// tlsSkip are the cases of the end-to-end table that dial plaintext
-// sockets on purpose (a plaintext client on the TLS port is a bad input,
-// tested below) or open a thousand connections, which over TLS would
-// spend the test's time on handshakes.
-var tlsSkip = map[string]bool{
-	"1000 clients get distinct IDs":                        true,
-	"storm of clients resetting":                           true,
-	"no descriptor leaked after 2000 connect/close cycles": true,
-}
-
-func TestEndToEndTLS(t *testing.T) {
-	for _, backend := range backends {
-		for _, loops := range []int{1, 2} {
-			kind := oneLoop
-			if loops > 1 {
-				kind = severalLoops
-			}
-			for _, tc := range e2eCases {
-				if tlsSkip[tc.name] || !e2eApplies(tc, topology{kind: kind}) {
-					continue
-				}
-				t.Run(fmt.Sprintf("%s/loops=%d/%s", backend, loops, tc.name), func(t *testing.T) {
-					tc.run(t, &e2eEnv{servers: []*testServer{startServerTLS(t, backend, loops, tlsOptions{}, nil)}})
-				})
-			}
-		}
-	}
-}
 
 // testPKI is a CA, a server certificate it signed, a client certificate
 // it signed, and a client certificate signed by another CA.
@@ -212,6 +183,7 @@ func (ts *testServer) dialTLS(t testing.TB, cfg *tls.Config) (*client.Conn, erro
 // flushed between them, spans records and the server's reads (the loops
 // use 1 KiB receive buffers here), and arrives whole.
 func TestTLSFrameSplitAcrossRecordsAndReads(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) {
 			ts := startServerTLS(t, backend, 2, tlsOptions{}, func(_ *relay.Config, lc *reactor.Config) { lc.BufferSize = 1 << 10 })
@@ -236,6 +208,7 @@ func TestTLSFrameSplitAcrossRecordsAndReads(t *testing.T) {
 // A receiver that reads nothing holds its sender back (the queue counts
 // plaintext), and once it reads, every frame arrives in order: lossless.
 func TestTLSBackpressureLossless(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		for _, loops := range []int{1, 2} {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
@@ -277,6 +250,7 @@ func TestTLSBackpressureLossless(t *testing.T) {
 // Bad inputs are refused and counted by reason, and a good pair keeps
 // exchanging frames through all of them.
 func TestTLSBadInputsCounted(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) {
 			ts := startServerTLS(t, backend, 2, tlsOptions{timeout: 3 * time.Second}, nil)
@@ -371,6 +345,7 @@ func TestTLSBadInputsCounted(t *testing.T) {
 // gets an ID and exchanges frames; one with none, or one another CA
 // signed, is refused and counted.
 func TestTLSMutual(t *testing.T) {
+	t.Parallel()
 	for _, backend := range backends {
 		t.Run(string(backend), func(t *testing.T) {
 			p := thePKI(t)

@@ -27,7 +27,10 @@ type topology struct {
 	// another, and check runs once they are all done. Otherwise each case
 	// starts its own servers and the cases run in parallel.
 	shared bool
-	start  func(t *testing.T, backend reactor.Backend) *e2eEnv
+	// tls: the clients speak TLS 1.3 to the relay's handshake pool and
+	// record layer (tls_test.go).
+	tls   bool
+	start func(t *testing.T, backend reactor.Backend) *e2eEnv
 }
 
 // topoKind is a set of topologies, for the cases that do not apply in all.
@@ -43,12 +46,15 @@ const (
 )
 
 // topologies are the topologies of TestEndToEnd, on every backend: each
-// case starts one server of one loop or of four (loopCounts), or all
-// cases share one cluster of three nodes over embedded NATS (a cluster
-// takes seconds to start, and the bus is checked once after the cases).
+// case starts one server of one loop or of four (loopCounts), or one
+// server over TLS with one loop or two, or all cases share one cluster of
+// three nodes over embedded NATS (a cluster takes seconds to start, and
+// the bus is checked once after the cases).
 var topologies = []topology{
 	{name: "loops=1", kind: oneLoop, start: func(t *testing.T, b reactor.Backend) *e2eEnv { return serverEnv(t, b, loopCounts[0]) }},
 	{name: fmt.Sprintf("loops=%d", loopCounts[1]), kind: severalLoops, start: func(t *testing.T, b reactor.Backend) *e2eEnv { return serverEnv(t, b, loopCounts[1]) }},
+	{name: "tls/loops=1", kind: oneLoop, tls: true, start: func(t *testing.T, b reactor.Backend) *e2eEnv { return tlsEnv(t, b, 1) }},
+	{name: "tls/loops=2", kind: severalLoops, tls: true, start: func(t *testing.T, b reactor.Backend) *e2eEnv { return tlsEnv(t, b, 2) }},
 	{name: fmt.Sprintf("nodes=%d", clusterNodes), kind: severalNodes, shared: true, start: clusterEnv},
 }
 
@@ -64,6 +70,10 @@ type e2eEnv struct {
 
 func serverEnv(t *testing.T, backend reactor.Backend, loops int) *e2eEnv {
 	return &e2eEnv{servers: []*testServer{startServerN(t, backend, loops, nil)}}
+}
+
+func tlsEnv(t *testing.T, backend reactor.Backend, loops int) *e2eEnv {
+	return &e2eEnv{servers: []*testServer{startServerTLS(t, backend, loops, tlsOptions{}, nil)}}
 }
 
 // clusterEnv starts three nodes, node 0 on backend and the others

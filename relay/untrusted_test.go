@@ -52,6 +52,7 @@ func roundTrip(t testing.TB, a, b *rawpeer.Peer, seq int) {
 }
 
 func TestLimitUnknownDest(t *testing.T) {
+	t.Parallel()
 	const limit = 50
 	for _, backend := range backends {
 		for _, loops := range loopCounts {
@@ -145,6 +146,7 @@ func startServerAt(t testing.TB, backend reactor.Backend, loops int, listen stri
 }
 
 func TestLimitConnsPerIP(t *testing.T) {
+	t.Parallel()
 	const limit = 3
 	for _, network := range []string{"127.0.0.1", "[::1]"} {
 		for _, backend := range backends {
@@ -198,6 +200,7 @@ func TestLimitConnsPerIP(t *testing.T) {
 // largest until its buffers are back under the budget, counts them, and a
 // pair keeps relaying throughout.
 func TestLimitMaxMemory(t *testing.T) {
+	t.Parallel()
 	const (
 		budget  = 8 << 20
 		hogs    = 40

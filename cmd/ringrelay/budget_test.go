@@ -17,7 +17,10 @@ import (
 func TestBudgetRSS(t *testing.T) {
 	for _, backend := range opsBackends {
 		for _, loops := range []int{1, 4} {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { budgetRSS(t, backend, loops) })
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				t.Parallel() // each case measures its own server process
+				budgetRSS(t, backend, loops)
+			})
 		}
 	}
 }

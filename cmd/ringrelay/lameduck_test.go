@@ -23,6 +23,7 @@ func TestOpsLameDuck(t *testing.T) {
 	for _, backend := range opsBackends {
 		for _, loops := range []int{1, 2} {
 			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
+				t.Parallel() // the cases wait on timers, each with a server of its own
 				opsLameDuck(t, backend, loops)
 			})
 		}
@@ -182,6 +183,7 @@ func waitLog(t *testing.T, p *servertest.Proc, what string, within time.Duration
 // takes it for down and stops routing to it: a frame for its ID is dropped
 // on the sender's node as node_down, not published.
 func TestClusterLameDuck(t *testing.T) {
+	t.Parallel()
 	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
 	maddr := []string{opsFreeAddr(t), opsFreeAddr(t)}
 	var nodes []*servertest.Proc

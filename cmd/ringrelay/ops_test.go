@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"github.com/ringrelay/ringrelay/internal/rawpeer"
@@ -54,10 +55,20 @@ const opsHeadLen = len("s000 q00000000 ")
 
 func opsPayload(buf []byte, sender, seq, size int) []byte {
 	buf = fmt.Appendf(buf[:0], "s%03d q%08d ", sender, seq)
-	for len(buf) < size {
-		buf = append(buf, byte('a'+(sender+seq+len(buf))%26))
+	if n := size - len(buf); n > 0 {
+		buf = append(buf, opsFiller(sender, seq, len(buf), n)...)
 	}
 	return buf
+}
+
+// opsAlphabet repeats a to z, long enough to slice any filler from.
+var opsAlphabet = bytes.Repeat([]byte("abcdefghijklmnopqrstuvwxyz"), 1<<20/26+2)
+
+// opsFiller is the n filler bytes of a payload from offset off: byte i is
+// 'a'+(sender+seq+i)%26, so a byte moved, lost or duplicated shows.
+func opsFiller(sender, seq, off, n int) []byte {
+	k := (sender + seq + off) % 26
+	return opsAlphabet[k : k+n]
 }
 
 // opsOrder checks that every sender's frames arrive complete and in order,
@@ -76,10 +87,12 @@ func (o *opsOrder) take(p []byte) error {
 	if err := errors.Join(err1, err2); err != nil || sender >= len(o.next) {
 		return fmt.Errorf("malformed payload %.40q", p)
 	}
-	for i := opsHeadLen; i < len(p); i++ {
-		if p[i] != byte('a'+(sender+seq+i)%26) {
-			return fmt.Errorf("sender %d frame %d: corrupt at byte %d", sender, seq, i)
+	if want := opsFiller(sender, seq, opsHeadLen, len(p)-opsHeadLen); !bytes.Equal(p[opsHeadLen:], want) {
+		i := opsHeadLen
+		for p[i] == want[i-opsHeadLen] {
+			i++
 		}
+		return fmt.Errorf("sender %d frame %d: corrupt at byte %d", sender, seq, i)
 	}
 	if seq != o.next[sender] {
 		return fmt.Errorf("sender %d: frame %d arrived, expected %d", sender, seq, o.next[sender])

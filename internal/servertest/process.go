@@ -72,7 +72,9 @@ func Run(c Command) (*Proc, error) {
 		close(p.done)
 	}()
 	if c.RaiseFileLimit {
-		if _, err := raiseChildFileLimit(p.Pid()); err != nil {
+		// ESRCH: the child has exited already (a bad flag, say). That is
+		// for WaitReady to report, with the child's output.
+		if _, err := raiseChildFileLimit(p.Pid()); err != nil && !errors.Is(err, syscall.ESRCH) {
 			p.Kill()
 			return nil, err
 		}
