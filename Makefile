@@ -28,15 +28,22 @@ vet:
 cluster: build
 	./scripts/cluster.sh $(ARGS)
 
-# Packages run two at a time (-p defaults to the number of CPUs), and
-# within a package the tests that call t.Parallel run four at a time, not
-# two: most of them wait on sockets and server processes, not on a CPU.
-# Tests that measure the whole test process do not call t.Parallel and run
-# alone (see relay/harness_test.go).
+# Packages run three at a time and, within a package, the tests that call
+# t.Parallel four at a time, on two CPUs: most tests wait on sockets,
+# timers and server processes, not on a CPU (cluster/ and tlshandshake/
+# hardly use one). Tests that measure the whole test process do not call
+# t.Parallel and run alone in theirs (see relay/harness_test.go); tests
+# that measure a server measure its process, not this one.
+TESTP ?= 3
 TESTPARALLEL ?= 4
 
+# The two longest packages are named first so that they start first: go
+# test starts packages in the order it is given them, and a run that ends
+# with relay/ alone leaves a CPU idle for most of a minute.
+TESTPKGS ?= ./relay/ ./cmd/ringrelay/ ./...
+
 test: vet
-	$(GO) test -race -count=1 -parallel $(TESTPARALLEL) -timeout 20m ./...
+	$(GO) test -race -count=1 -p $(TESTP) -parallel $(TESTPARALLEL) -timeout 20m $(TESTPKGS)
 
 # A short run of every fuzz target; the seed corpora also run in `make test`.
 fuzz:

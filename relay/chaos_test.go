@@ -65,7 +65,7 @@ func chaosEdit(rc *relay.Config, _ *reactor.Config) {
 }
 
 // chaosTraffic is how long TestChaos lets the clients loose per case
-// (draining and the closing checks add a second or two): 3 s in `make
+// (draining and the closing checks add a second or two): 2 s in `make
 // test`, which runs four cases at a time (-parallel 4), or
 // RINGRELAY_CHAOS_TRAFFIC (a duration) for a longer look; `make soak`
 // runs the same engine in rounds for minutes.
@@ -475,7 +475,7 @@ func TestChaos(t *testing.T) {
 				} else {
 					ts = startServerN(t, c.backend, c.loops, chaosEdit)
 				}
-				rep := runChaos(t, ts, c.backend, base, 0, chaosTraffic(t, 3*time.Second))
+				rep := runChaos(t, ts, c.backend, base, 0, chaosTraffic(t, 2*time.Second))
 				t.Logf("%s: %s", name, rep)
 			})
 		}

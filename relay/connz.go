@@ -47,7 +47,9 @@ type ConnInfo struct {
 	// Remote is the peer's address, when asked for (Group.ConnzAddrs);
 	// the zero AddrPort otherwise, or once the peer reset the socket.
 	Remote netip.AddrPort
-	Age    time.Duration
+	// Age is how long ago the connection opened, as of when Connz
+	// returned: one clock for every loop, so ages compare across loops.
+	Age time.Duration
 	// Frames and bytes read from the connection (BytesIn counts every
 	// byte read, headers and a frame still incomplete included), and
 	// frames queued to it and bytes the kernel took for it (BytesOut
@@ -66,6 +68,7 @@ type ConnInfo struct {
 
 	slot   int // for the loop's own bookkeeping while it answers
 	serial uint64
+	opened time.Time // the start of the pass that opened it
 }
 
 // TLSInfo is what /connz shows of a TLS connection: the fields of
@@ -189,7 +192,7 @@ func (s *Server) describe(p *peer) ConnInfo {
 	return ConnInfo{
 		ID:        p.id,
 		Loop:      s.k,
-		Age:       s.since(instant(p.serial)),
+		opened:    s.start.Add(time.Duration(p.serial - 1)),
 		FramesIn:  p.tally.framesIn,
 		BytesIn:   p.tally.bytesIn,
 		FramesOut: p.tally.framesOut,
@@ -311,6 +314,12 @@ func (g *Group) Connz(ctx context.Context, id uint32) ([]ConnInfo, error) {
 			return nil, a.err
 		}
 		out = append(out, a.recs...)
+	}
+	// Each loop has its own clock and answered at its own pass: ages
+	// against one instant are what lets them be compared.
+	now := time.Now()
+	for i := range out {
+		out[i].Age = now.Sub(out[i].opened)
 	}
 	return out, nil
 }

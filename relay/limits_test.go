@@ -759,6 +759,10 @@ func TestLimitWriteTimeout(t *testing.T) {
 
 				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck] }
 				servertest.WaitFor(t, "a write-timeout close", progressSlack, func() bool { return stuckCloses() > 0 })
+				// The flood at the stuck receiver has done its work; left
+				// running, it would spend the rest of the watch sending to
+				// an ID that is gone, on the CPUs the slow reader needs.
+				toStuck.finish(t, 5*time.Second)
 				time.Sleep(watch - time.Since(start))
 				if n := stuckCloses(); n != 1 {
 					// Find out whether it was the slow reader: its stream ends
@@ -771,7 +775,6 @@ func TestLimitWriteTimeout(t *testing.T) {
 				if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
 					t.Fatalf("stuck receiver: %v", err)
 				}
-				toStuck.finish(t, 5*time.Second)
 
 				// The slow reader is still connected: it gets the rest, in order.
 				catchUp.Store(true)

@@ -6,6 +6,8 @@
 #
 #   scripts/repeat-tests.sh [-busy] [-cpu C] [-run REGEX] [-short] [-all] [-keep DIR] N [PACKAGES...]
 #
+# PACKAGES default to those of `make test`, in its order.
+#
 #   -busy       keep one CPU busy with another process for the whole run
 #               (taskset -c C sh -c 'while :; do :; done'), the load a
 #               shared CI machine puts on the tests
@@ -45,7 +47,7 @@ shift
 case "$n" in '' | *[!0-9]* | 0) echo "N must be a positive whole number, not \"$n\"" >&2; usage ;; esac
 case "$cpu" in '' | *[!0-9]*) echo "-cpu must be a CPU number, not \"$cpu\"" >&2; usage ;; esac
 pkgs=("$@")
-[ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./relay/ ./cmd/ringrelay/ ./...) # the Makefile's TESTPKGS
 
 # giouring reaches syscall.mmap through go:linkname (see the Makefile).
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-ldflags=-checklinkname=0"
@@ -74,8 +76,8 @@ if [ "$busy" = 1 ]; then
 	echo "keeping CPU $cpu busy (pid $busy_pid)"
 fi
 
-# The same flags as `make test` (TESTPARALLEL as there, default 4).
-args=(-race -count=1 -parallel "${TESTPARALLEL:-4}" -timeout 20m -json)
+# The same flags as `make test` (TESTP and TESTPARALLEL as there).
+args=(-race -count=1 -p "${TESTP:-3}" -parallel "${TESTPARALLEL:-4}" -timeout 20m -json)
 [ -n "$run" ] && args+=(-run "$run")
 [ "$short" = 1 ] && args+=(-short)
 
