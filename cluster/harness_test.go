@@ -22,6 +22,11 @@ type outbox struct {
 	room   atomic.Bool // report room once, as a queue a loop found full would
 }
 
+// eventWait bounds every wait for an event in this package's tests: one
+// generous deadline, since a loaded machine can hold a goroutine or the
+// embedded NATS server back for seconds; no test asserts on how fast.
+const eventWait = 30 * time.Second
+
 func (o *outbox) push(dest uint32, payload string) {
 	o.mu.Lock()
 	o.frames = append(o.frames, frame{dest, append([]byte(payload), 0)})

@@ -57,24 +57,11 @@ func TestClusterCollector(t *testing.T) {
 		`ringrelay_cluster_frames_dropped_total{node="2",reason="node_down"}`: 6,
 		`ringrelay_cluster_frames_dropped_total{node="2",reason="bus_down"}`:  0,
 	}
-	for key, v := range want {
-		got, ok := p.value[key]
-		switch {
-		case !ok:
-			t.Errorf("no sample %s", key)
-		case got != v:
-			t.Errorf("%s = %v, want %v", key, got, v)
-		}
-	}
 	if _, ok := p.value[`ringrelay_cluster_node_up{node="1"}`]; ok {
 		t.Errorf("the node lists itself as a peer")
 	}
-	for name, typ := range map[string]string{
+	p.expect(t, want, map[string]string{
 		"ringrelay_cluster_bus_connected": "GAUGE", "ringrelay_cluster_frames_out_total": "COUNTER",
 		"ringrelay_cluster_frames_dropped_total": "COUNTER", "ringrelay_cluster_batch_max_bytes": "GAUGE",
-	} {
-		if got := p.typ[name].String(); got != typ {
-			t.Errorf("%s has type %s, want %s", name, got, typ)
-		}
-	}
+	})
 }

@@ -29,6 +29,26 @@ type page struct {
 	typ         map[string]dto.MetricType
 }
 
+// expect checks that the page has each sample of want at its value, and
+// each family of types with that type (COUNTER, GAUGE, HISTOGRAM...).
+func (p page) expect(t *testing.T, want map[string]float64, types map[string]string) {
+	t.Helper()
+	for key, v := range want {
+		got, ok := p.value[key]
+		switch {
+		case !ok:
+			t.Errorf("no sample %s", key)
+		case got != v:
+			t.Errorf("%s = %v, want %v", key, got, v)
+		}
+	}
+	for name, typ := range types {
+		if got := p.typ[name].String(); got != typ {
+			t.Errorf("%s has type %s, want %s", name, got, typ)
+		}
+	}
+}
+
 // scrape GETs url over HTTP with the given Accept header ("" sends none)
 // and decodes the answer in whatever format the server chose.
 func scrape(t *testing.T, url, accept string) page {

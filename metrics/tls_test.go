@@ -59,22 +59,9 @@ func TestTLSCollector(t *testing.T) {
 		`ringrelay_tls_certificate_reloads_total{result="ok"}`:       2,
 		`ringrelay_tls_certificate_reloads_total{result="failed"}`:   1,
 	}
-	for key, v := range want {
-		got, ok := p.value[key]
-		switch {
-		case !ok:
-			t.Errorf("no sample %s", key)
-		case got != v:
-			t.Errorf("%s = %v, want %v", key, got, v)
-		}
-	}
-	for name, typ := range map[string]string{
+	p.expect(t, want, map[string]string{
 		"ringrelay_tls_handshakes_total": "COUNTER", "ringrelay_tls_handshake_duration_seconds": "HISTOGRAM",
 		"ringrelay_tls_handshakes_in_progress": "GAUGE", "ringrelay_tls_certificate_expiry_timestamp_seconds": "GAUGE",
 		"ringrelay_tls_certificate_reloads_total": "COUNTER",
-	} {
-		if got := p.typ[name].String(); got != typ {
-			t.Errorf("%s has type %s, want %s", name, got, typ)
-		}
-	}
+	})
 }

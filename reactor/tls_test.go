@@ -7,25 +7,18 @@ package reactor_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ringrelay/ringrelay/internal/testpki"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/ring"
 	"github.com/ringrelay/ringrelay/tlshandshake"
@@ -56,7 +49,7 @@ func startTLSEcho(t *testing.T, b reactor.Backend) *tlsEcho {
 			t.Skipf("io_uring unusable on this host: %v", err)
 		}
 	}
-	certFile, keyFile, roots := selfSigned(t)
+	certFile, keyFile, roots := serverCertFiles(t)
 	store, err := tlshandshake.LoadCerts(tlshandshake.CertFiles{Cert: certFile, Key: keyFile}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -396,53 +389,30 @@ func trafficSecrets(t *testing.T, log string) (client, server []byte) {
 	return client, server
 }
 
-var selfSignedOnce struct {
+var serverPKI struct {
 	sync.Once
-	cert, key []byte
-	roots     *x509.CertPool
+	ca   *testpki.CA
+	leaf testpki.Leaf
+	err  error
 }
 
-// selfSigned writes a self-signed ECDSA P-256 certificate for localhost.
-func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
-	s := &selfSignedOnce
-	s.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
+// serverCertFiles writes a server certificate for localhost, and its key,
+// to a temporary directory; roots holds the CA that signed it.
+func serverCertFiles(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
+	p := &serverPKI
+	p.Do(func() {
+		if p.ca, p.err = testpki.NewCA("reactor test CA"); p.err == nil {
+			p.leaf, p.err = p.ca.Server("localhost")
 		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "localhost"},
-			DNSNames:     []string{"localhost"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IsCA:         true, BasicConstraintsValid: true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			panic(err)
-		}
-		kd, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			panic(err)
-		}
-		s.cert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-		s.key = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
-		c, _ := x509.ParseCertificate(der)
-		s.roots = x509.NewCertPool()
-		s.roots.AddCert(c)
 	})
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, s.cert, 0o600); err != nil {
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	certFile, keyFile, err := p.leaf.Write(t.TempDir(), "server")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, s.key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile, s.roots
+	return certFile, keyFile, p.ca.Pool
 }
 
 // TestTLSSteadyStateAllocs: echoing small messages over TLS allocates
@@ -466,7 +436,7 @@ func TestTLSSteadyStateAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		certFile, keyFile, roots := selfSigned(t)
+		certFile, keyFile, roots := serverCertFiles(t)
 		store, err := tlshandshake.LoadCerts(tlshandshake.CertFiles{Cert: certFile, Key: keyFile}, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -43,11 +42,7 @@ func (ts *testServer) connz(t *testing.T, id uint32) map[uint32]relay.ConnInfo {
 // answers for one ID alone.
 func TestConnzCounts(t *testing.T) {
 	t.Parallel()
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { testConnzCounts(t, backend, loops) })
-		}
-	}
+	eachLoopCount(t, testConnzCounts)
 }
 
 func testConnzCounts(t *testing.T, backend reactor.Backend, loops int) {
@@ -146,11 +141,7 @@ func testConnzCounts(t *testing.T, backend reactor.Backend, loops int) {
 // destination, whose queued bytes are listed too.
 func TestConnzPaused(t *testing.T) {
 	t.Parallel()
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { testConnzPaused(t, backend, loops) })
-		}
-	}
+	eachLoopCount(t, testConnzPaused)
 }
 
 func testConnzPaused(t *testing.T, backend reactor.Backend, loops int) {

@@ -397,7 +397,7 @@ var e2eCases = []e2eCase{
 		warm := e.dial(t, 0)
 		warm.Close()
 		servertest.WaitFor(t, "warm-up connection closed", 5*time.Second, func() bool { return e.open() == 0 })
-		before := openFDs(t)
+		before := fdList(t)
 		for i := range 2000 {
 			nc, err := e.rawDial(i)
 			if err != nil {
@@ -417,11 +417,13 @@ var e2eCases = []e2eCase{
 		// connection gone (io_uring closes asynchronously); give it that
 		// moment, then insist on the exact count.
 		deadline := time.Now().Add(10 * time.Second)
-		for openFDs(t) != before && time.Now().Before(deadline) {
+		for len(fdList(t)) != len(before) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if after := openFDs(t); after != before {
-			t.Fatalf("descriptors: %d before, %d after 2000 cycles", before, after)
+		if after := fdList(t); len(after) != len(before) {
+			t.Fatalf("descriptors: %d before, %d after 2000 cycles; new:\n%s(open connections %d; loop 0 accepted %d, handed off %d)",
+				len(before), len(after), servertest.NewFDs(before, after), e.open(),
+				e.server(0).g.Loop(0).Stats().Accepted.Load(), e.server(0).g.Loop(0).Stats().HandedOff.Load())
 		}
 	}},
 }

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -224,10 +225,24 @@ func expectNothing(t testing.TB, c *client.Conn, d time.Duration) {
 	}
 }
 
+// eachLoopCount runs fn as one subtest per backend and loop count
+// (loopCounts), named <backend>/loops=<n>.
+func eachLoopCount(t *testing.T, fn func(t *testing.T, backend reactor.Backend, loops int)) {
+	t.Helper()
+	for _, backend := range backends {
+		for _, loops := range loopCounts {
+			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { fn(t, backend, loops) })
+		}
+	}
+}
+
 // processMark is what this process held at one point: its descriptors
 // and goroutines. Only a test that runs alone (not t.Parallel) may take
 // one, since any other test's sockets and goroutines would count too.
-type processMark struct{ fds, goroutines int }
+type processMark struct {
+	fds        map[int]string
+	goroutines int
+}
 
 // markProcess takes the mark once the runtime's network poller exists (the
 // first socket creates its descriptors, which then stay).
@@ -238,7 +253,7 @@ func markProcess(t testing.TB) processMark {
 		t.Fatal(err)
 	}
 	l.Close()
-	return processMark{fds: openFDs(t), goroutines: runtime.NumGoroutine()}
+	return processMark{fds: fdList(t), goroutines: runtime.NumGoroutine()}
 }
 
 // settle waits, up to ten seconds, for this process to be back at the
@@ -246,25 +261,25 @@ func markProcess(t testing.TB) processMark {
 func (m processMark) settle(t testing.TB, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for (openFDs(t) != m.fds || runtime.NumGoroutine() > m.goroutines) && time.Now().Before(deadline) {
+	for (len(fdList(t)) != len(m.fds) || runtime.NumGoroutine() > m.goroutines) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := openFDs(t); n != m.fds {
-		t.Errorf("%s: this process holds %d descriptors, %d before", what, n, m.fds)
+	if now := fdList(t); len(now) != len(m.fds) {
+		t.Errorf("%s: this process holds %d descriptors, %d before; new:\n%s", what, len(now), len(m.fds), servertest.NewFDs(m.fds, now))
 	}
 	if n := runtime.NumGoroutine(); n > m.goroutines {
 		t.Errorf("%s: %d goroutines, %d before", what, n, m.goroutines)
 	}
 }
 
-// openFDs is how many descriptors this process holds.
-func openFDs(t testing.TB) int {
+// fdList is what each of this process's descriptors refers to.
+func fdList(t testing.TB) map[int]string {
 	t.Helper()
-	n, err := servertest.FDCount(os.Getpid())
+	fds, err := servertest.FDs(os.Getpid())
 	if err != nil {
-		t.Fatalf("count this process's descriptors: %v", err)
+		t.Fatalf("list this process's descriptors: %v", err)
 	}
-	return n
+	return fds
 }
 
 func trim(p []byte) string {

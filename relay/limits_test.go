@@ -397,11 +397,7 @@ func limReadBatch(backend reactor.Backend, bufferSize int) int {
 
 func TestLimitBackpressure(t *testing.T) {
 	t.Parallel()
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) { testBackpressure(t, backend, loops) })
-		}
-	}
+	eachLoopCount(t, testBackpressure)
 }
 
 // testBackpressure floods a receiver that reads nothing from 50 senders.
@@ -674,121 +670,117 @@ func TestLimitWriteTimeout(t *testing.T) {
 	// must be scheduled at least once per write timeout, and four cases at
 	// once are eight floods on two cores.
 	t.Parallel()
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
-				const (
-					// Fifty times the reader's pace. At 300 ms the slow reader
-					// was closed once in a few runs, on a quiet machine too
-					// (TCP can hold a loopback sender back for a 200 ms
-					// persist probe even while the reader keeps up); at 1 s
-					// on a loaded two-core machine, where this process (race
-					// detector, two floods, four loops) can leave the
-					// reader's goroutine unscheduled for longer than that.
-					// The slow reader is watched for two timeouts: a relay
-					// that closed a connection for having output pending
-					// that long, progress or not, would close it.
-					writeTimeout = 2500 * time.Millisecond
-					watch        = 2 * writeTimeout
-					chunk        = 16 << 10 // what the slow reader takes each time
-					pace         = 50 * time.Millisecond
-				)
-				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
-					rc.MaxQueue = 256 << 10
-					rc.WriteTimeout = writeTimeout
-				})
-				stuck := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
-				// Default buffers for the slow reader: a receive buffer of one
-				// loopback segment (64 KiB) makes TCP itself stall for its 200ms
-				// persist timer, which is not what this case is about.
-				slow := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				s1 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				s2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				if loops > 1 && (shard.Owner(s1.ID, loops) == shard.Owner(stuck.ID, loops) || shard.Owner(s2.ID, loops) == shard.Owner(slow.ID, loops)) {
-					t.Fatal("a sender shares its receiver's loop: the case would not cross loops")
-				}
-				start := time.Now()
-				toStuck := limStartFlood([]*rawpeer.Peer{s1}, stuck.ID, 0, limFixed(1000))
-				toSlow := limStartFlood([]*rawpeer.Peer{s2}, slow.ID, 0, limFixed(1000))
+	eachLoopCount(t, func(t *testing.T, backend reactor.Backend, loops int) {
+		const (
+			// Fifty times the reader's pace. At 300 ms the slow reader
+			// was closed once in a few runs, on a quiet machine too
+			// (TCP can hold a loopback sender back for a 200 ms
+			// persist probe even while the reader keeps up); at 1 s
+			// on a loaded two-core machine, where this process (race
+			// detector, two floods, four loops) can leave the
+			// reader's goroutine unscheduled for longer than that.
+			// The slow reader is watched for two timeouts: a relay
+			// that closed a connection for having output pending
+			// that long, progress or not, would close it.
+			writeTimeout = 2500 * time.Millisecond
+			watch        = 2 * writeTimeout
+			chunk        = 16 << 10 // what the slow reader takes each time
+			pace         = 50 * time.Millisecond
+		)
+		ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+			rc.MaxQueue = 256 << 10
+			rc.WriteTimeout = writeTimeout
+		})
+		stuck := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{Rcv: 64 << 10})
+		// Default buffers for the slow reader: a receive buffer of one
+		// loopback segment (64 KiB) makes TCP itself stall for its 200ms
+		// persist timer, which is not what this case is about.
+		slow := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		s1 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		s2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		if loops > 1 && (shard.Owner(s1.ID, loops) == shard.Owner(stuck.ID, loops) || shard.Owner(s2.ID, loops) == shard.Owner(slow.ID, loops)) {
+			t.Fatal("a sender shares its receiver's loop: the case would not cross loops")
+		}
+		start := time.Now()
+		toStuck := limStartFlood([]*rawpeer.Peer{s1}, stuck.ID, 0, limFixed(1000))
+		toSlow := limStartFlood([]*rawpeer.Peer{s2}, slow.ID, 0, limFixed(1000))
 
-				// The slow reader takes 16 KiB every 50ms, about 330 kB/s: far
-				// behind the flood, but it never stands still for more than a
-				// fiftieth of the timeout. So slow, the relay's send buffer
-				// (autotuned to megabytes) takes nothing new for seconds at a
-				// time: a relay that counted what the kernel took as progress,
-				// not what the reader acknowledged, closes this reader within
-				// the watch (checked). Once told to catch up it reads as fast
-				// as it can until it has every frame (want, once known). It
-				// never pauses in between: a reader that stops is stuck.
-				order := newLimOrder(1)
-				var catchUp atomic.Bool
-				var want atomic.Int64
-				want.Store(-1)
-				slowErr := make(chan error, 1)
-				go func() {
-					fail := func(err error) {
-						slowErr <- fmt.Errorf("after %d frames (%v into the flood): %w", order.total, time.Since(start).Round(time.Millisecond), err)
-					}
-					for !catchUp.Load() {
-						time.Sleep(pace)
-						for n := 0; n < chunk; {
-							p, err := slow.Recv(5 * time.Second)
-							if err != nil {
-								fail(err)
-								return
-							}
-							n += len(p) + 1
-							if err := order.take(p, true); err != nil {
-								fail(err)
-								return
-							}
-						}
-					}
-					before := int64(order.total)
-					if _, err := limDrain(slow, 5*time.Second, func() int64 {
-						if w := want.Load(); w >= 0 {
-							return w - before
-						}
-						return -1
-					}, func(p []byte) error { return order.take(p, true) }); err != nil {
+		// The slow reader takes 16 KiB every 50ms, about 330 kB/s: far
+		// behind the flood, but it never stands still for more than a
+		// fiftieth of the timeout. So slow, the relay's send buffer
+		// (autotuned to megabytes) takes nothing new for seconds at a
+		// time: a relay that counted what the kernel took as progress,
+		// not what the reader acknowledged, closes this reader within
+		// the watch (checked). Once told to catch up it reads as fast
+		// as it can until it has every frame (want, once known). It
+		// never pauses in between: a reader that stops is stuck.
+		order := newLimOrder(1)
+		var catchUp atomic.Bool
+		var want atomic.Int64
+		want.Store(-1)
+		slowErr := make(chan error, 1)
+		go func() {
+			fail := func(err error) {
+				slowErr <- fmt.Errorf("after %d frames (%v into the flood): %w", order.total, time.Since(start).Round(time.Millisecond), err)
+			}
+			for !catchUp.Load() {
+				time.Sleep(pace)
+				for n := 0; n < chunk; {
+					p, err := slow.Recv(5 * time.Second)
+					if err != nil {
 						fail(err)
 						return
 					}
-					slowErr <- nil
-				}()
+					n += len(p) + 1
+					if err := order.take(p, true); err != nil {
+						fail(err)
+						return
+					}
+				}
+			}
+			before := int64(order.total)
+			if _, err := limDrain(slow, 5*time.Second, func() int64 {
+				if w := want.Load(); w >= 0 {
+					return w - before
+				}
+				return -1
+			}, func(p []byte) error { return order.take(p, true) }); err != nil {
+				fail(err)
+				return
+			}
+			slowErr <- nil
+		}()
 
-				stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck] }
-				servertest.WaitFor(t, "a write-timeout close", progressSlack, func() bool { return stuckCloses() > 0 })
-				// The flood at the stuck receiver has done its work; left
-				// running, it would spend the rest of the watch sending to
-				// an ID that is gone, on the CPUs the slow reader needs.
-				toStuck.finish(t, 5*time.Second)
-				time.Sleep(watch - time.Since(start))
-				if n := stuckCloses(); n != 1 {
-					// Find out whether it was the slow reader: its stream ends
-					// once it has read what its kernel buffer still held.
-					catchUp.Store(true)
-					err := <-slowErr
-					t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (%d KiB every %v): %v", n, chunk>>10, pace, err)
-				}
-				// Only now touch the stuck receiver: its reads reach the end.
-				if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
-					t.Fatalf("stuck receiver: %v", err)
-				}
-
-				// The slow reader is still connected: it gets the rest, in order.
-				catchUp.Store(true)
-				want.Store(toSlow.finish(t, 10*time.Second))
-				if err := <-slowErr; err != nil {
-					t.Fatalf("slow but steady reader: %v; write-timeout closes counted: %d", err, stuckCloses())
-				}
-				if n := stuckCloses(); n != 1 {
-					t.Fatalf("%d connections closed for write timeout, want only the stuck one", n)
-				}
-				t.Logf("%s, %d loops: stuck receiver closed; slow reader read for %v without being closed, %d frames in all, in order", backend, loops, watch, order.total)
-			})
+		stuckCloses := func() uint64 { return ts.metrics().Closed[relay.ClosedStuck] }
+		servertest.WaitFor(t, "a write-timeout close", progressSlack, func() bool { return stuckCloses() > 0 })
+		// The flood at the stuck receiver has done its work; left
+		// running, it would spend the rest of the watch sending to
+		// an ID that is gone, on the CPUs the slow reader needs.
+		toStuck.finish(t, 5*time.Second)
+		time.Sleep(watch - time.Since(start))
+		if n := stuckCloses(); n != 1 {
+			// Find out whether it was the slow reader: its stream ends
+			// once it has read what its kernel buffer still held.
+			catchUp.Store(true)
+			err := <-slowErr
+			t.Fatalf("%d connections closed for write timeout, want only the stuck one; the slow but steady reader (%d KiB every %v): %v", n, chunk>>10, pace, err)
 		}
-	}
+		// Only now touch the stuck receiver: its reads reach the end.
+		if err := limReadToEnd(stuck, 5*time.Second, nil); err != nil {
+			t.Fatalf("stuck receiver: %v", err)
+		}
+
+		// The slow reader is still connected: it gets the rest, in order.
+		catchUp.Store(true)
+		want.Store(toSlow.finish(t, 10*time.Second))
+		if err := <-slowErr; err != nil {
+			t.Fatalf("slow but steady reader: %v; write-timeout closes counted: %d", err, stuckCloses())
+		}
+		if n := stuckCloses(); n != 1 {
+			t.Fatalf("%d connections closed for write timeout, want only the stuck one", n)
+		}
+		t.Logf("%s, %d loops: stuck receiver closed; slow reader read for %v without being closed, %d frames in all, in order", backend, loops, watch, order.total)
+	})
 }
 
 func TestLimitMaxFrame(t *testing.T) {
@@ -851,95 +843,87 @@ func TestLimitMaxFrame(t *testing.T) {
 
 func TestLimitFrameTimeout(t *testing.T) {
 	t.Parallel()
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
-				t.Parallel() // mostly waits out frame timeouts
-				const frameTimeout = 300 * time.Millisecond
-				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
-					rc.FrameTimeout = frameTimeout
-				})
-				a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				idle := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				partial := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+	eachLoopCount(t, func(t *testing.T, backend reactor.Backend, loops int) {
+		t.Parallel() // mostly waits out frame timeouts
+		const frameTimeout = 300 * time.Millisecond
+		ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+			rc.FrameTimeout = frameTimeout
+		})
+		a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		idle := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		partial := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
-				// A header and part of a payload, then nothing.
-				start := time.Now()
-				half := append(binary.BigEndian.AppendUint32(nil, a.ID), "never finished"...)
-				if _, err := partial.NC.Write(half); err != nil {
-					t.Fatal(err)
-				}
-				time.Sleep(frameTimeout / 3)
-				if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 0 && time.Since(start) < frameTimeout {
-					t.Fatalf("a partial frame was cut off before frame-timeout")
-				}
-				if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
-					t.Fatalf("connection holding a partial frame: %v", err)
-				}
-				if held := time.Since(start); held < frameTimeout {
-					t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
-				}
-				servertest.WaitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete] == 1 })
-
-				// The idle connection held no partial frame for three timeouts:
-				// still open, and it still receives. Nothing partial reached a.
-				time.Sleep(3*frameTimeout - time.Since(start))
-				if err := a.Send(idle.ID, limPayload(nil, 0, 0, 64)); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := limDrain(idle, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
-					t.Fatalf("idle connection: %v", err)
-				}
-				if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
-					t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
-				}
-				if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 1 {
-					t.Errorf("%d connections closed for an incomplete frame, want 1", n)
-				}
-			})
+		// A header and part of a payload, then nothing.
+		start := time.Now()
+		half := append(binary.BigEndian.AppendUint32(nil, a.ID), "never finished"...)
+		if _, err := partial.NC.Write(half); err != nil {
+			t.Fatal(err)
 		}
-	}
+		time.Sleep(frameTimeout / 3)
+		if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 0 && time.Since(start) < frameTimeout {
+			t.Fatalf("a partial frame was cut off before frame-timeout")
+		}
+		if err := limReadToEnd(partial, 5*time.Second, nil); err != nil {
+			t.Fatalf("connection holding a partial frame: %v", err)
+		}
+		if held := time.Since(start); held < frameTimeout {
+			t.Errorf("closed after %v, before frame-timeout (%v)", held, frameTimeout)
+		}
+		servertest.WaitFor(t, "the incomplete frame counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedIncomplete] == 1 })
+
+		// The idle connection held no partial frame for three timeouts:
+		// still open, and it still receives. Nothing partial reached a.
+		time.Sleep(3*frameTimeout - time.Since(start))
+		if err := a.Send(idle.ID, limPayload(nil, 0, 0, 64)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := limDrain(idle, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+			t.Fatalf("idle connection: %v", err)
+		}
+		if p, err := a.Recv(100 * time.Millisecond); !os.IsTimeout(err) {
+			t.Fatalf("a got %q, %v from the abandoned frame", trim(p), err)
+		}
+		if n := ts.metrics().Closed[relay.ClosedIncomplete]; n != 1 {
+			t.Errorf("%d connections closed for an incomplete frame, want 1", n)
+		}
+	})
 }
 
 func TestLimitMaxConns(t *testing.T) {
 	t.Parallel()
 	// With several loops the limit counts the connections of all loops.
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
-				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
-					rc.MaxConns = 3
-				})
-				c1, c2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+	eachLoopCount(t, func(t *testing.T, backend reactor.Backend, loops int) {
+		ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+			rc.MaxConns = 3
+		})
+		c1, c2 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{}), rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
 
-				// The fourth is accepted and closed before any ID is sent.
-				nc, err := net.Dial("tcp", ts.addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer nc.Close()
-				nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-				b, err := io.ReadAll(nc)
-				if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
-					t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
-				}
-				servertest.WaitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit] == 1 })
-
-				// One leaves; a newcomer gets an ID and can talk.
-				c1.NC.Close()
-				servertest.WaitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
-				c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
-					t.Fatalf("newcomer to c2: %v", err)
-				}
-				if n := ts.metrics().Closed[relay.ClosedOverLimit]; n != 1 {
-					t.Errorf("%d connections refused, want 1", n)
-				}
-			})
+		// The fourth is accepted and closed before any ID is sent.
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		defer nc.Close()
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(nc)
+		if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("connection over max-conns read %d bytes (%x), %v; want nothing, then its end", len(b), b, err)
+		}
+		servertest.WaitFor(t, "the refused connection counted", 5*time.Second, func() bool { return ts.metrics().Closed[relay.ClosedOverLimit] == 1 })
+
+		// One leaves; a newcomer gets an ID and can talk.
+		c1.NC.Close()
+		servertest.WaitFor(t, "two connections left", 5*time.Second, func() bool { return ts.open() == 2 })
+		c4 := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		if err := c4.Send(c2.ID, limPayload(nil, 0, 0, 64)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := limDrain(c2, 5*time.Second, func() int64 { return 1 }, func(p []byte) error { return newLimOrder(1).take(p, true) }); err != nil {
+			t.Fatalf("newcomer to c2: %v", err)
+		}
+		if n := ts.metrics().Closed[relay.ClosedOverLimit]; n != 1 {
+			t.Errorf("%d connections refused, want 1", n)
+		}
+	})
 }

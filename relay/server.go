@@ -188,6 +188,9 @@ func (s *Server) Run() error {
 		}
 		s.now = time.Now()
 		s.clock = instant(s.now.Sub(s.start)) + 1
+		if n > 0 {
+			s.quiet.stirred = true
+		}
 		for i := range events[:n] {
 			ev := &events[i]
 			switch ev.Kind {
@@ -384,6 +387,7 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 		}
 		s.log.Debug("connection closed", "id", p.id, "err", err)
 	}
+	s.quiet.gone += c.Written()
 	s.forget(p)
 	s.releaseAddr(c.Slot())
 	if p.held {
@@ -401,7 +405,6 @@ func (s *Server) closed(c *reactor.Conn, err error) {
 // tick enforces the timed limits, renews and expires pauses across
 // nodes, and gives back idle rings.
 func (s *Server) tick() {
-	s.watchQuiet()
 	if s.x != nil {
 		s.x.trim()
 	}
@@ -411,8 +414,13 @@ func (s *Server) tick() {
 	if len(s.remote) > 0 {
 		s.expireLeases()
 	}
+	written := s.quiet.gone
 	for p := range s.peers.all() {
-		if p.conn == nil || p.id == 0 {
+		if p.conn == nil {
+			continue
+		}
+		written += p.conn.Written()
+		if p.id == 0 {
 			continue
 		}
 		if p.partialSince != 0 && s.since(p.partialSince) >= s.cfg.FrameTimeout {
@@ -433,6 +441,8 @@ func (s *Server) tick() {
 			s.kick(p, ClosedStuck, "no write progress for write-timeout")
 		}
 	}
+	s.noteWritten(written)
+	s.watchQuiet() // last: it sees the output this walk counted
 }
 
 func (s *Server) beginDrain() {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,68 +53,64 @@ func roundTrip(t testing.TB, a, b *rawpeer.Peer, seq int) {
 func TestLimitUnknownDest(t *testing.T) {
 	t.Parallel()
 	const limit = 50
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
-				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
-					rc.MaxUnknownDest = limit
-					rc.UnknownDestWindow = time.Hour // one window for the whole test
-				})
-				good := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				other := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				gone := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				roundTrip(t, good, gone, 0)
+	eachLoopCount(t, func(t *testing.T, backend reactor.Backend, loops int) {
+		ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+			rc.MaxUnknownDest = limit
+			rc.UnknownDestWindow = time.Hour // one window for the whole test
+		})
+		good := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		other := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		gone := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		roundTrip(t, good, gone, 0)
 
-				// A peer leaves; a client streaming to it does not know and
-				// goes on sending, many times the limit. The frames are
-				// dropped and counted; the client stays: one ID again and
-				// again is not a scan.
-				gone.NC.Close()
-				servertest.WaitFor(t, "the peer's departure", untrustedWait, func() bool { return ts.open() == 2 })
-				const inFlight = 3 * limit
-				for i := range inFlight {
-					if err := good.Send(gone.ID, limPayload(nil, 0, i, 64)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				servertest.WaitFor(t, "the frames to the departed peer dropped", untrustedWait, func() bool {
-					return ts.metrics().Dropped[relay.DropUnknownDest] == inFlight
-				})
-				roundTrip(t, good, other, 1)
-
-				// A scanner. With several loops it aims only at IDs other
-				// loops own, so every probe is found unknown elsewhere and
-				// must be counted through the unknown record back.
-				scanner := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				own := shard.Owner(scanner.ID, loops)
-				sent := 0
-				for id := uint32(0x1000); sent < 4*limit; id++ {
-					if loops > 1 && shard.Owner(id, loops) == own {
-						continue
-					}
-					if id == good.ID || id == other.ID || id == scanner.ID {
-						continue
-					}
-					if scanner.Send(id, limPayload(nil, 0, sent, 64)) != nil {
-						break // closed already
-					}
-					sent++
-				}
-				expectEnd(t, scanner.NC, "the scanner")
-				servertest.WaitFor(t, "the scanner counted", untrustedWait, func() bool {
-					return ts.metrics().Closed[relay.ClosedUnknownDest] == 1
-				})
-
-				// The good client was never counted against the limit,
-				// and still relays.
-				roundTrip(t, good, other, 2)
-				roundTrip(t, other, good, 3)
-				if n := ts.metrics().Closed[relay.ClosedUnknownDest]; n != 1 {
-					t.Errorf("%d connections closed for unknown IDs, want 1 (the scanner)", n)
-				}
-			})
+		// A peer leaves; a client streaming to it does not know and
+		// goes on sending, many times the limit. The frames are
+		// dropped and counted; the client stays: one ID again and
+		// again is not a scan.
+		gone.NC.Close()
+		servertest.WaitFor(t, "the peer's departure", untrustedWait, func() bool { return ts.open() == 2 })
+		const inFlight = 3 * limit
+		for i := range inFlight {
+			if err := good.Send(gone.ID, limPayload(nil, 0, i, 64)); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
+		servertest.WaitFor(t, "the frames to the departed peer dropped", untrustedWait, func() bool {
+			return ts.metrics().Dropped[relay.DropUnknownDest] == inFlight
+		})
+		roundTrip(t, good, other, 1)
+
+		// A scanner. With several loops it aims only at IDs other
+		// loops own, so every probe is found unknown elsewhere and
+		// must be counted through the unknown record back.
+		scanner := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		own := shard.Owner(scanner.ID, loops)
+		sent := 0
+		for id := uint32(0x1000); sent < 4*limit; id++ {
+			if loops > 1 && shard.Owner(id, loops) == own {
+				continue
+			}
+			if id == good.ID || id == other.ID || id == scanner.ID {
+				continue
+			}
+			if scanner.Send(id, limPayload(nil, 0, sent, 64)) != nil {
+				break // closed already
+			}
+			sent++
+		}
+		expectEnd(t, scanner.NC, "the scanner")
+		servertest.WaitFor(t, "the scanner counted", untrustedWait, func() bool {
+			return ts.metrics().Closed[relay.ClosedUnknownDest] == 1
+		})
+
+		// The good client was never counted against the limit,
+		// and still relays.
+		roundTrip(t, good, other, 2)
+		roundTrip(t, other, good, 3)
+		if n := ts.metrics().Closed[relay.ClosedUnknownDest]; n != 1 {
+			t.Errorf("%d connections closed for unknown IDs, want 1 (the scanner)", n)
+		}
+	})
 }
 
 // buffered is what the loops last counted in client buffers.
@@ -206,81 +201,60 @@ func TestLimitMaxMemory(t *testing.T) {
 		hogs    = 40
 		partial = 600 << 10
 	)
-	for _, backend := range backends {
-		for _, loops := range loopCounts {
-			t.Run(fmt.Sprintf("%s/loops=%d", backend, loops), func(t *testing.T) {
-				ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
-					rc.MaxMemory = budget
-					rc.FrameTimeout = time.Hour // only the budget closes them
-				})
-				a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				b := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-				stop := make(chan struct{})
-				var wg sync.WaitGroup
-				var trips int
-				var pairErr error
-				wg.Add(1)
-				go func() { // the pair, throughout
-					defer wg.Done()
-					for ; ; trips++ {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						from, to := a, b
-						if trips%2 == 1 {
-							from, to = b, a
-						}
-						if err := from.Send(to.ID, limPayload(nil, 0, trips, 64)); err != nil {
-							pairErr = err
-							return
-						}
-						if _, err := to.Recv(untrustedWait); err != nil {
-							pairErr = err
-							return
-						}
-					}
-				}()
+	eachLoopCount(t, func(t *testing.T, backend reactor.Backend, loops int) {
+		ts := startServerN(t, backend, loops, func(rc *relay.Config, _ *reactor.Config) {
+			rc.MaxMemory = budget
+			rc.FrameTimeout = time.Hour // only the budget closes them
+		})
+		a := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		b := rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+		stop := make(chan struct{})
+		var trips int
+		var pairErr error
+		pairDone := make(chan struct{})
+		go func() { // the pair, throughout
+			defer close(pairDone)
+			trips, pairErr = rawpeer.Exchange(a, b, stop, untrustedWait)
+		}()
 
-				frame := make([]byte, 4+partial)
-				for i := range frame[4:] {
-					frame[4+i] = 'x'
-				}
-				copy(frame, []byte{0, 0, 0, 1}) // to ID 1; the NUL never comes
-				hs := make([]*rawpeer.Peer, hogs)
-				for i := range hs {
-					hs[i] = rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
-					// The write may fail once the server closed the hog.
-					hs[i].NC.SetWriteDeadline(time.Now().Add(untrustedWait))
-					_, _ = hs[i].NC.Write(frame)
-				}
-				// The server closes hogs until what it holds is back under the
-				// budget. Each hog holds at least its partial frame (the
-				// buffer grows to what is needed, or doubles, up to 1 MiB),
-				// so at most budget/partial of them remain.
-				most := budget / partial
-				servertest.WaitFor(t, "the largest buffers closed, back under the budget", untrustedWait, func() bool {
-					return ts.metrics().Closed[relay.ClosedMaxMemory] >= uint64(hogs-most) && ts.buffered() <= budget
-				})
-				// Exactly the connections counted are gone: the pair and the
-				// other hogs are still open.
-				servertest.WaitFor(t, "the evicted connections gone", untrustedWait, func() bool {
-					return ts.open() == int64(2+hogs)-int64(ts.metrics().Closed[relay.ClosedMaxMemory])
-				})
-				// The pair keeps relaying after the eviction too.
-				before := func() int { close(stop); wg.Wait(); return trips }()
-				if pairErr != nil {
-					t.Fatalf("the pair stopped relaying after %d round trips: %v", before, pairErr)
-				}
-				roundTrip(t, a, b, 1)
-				roundTrip(t, b, a, 2)
-				evicted := ts.metrics().Closed[relay.ClosedMaxMemory]
-				if evicted > hogs {
-					t.Errorf("%d connections closed for memory, more than the %d hogs", evicted, hogs)
-				}
-				t.Logf("%d of %d hogs closed over a %d MiB budget; the pair made %d trips meanwhile", evicted, hogs, budget>>20, before)
-			})
+		frame := make([]byte, 4+partial)
+		for i := range frame[4:] {
+			frame[4+i] = 'x'
 		}
-	}
+		copy(frame, []byte{0, 0, 0, 1}) // to ID 1; the NUL never comes
+		hs := make([]*rawpeer.Peer, hogs)
+		for i := range hs {
+			hs[i] = rawpeer.Dial(t, ts.addr, rawpeer.Bufs{})
+			// The write may fail once the server closed the hog.
+			hs[i].NC.SetWriteDeadline(time.Now().Add(untrustedWait))
+			_, _ = hs[i].NC.Write(frame)
+		}
+		// The server closes hogs until what it holds is back under the
+		// budget. Each hog holds at least its partial frame (the
+		// buffer grows to what is needed, or doubles, up to 1 MiB),
+		// so at most budget/partial of them remain.
+		most := budget / partial
+		servertest.WaitFor(t, "the largest buffers closed, back under the budget", untrustedWait, func() bool {
+			return ts.metrics().Closed[relay.ClosedMaxMemory] >= uint64(hogs-most) && ts.buffered() <= budget
+		})
+		// Exactly the connections counted are gone: the pair and the
+		// other hogs are still open.
+		servertest.WaitFor(t, "the evicted connections gone", untrustedWait, func() bool {
+			return ts.open() == int64(2+hogs)-int64(ts.metrics().Closed[relay.ClosedMaxMemory])
+		})
+		// The pair keeps relaying after the eviction too.
+		close(stop)
+		<-pairDone
+		before := trips
+		if pairErr != nil {
+			t.Fatalf("the pair stopped relaying after %d round trips: %v", before, pairErr)
+		}
+		roundTrip(t, a, b, 1)
+		roundTrip(t, b, a, 2)
+		evicted := ts.metrics().Closed[relay.ClosedMaxMemory]
+		if evicted > hogs {
+			t.Errorf("%d connections closed for memory, more than the %d hogs", evicted, hogs)
+		}
+		t.Logf("%d of %d hogs closed over a %d MiB budget; the pair made %d trips meanwhile", evicted, hogs, budget>>20, before)
+	})
 }

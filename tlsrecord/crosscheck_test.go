@@ -2,7 +2,6 @@ package tlsrecord
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -60,39 +59,19 @@ func TestCrossCheckCryptoTLS(t *testing.T) {
 // handshake whose connection is then carried on by this record layer,
 // over loopback TCP, and checks every direction and post-handshake event.
 func crossCheck(t *testing.T, wantSuite uint16) {
-	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		h   *handshaken
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		h, err := serveOne(ctx, ln)
-		done <- result{h, err}
-	}()
+	ctx, addr, served := serveInBackground(t)
 	_, pool := serverCert(t)
-	rawCli, err := net.Dial("tcp", ln.Addr().String())
+	rawCli, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rawCli.Close()
-	cli := tls.Client(rawCli, &tls.Config{RootCAs: pool, ServerName: "tlsrecord.test", MinVersion: tls.VersionTLS13})
+	cli := tls.Client(rawCli, &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13})
 	cli.SetDeadline(timeNowPlus())
 	if err := cli.HandshakeContext(ctx); err != nil {
 		t.Fatal("client handshake:", err)
 	}
-	res := <-done
-	if res.err != nil {
-		t.Fatal(res.err)
-	}
-	h := res.h
-	defer h.raw.Close()
+	h := served()
 	if h.suite != wantSuite || cli.ConnectionState().CipherSuite != wantSuite {
 		t.Fatalf("negotiated %s (client says %s), want %s", tls.CipherSuiteName(h.suite),
 			tls.CipherSuiteName(cli.ConnectionState().CipherSuite), tls.CipherSuiteName(wantSuite))
@@ -198,32 +177,15 @@ func crossCheck(t *testing.T, wantSuite uint16) {
 
 // A fatal alert we seal reaches crypto/tls as that alert.
 func TestCryptoTLSReadsOurFatalAlert(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan *handshaken, 1)
-	errc := make(chan error, 1)
-	go func() {
-		h, err := serveOne(ctx, ln)
-		errc <- err
-		done <- h
-	}()
+	_, addr, served := serveInBackground(t)
 	_, pool := serverCert(t)
-	cli, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "tlsrecord.test"})
+	cli, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
 	cli.SetDeadline(timeNowPlus())
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	h := <-done
-	defer h.raw.Close()
+	h := served()
 	wire, _ := h.rec.SealAlert(nil, AlertUnexpectedMessage)
 	if _, err := h.raw.Write(wire); err != nil {
 		t.Fatal(err)

@@ -3,59 +3,43 @@ package tlsrecord
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ringrelay/ringrelay/internal/testpki"
 )
 
 // testDeadline bounds every socket test: generous, because the machine
 // is shared; the tests wait on events, never on short windows.
 const testDeadline = 60 * time.Second
 
-var (
-	certOnce sync.Once
-	testCert tls.Certificate
-	testPool *x509.CertPool
-)
+var serverPKI struct {
+	sync.Once
+	ca   *testpki.CA
+	leaf testpki.Leaf
+	err  error
+}
 
-// serverCert is a self-signed ECDSA P-256 certificate for "tlsrecord.test".
+// serverCert is a certificate for localhost and a pool holding the CA
+// that signed it.
 func serverCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	certOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
+	p := &serverPKI
+	p.Do(func() {
+		if p.ca, p.err = testpki.NewCA("tlsrecord test CA"); p.err == nil {
+			p.leaf, p.err = p.ca.Server("localhost")
 		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "tlsrecord.test"},
-			DNSNames:     []string{"tlsrecord.test"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IsCA:         true, BasicConstraintsValid: true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			panic(err)
-		}
-		leaf, _ := x509.ParseCertificate(der)
-		testCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-		testPool = x509.NewCertPool()
-		testPool.AddCert(leaf)
 	})
-	return testCert, testPool
+	if p.err != nil {
+		panic(p.err) // t may be nil: serveOne runs off the test goroutine
+	}
+	return p.leaf.TLS, p.ca.Pool
 }
 
 // recordBoundedConn never returns bytes past the end of the TLS record
@@ -100,6 +84,38 @@ type handshaken struct {
 	rec     *Conn
 	secrets map[string][]byte
 	suite   uint16
+}
+
+// serveInBackground runs serveOne on a loopback listener of its own, under
+// one overall deadline (ctx, which the client side uses too). served waits
+// for the handshake and fails the test if it failed; the listener and the
+// connection close at the end of the test.
+func serveInBackground(t *testing.T) (ctx context.Context, addr string, served func() *handshaken) {
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	t.Cleanup(cancel)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	type result struct {
+		h   *handshaken
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h, err := serveOne(ctx, ln)
+		done <- result{h, err}
+	}()
+	return ctx, ln.Addr().String(), func() *handshaken {
+		t.Helper()
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		t.Cleanup(func() { r.h.raw.Close() })
+		return r.h
+	}
 }
 
 // serveOne accepts one connection on ln and runs a crypto/tls server

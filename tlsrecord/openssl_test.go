@@ -2,11 +2,9 @@ package tlsrecord
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
-	"net"
 	"os/exec"
 	"strings"
 	"testing"
@@ -31,25 +29,10 @@ func TestInteropOpenSSL(t *testing.T) {
 }
 
 func interopOpenSSL(t *testing.T, bin string, id uint16) {
-	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		h   *handshaken
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		h, err := serveOne(ctx, ln)
-		done <- result{h, err}
-	}()
+	ctx, addr, served := serveInBackground(t)
 	// -quiet prints only application data; -no_ign_eof (after it) keeps
 	// the single-letter commands (K = KeyUpdate, update_requested; Q = quit).
-	cmd := exec.CommandContext(ctx, bin, "s_client", "-connect", ln.Addr().String(), "-servername", "tlsrecord.test",
+	cmd := exec.CommandContext(ctx, bin, "s_client", "-connect", addr, "-servername", "localhost",
 		"-tls1_3", "-ciphersuites", tls.CipherSuiteName(id), "-quiet", "-no_ign_eof")
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
@@ -107,12 +90,7 @@ func interopOpenSSL(t *testing.T, bin string, id uint16) {
 			}
 		}
 	}
-	res := <-done
-	if res.err != nil {
-		t.Fatal(res.err)
-	}
-	h := res.h
-	defer h.raw.Close()
+	h := served()
 	if h.suite != id {
 		t.Fatalf("negotiated %s, want %s", tls.CipherSuiteName(h.suite), tls.CipherSuiteName(id))
 	}

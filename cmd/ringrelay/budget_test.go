@@ -52,25 +52,7 @@ func budgetRSS(t *testing.T, backend string, loops int) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		for ; ; trips++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			from, to := a, b
-			if trips%2 == 1 {
-				from, to = b, a
-			}
-			if err := from.Send(to.ID, opsPayload(nil, 0, trips, 64)); err != nil {
-				pairErr = err
-				return
-			}
-			if _, err := to.Recv(within); err != nil {
-				pairErr = err
-				return
-			}
-		}
+		trips, pairErr = rawpeer.Exchange(a, b, stop, within)
 	}()
 	go func() {
 		defer wg.Done()

@@ -32,7 +32,7 @@ func TestClusterTwoProcesses(t *testing.T) {
 	}
 	for k, p := range nodes {
 		up := `ringrelay_cluster_node_up{node="` + string(rune('1'-k)) + `"}`
-		opsWaitMetric(t, maddr[k], "node "+string(rune('0'+k))+" to see the other up", 15*time.Second, func(m opsMetrics) bool {
+		opsWaitMetric(t, maddr[k], "node "+string(rune('0'+k))+" to see the other up", opsPatience, func(m opsMetrics) bool {
 			return m.value[up] == 1 && m.value["ringrelay_cluster_bus_connected"] == 1
 		})
 		if p.Exited() {
@@ -136,7 +136,7 @@ func TestClusterDuplicateWhileServing(t *testing.T) {
 	p := servertest.Launch(t, servertest.Options{Args: []string{
 		"-cluster=" + url, "-node=2", "-node-bits=2", "-cluster-name=rrdup", "-metrics-addr=" + maddr, "-backend=epoll",
 	}})
-	opsWaitMetric(t, maddr, "the node to serve", 15*time.Second, func(m opsMetrics) bool {
+	opsWaitMetric(t, maddr, "the node to serve", opsPatience, func(m opsMetrics) bool {
 		return m.value["ringrelay_cluster_serving"] == 1 && m.value["ringrelay_cluster_bus_connected"] == 1
 	})
 	nc, err := nats.Connect(url)

@@ -58,7 +58,7 @@ func TestOpsConnz(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			opsWaitMetric(t, maddr, "the metrics page", 30*time.Second, func(opsMetrics) bool { return true })
+			opsWaitMetric(t, maddr, "the metrics page", opsPatience, func(opsMetrics) bool { return true })
 			page := opsConnz(t, maddr, "sort=frames_out")
 			if page.Total != 2 || len(page.Connections) != 2 {
 				t.Fatalf("/connz: %d connections (%d listed), want 2", page.Total, len(page.Connections))
@@ -261,7 +261,7 @@ func TestOpsConnzTLS(t *testing.T) {
 				t.Fatalf("%v\nlog:\n%s", err, p.Logs())
 			}
 			suite := tls.CipherSuiteName(c.NetConn().(*tls.Conn).ConnectionState().CipherSuite)
-			opsWaitMetric(t, maddr, "the metrics page", 30*time.Second, func(opsMetrics) bool { return true })
+			opsWaitMetric(t, maddr, "the metrics page", opsPatience, func(opsMetrics) bool { return true })
 			var page metrics.ConnzPage
 			servertest.WaitFor(t, "the TLS connection listed", 30*time.Second, func() bool {
 				page = opsConnz(t, maddr, fmt.Sprintf("cid=%d", c.ID()))

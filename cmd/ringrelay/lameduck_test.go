@@ -196,7 +196,7 @@ func TestClusterLameDuck(t *testing.T) {
 	up1 := `ringrelay_cluster_node_up{node="1"}`
 	for k := range nodes {
 		up := `ringrelay_cluster_node_up{node="` + strconv.Itoa(1-k) + `"}`
-		opsWaitMetric(t, maddr[k], "node "+strconv.Itoa(k)+" to see the other up", 15*time.Second, func(m opsMetrics) bool {
+		opsWaitMetric(t, maddr[k], "node "+strconv.Itoa(k)+" to see the other up", opsPatience, func(m opsMetrics) bool {
 			return m.value[up] == 1
 		})
 	}
@@ -204,12 +204,12 @@ func TestClusterLameDuck(t *testing.T) {
 	b := rawpeer.Dial(t, nodes[1].Addr, rawpeer.Bufs{})
 
 	nodes[1].Signal(t, syscall.SIGUSR2)
-	waitLog(t, nodes[1], "lame duck: listener closed", 15*time.Second)
+	waitLog(t, nodes[1], "lame duck: listener closed", opsPatience)
 	// The grace (5 s) is far longer than this takes: b is still served.
 	if err := a.Send(b.ID, []byte("to a lame duck")); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := b.Recv(10 * time.Second); err != nil || string(got) != "to a lame duck" {
+	if got, err := b.Recv(opsPatience); err != nil || string(got) != "to a lame duck" {
 		t.Fatalf("during the grace: b got %q, %v", got, err)
 	}
 	if m := opsScrape(t, maddr[0]); m.value[up1] != 1 {
@@ -222,13 +222,13 @@ func TestClusterLameDuck(t *testing.T) {
 	if code := nodes[1].Wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("node 1 exited %d\n%s", code, nodes[1].Logs())
 	}
-	opsWaitMetric(t, maddr[0], "node 0 to take node 1 for down", 30*time.Second, func(m opsMetrics) bool {
+	opsWaitMetric(t, maddr[0], "node 0 to take node 1 for down", opsPatience, func(m opsMetrics) bool {
 		return m.value[up1] == 0
 	})
 	if err := a.Send(b.ID, []byte("to a node that left")); err != nil {
 		t.Fatal(err)
 	}
-	opsWaitMetric(t, maddr[0], "the frame for node 1 dropped as node_down", 15*time.Second, func(m opsMetrics) bool {
+	opsWaitMetric(t, maddr[0], "the frame for node 1 dropped as node_down", opsPatience, func(m opsMetrics) bool {
 		return m.value[`ringrelay_cluster_frames_dropped_total{node="1",reason="node_down"}`] == 1
 	})
 	nodes[0].Signal(t, syscall.SIGTERM)

@@ -102,11 +102,16 @@ func (o *opsOrder) take(p []byte) error {
 	return nil
 }
 
-// drain reads payloads into o until want() of them have arrived; want
-// returns -1 while the total is not known. It fails when nothing arrives
-// for 10s.
+// opsPatience bounds a whole drain or read to the end: generous, since a
+// loaded machine can leave a reader or the server unscheduled for seconds.
+const opsPatience = 60 * time.Second
+
+// opsDrain reads payloads into o until want() of them have arrived; want
+// returns -1 while the total is not known. It fails if that takes longer
+// than opsPatience.
 func opsDrain(p *rawpeer.Peer, o *opsOrder, want func() int) error {
-	last := time.Now()
+	start := time.Now()
+	last := start
 	for {
 		if w := want(); w >= 0 && o.total >= w {
 			return nil
@@ -118,20 +123,21 @@ func opsDrain(p *rawpeer.Peer, o *opsOrder, want func() int) error {
 				return err
 			}
 			last = time.Now()
-		case os.IsTimeout(err) && time.Since(last) < 10*time.Second:
+		case os.IsTimeout(err) && time.Since(start) < opsPatience:
 		default:
-			return fmt.Errorf("after %d frames: %w", o.total, err)
+			return fmt.Errorf("after %d frames in %v, the last %v ago: %w", o.total, time.Since(start).Round(time.Millisecond), time.Since(last).Round(time.Millisecond), err)
 		}
 	}
 }
 
-// readToEnd reads payloads into o until the stream ends and returns how
-// it ended. It fails when nothing arrives for 10s.
+// opsReadToEnd reads payloads into o until the stream ends and returns
+// how it ended. It fails if the end does not come within opsPatience.
 func opsReadToEnd(p *rawpeer.Peer, o *opsOrder) (end error, err error) {
+	deadline := time.Now().Add(opsPatience)
 	for {
-		b, err := p.Recv(10 * time.Second)
+		b, err := p.Recv(time.Until(deadline))
 		if os.IsTimeout(err) {
-			return nil, fmt.Errorf("after %d frames: %w", o.total, err)
+			return nil, fmt.Errorf("after %d frames: no end within %v: %w", o.total, opsPatience, err)
 		}
 		if err != nil {
 			return err, nil
@@ -347,7 +353,7 @@ func opsFillQueue(t testing.TB, p *servertest.Proc, metricsAddr string, maxQueue
 	// 30 s: a failure when hit, not a measurement. The ops tests run in
 	// parallel, and three of them flood at once on a machine that may
 	// have a CPU kept busy; 10 s was hit once in such a run.
-	opsWaitMetric(t, metricsAddr, fmt.Sprintf("the relay to hold %d bytes for a receiver that does not read", maxQueue/2), 30*time.Second, func(m opsMetrics) bool {
+	opsWaitMetric(t, metricsAddr, fmt.Sprintf("the relay to hold %d bytes for a receiver that does not read", maxQueue/2), opsPatience, func(m opsMetrics) bool {
 		if m.get(t, opsPauses) == 0 {
 			return false
 		}
@@ -390,7 +396,7 @@ func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
 			// reads, so the page is still up.
 			opsAwaitDrain(t, p)
 			last := -1.0
-			m := opsWaitMetric(t, maddr, "the relayed count to settle", 5*time.Second, func(m opsMetrics) bool {
+			m := opsWaitMetric(t, maddr, "the relayed count to settle", opsPatience, func(m opsMetrics) bool {
 				n := m.get(t, opsRelayed)
 				settled := n == last
 				last = n
@@ -644,7 +650,7 @@ func TestOpsMetrics(t *testing.T) {
 				}
 				return n
 			}
-			m0 := opsWaitMetric(t, maddr, "the readiness probe accepted and closed", 5*time.Second, func(m opsMetrics) bool {
+			m0 := opsWaitMetric(t, maddr, "the readiness probe accepted and closed", opsPatience, func(m opsMetrics) bool {
 				return m.get(t, accepted) >= 1 && m.get(t, open) == 0 && closed(m) == m.get(t, accepted)
 			})
 			if v := m0.get(t, `ringrelay_backend_info{backend="`+backend+`"}`); v != 1 {
@@ -677,7 +683,7 @@ func TestOpsMetrics(t *testing.T) {
 			c.NC.Close()
 
 			delta := func(m opsMetrics, key string) float64 { return m.get(t, key) - m0.get(t, key) }
-			m1 := opsWaitMetric(t, maddr, "the counters to catch up", 5*time.Second, func(m opsMetrics) bool {
+			m1 := opsWaitMetric(t, maddr, "the counters to catch up", opsPatience, func(m opsMetrics) bool {
 				return delta(m, unknown) >= 1 && delta(m, byPeer) >= 1
 			})
 			for _, w := range []struct {
@@ -800,7 +806,7 @@ func TestOpsTwoLoops(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
 			maddr := opsFreeAddr(t)
 			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-loops=2", "-cpus=0", "-metrics-addr=" + maddr}})
-			opsWaitMetric(t, maddr, "the readiness probe gone", 5*time.Second, func(m opsMetrics) bool {
+			opsWaitMetric(t, maddr, "the readiness probe gone", opsPatience, func(m opsMetrics) bool {
 				return m.get(t, "ringrelay_connections_accepted_total") >= 1 && m.get(t, "ringrelay_connections_open") == 0
 			})
 			// Placement is by fewest connections: one lands on each loop.
@@ -816,7 +822,7 @@ func TestOpsTwoLoops(t *testing.T) {
 			// so the receiving loop's count may show before the sender's.
 			outKey := `ringrelay_cross_loop_frames_total{direction="out"}`
 			inKey := `ringrelay_cross_loop_frames_total{direction="in"}`
-			m := opsWaitMetric(t, maddr, "the frame counted on both loops", 5*time.Second, func(m opsMetrics) bool {
+			m := opsWaitMetric(t, maddr, "the frame counted on both loops", opsPatience, func(m opsMetrics) bool {
 				return m.get(t, opsRelayed) == 1 && m.get(t, outKey) >= 1 && m.get(t, inKey) >= 1
 			})
 			for _, key := range []string{`ringrelay_connections_open{loop="0"}`, `ringrelay_connections_open{loop="1"}`} {

@@ -6,7 +6,9 @@
 package rawpeer
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"syscall"
 	"testing"
@@ -86,4 +88,35 @@ func (p *Peer) Send(dest uint32, payload []byte) error {
 func (p *Peer) Recv(within time.Duration) ([]byte, error) {
 	p.NC.SetReadDeadline(time.Now().Add(within))
 	return p.in.ReadFrame(p.NC)
+}
+
+// Exchange keeps a and b trading frames, each way in turn, one in flight
+// at a time, until stop is closed, and checks that each arrives as sent.
+// It returns the frames delivered and the error that ended the exchange
+// early: a failed write, or a frame that did not arrive within wait or
+// arrived changed.
+func Exchange(a, b *Peer, stop <-chan struct{}, wait time.Duration) (int, error) {
+	var msg []byte
+	for n := 0; ; n++ {
+		select {
+		case <-stop:
+			return n, nil
+		default:
+		}
+		from, to := a, b
+		if n%2 == 1 {
+			from, to = b, a
+		}
+		msg = fmt.Appendf(msg[:0], "exchange %d", n)
+		if err := from.Send(to.ID, msg); err != nil {
+			return n, fmt.Errorf("frame %d: %w", n, err)
+		}
+		got, err := to.Recv(wait)
+		if err != nil {
+			return n, fmt.Errorf("frame %d: %w", n, err)
+		}
+		if !bytes.Equal(got, msg) {
+			return n, fmt.Errorf("frame %d arrived as %q, sent as %q", n, got, msg)
+		}
+	}
 }

@@ -5,9 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,23 +77,6 @@ func statusField(pid int, key string) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no %s line", pid, key)
 }
 
-// FDs lists the targets of the open descriptors of process pid
-// (e.g. "socket:[123]", "anon_inode:[io_uring]").
-func FDs(pid int) ([]string, error) {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range ents {
-		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
-			out = append(out, target)
-		}
-	}
-	return out, nil
-}
-
 // FDCount returns how many descriptors process pid holds open (the
 // entries of /proc/<pid>/fd, without reading where each one points).
 func FDCount(pid int) (int, error) {
@@ -101,6 +85,42 @@ func FDCount(pid int) (int, error) {
 		return 0, err
 	}
 	return len(ents), nil
+}
+
+// FDs returns what each of process pid's descriptors refers to, by
+// number: the link in /proc/PID/fd, such as a path, "socket:[123]" or
+// "anon_inode:[io_uring]". A descriptor closed while it is read is left
+// out, the one that read the directory among them: so FDs has one entry
+// fewer than FDCount counts.
+func FDs(pid int) (map[int]string, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	fds := make(map[int]string, len(ents))
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink(dir + "/" + e.Name()); err == nil {
+			fds[n] = target
+		}
+	}
+	return fds, nil
+}
+
+// NewFDs describes the descriptors in after that are not in before, or
+// refer to something else now: "fd 12 socket:[4711]", one per line.
+func NewFDs(before, after map[int]string) string {
+	var b strings.Builder
+	for _, n := range slices.Sorted(maps.Keys(after)) {
+		if before[n] != after[n] {
+			fmt.Fprintf(&b, "fd %d %s\n", n, after[n])
+		}
+	}
+	return b.String()
 }
 
 // TCPQueues returns, for the IPv4 TCP socket from local to remote (both

@@ -14,10 +14,12 @@ package servertest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -156,7 +158,7 @@ func (p *Proc) Signal(t TB, sig syscall.Signal) {
 func (p *Proc) FDs(t TB) []string {
 	t.Helper()
 	v, err := FDs(p.Pid())
-	return must(t, v, err)
+	return slices.Sorted(maps.Values(must(t, v, err)))
 }
 
 // RSS is the process's resident set size in bytes.
