@@ -18,19 +18,20 @@ import (
 // allocates (Go's forced collection comes after two minutes).
 //
 // So each loop watches what it counts anyway (frames read and delivered,
-// connections accepted, queued output its peers acknowledged) on its
-// tick. Output counts: after a burst, queues of megabytes drain at the
-// pace of their readers, and a loop that trimmed while they drained would
-// keep every chunk they give back. When the counts have not moved for
+// connections accepted, queued output the kernel took) on its tick.
+// Output counts: after a burst, queues of megabytes drain at the pace of
+// their readers, and a loop that trimmed while they drained would keep
+// every chunk they give back. When the counts have not moved for
 // quietAfter after having moved (for a tick, if the loop has no
-// connection left), the loop trims what it owns (its output
-// pool and engine scratch through reactor.Loop.Trim, and the parser
-// buffers of its idle connections). The last loop of the process to go
-// quiet that way then runs one debug.FreeOSMemory: a collection, and the
-// freed pages handed back to the kernel. A busy loop never trims and
-// nothing runs on the data path: the check is two additions and a
-// comparison per tick, and a loop that stays idle sleeps without ticking
-// once it has trimmed.
+// connection left), the loop trims what it owns (its output pool and
+// engine scratch through reactor.Loop.Trim, and the parser buffers of its
+// idle connections). The last loop of the process to go quiet that way
+// then runs one debug.FreeOSMemory: a collection, and the freed pages
+// handed back to the kernel. A busy loop never trims and nothing runs on
+// the data path: the check is a sum over the loop's connections per tick
+// and a comparison, and a loop that stays idle sleeps without ticking
+// once it has trimmed (a pass that handled events earns it one more tick,
+// to see what they did).
 
 // quietAfter is how long a loop's counts must stay still before it trims.
 const quietAfter = 2 * time.Second
