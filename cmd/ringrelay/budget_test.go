@@ -34,11 +34,11 @@ func budgetRSS(t *testing.T, backend string, loops int) {
 		buffers = 256
 		within  = 60 * time.Second
 	)
-	maddr := opsFreeAddr(t)
 	p := servertest.Start(t, servertest.Options{Args: []string{
 		"-backend=" + backend, fmt.Sprintf("-loops=%d", loops), fmt.Sprintf("-buffers=%d", buffers),
-		fmt.Sprintf("-max-memory=%d", budget), "-frame-timeout=1h", "-metrics-addr=" + maddr,
+		fmt.Sprintf("-max-memory=%d", budget), "-frame-timeout=1h", opsMetricsArg,
 	}})
+	maddr := opsMetricsAddr(t, p)
 	a := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
 	b := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
 	baseline := p.RSS(t)

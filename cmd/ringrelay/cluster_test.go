@@ -22,13 +22,14 @@ import (
 func TestClusterTwoProcesses(t *testing.T) {
 	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
-	maddr := []string{opsFreeAddr(t), opsFreeAddr(t)}
+	maddr := make([]string, 2)
 	var nodes []*servertest.Proc
 	for k := range 2 {
 		nodes = append(nodes, servertest.Launch(t, servertest.Options{Args: []string{
 			"-cluster=" + url, "-node=" + string(rune('0'+k)), "-node-bits=2", "-cluster-name=rrcmd",
-			"-metrics-addr=" + maddr[k], "-backend=epoll",
+			opsMetricsArg, "-backend=epoll",
 		}}))
+		maddr[k] = opsMetricsAddr(t, nodes[k])
 	}
 	for k, p := range nodes {
 		up := `ringrelay_cluster_node_up{node="` + string(rune('1'-k)) + `"}`
@@ -102,13 +103,17 @@ func TestClusterStartFailures(t *testing.T) {
 	// Its servers are processes of their own; it mostly waits on them.
 	t.Parallel()
 	small := natstest.Start(t, 1, natstest.Options{MaxPayload: 1 << 20}).URL(0) // NATS's default max_payload: 1 MiB
+	nobody, err := servertest.FreeAddr()                                        // a port nothing listens on
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
 		want string
 	}{
 		{"max_payload below one frame", []string{"-cluster=" + small}, "max_payload"},
-		{"no NATS server", []string{"-cluster=nats://" + opsFreeAddr(t)}, "connect"},
+		{"no NATS server", []string{"-cluster=nats://" + nobody}, "connect"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,10 +137,10 @@ func TestClusterStartFailures(t *testing.T) {
 func TestClusterDuplicateWhileServing(t *testing.T) {
 	t.Parallel() // its servers are processes of their own; it mostly waits on them
 	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
-	maddr := opsFreeAddr(t)
 	p := servertest.Launch(t, servertest.Options{Args: []string{
-		"-cluster=" + url, "-node=2", "-node-bits=2", "-cluster-name=rrdup", "-metrics-addr=" + maddr, "-backend=epoll",
+		"-cluster=" + url, "-node=2", "-node-bits=2", "-cluster-name=rrdup", opsMetricsArg, "-backend=epoll",
 	}})
+	maddr := opsMetricsAddr(t, p)
 	opsWaitMetric(t, maddr, "the node to serve", opsPatience, func(m opsMetrics) bool {
 		return m.value["ringrelay_cluster_serving"] == 1 && m.value["ringrelay_cluster_bus_connected"] == 1
 	})

@@ -44,8 +44,8 @@ func TestOpsConnz(t *testing.T) {
 	for _, backend := range []string{"uring", "epoll"} {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
-			maddr := opsFreeAddr(t)
-			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-loops=2", "-metrics-addr=" + maddr}})
+			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-loops=2", opsMetricsArg}})
+			maddr := opsMetricsAddr(t, p)
 			a, b := rawpeer.Dial(t, p.Addr, rawpeer.Bufs{}), rawpeer.Dial(t, p.Addr, rawpeer.Bufs{})
 			const frames = 7
 			for range frames {
@@ -105,9 +105,9 @@ func benchOpsConnzPage(b *testing.B, backend string, loops int) {
 	if _, err := servertest.RaiseFileLimit(); err != nil {
 		b.Logf("%v", err)
 	}
-	maddr := opsFreeAddr(b)
 	p := servertest.Start(b, servertest.Options{Args: []string{"-backend=" + backend, "-loops=" + strconv.Itoa(loops),
-		"-max-conns=20000", "-metrics-addr=" + maddr}})
+		"-max-conns=20000", opsMetricsArg}})
+	maddr := opsMetricsAddr(b, p)
 	for range idle {
 		rawpeer.Dial(b, p.Addr, rawpeer.Bufs{})
 	}
@@ -251,11 +251,11 @@ func TestOpsConnzTLS(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
 			f := newTLSFiles(t)
-			maddr := opsFreeAddr(t)
 			p := servertest.Start(t, servertest.Options{Args: []string{
-				"-backend=" + backend, "-loops=2", "-metrics-addr=" + maddr,
+				"-backend=" + backend, "-loops=2", opsMetricsArg,
 				"-tls-cert=" + f.certFile, "-tls-key=" + f.keyFile,
 			}})
+			maddr := opsMetricsAddr(t, p)
 			c, err := dialTLS(t, p.Addr, f.clientConfig(false))
 			if err != nil {
 				t.Fatalf("%v\nlog:\n%s", err, p.Logs())

@@ -185,13 +185,14 @@ func waitLog(t *testing.T, p *servertest.Proc, what string, within time.Duration
 func TestClusterLameDuck(t *testing.T) {
 	t.Parallel()
 	url := natstest.Start(t, 1, natstest.Options{MaxPayload: 2 << 20}).URL(0)
-	maddr := []string{opsFreeAddr(t), opsFreeAddr(t)}
+	maddr := make([]string, 2)
 	var nodes []*servertest.Proc
 	for k := range 2 {
 		nodes = append(nodes, servertest.Launch(t, servertest.Options{Args: []string{
 			"-cluster=" + url, "-node=" + strconv.Itoa(k), "-node-bits=2", "-cluster-name=rrduck",
-			"-metrics-addr=" + maddr[k], "-backend=epoll", "-lame-duck-grace=5s", "-lame-duck-duration=1s",
+			opsMetricsArg, "-backend=epoll", "-lame-duck-grace=5s", "-lame-duck-duration=1s",
 		}}))
+		maddr[k] = opsMetricsAddr(t, nodes[k])
 	}
 	up1 := `ringrelay_cluster_node_up{node="1"}`
 	for k := range nodes {

@@ -133,7 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler(string(g.Loop(0).Backend()), nd, extra, loops...))
 		mux.Handle("/connz", metrics.Connz(g, nloops))
-		if err := serveHTTP(cfg.MetricsAddr, mux, log); err != nil {
+		if err := serveHTTP("metrics", cfg.MetricsAddr, mux, log); err != nil {
 			stop()
 			log.Error("cannot serve metrics", "addr", cfg.MetricsAddr, "err", err)
 			return 1
@@ -146,7 +146,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		if err := serveHTTP(cfg.PprofAddr, mux, log); err != nil {
+		if err := serveHTTP("pprof", cfg.PprofAddr, mux, log); err != nil {
 			stop()
 			log.Error("cannot serve pprof", "addr", cfg.PprofAddr, "err", err)
 			return 1
@@ -206,11 +206,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // serveHTTP listens on addr now (so a bad address fails at start) and
 // serves handler on its own goroutine, away from the loop.
-func serveHTTP(addr string, h http.Handler, log *slog.Logger) error {
+func serveHTTP(what, addr string, h http.Handler, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	// The address bound, which says the port when addr asked for any (:0).
+	log.Info("serving "+what, "addr", ln.Addr().String())
 	go func() {
 		if err := http.Serve(ln, h); err != nil {
 			log.Error("http server stopped", "addr", addr, "err", err)

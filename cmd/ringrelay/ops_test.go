@@ -192,15 +192,26 @@ func (f *opsFlood) finish(t testing.TB, within time.Duration) (total int) {
 	return total
 }
 
-// opsFreeAddr picks a loopback port nobody listens on.
-func opsFreeAddr(t testing.TB) string {
+// opsMetricsArg asks the server to serve metrics on any free loopback
+// port; opsMetricsAddr reads from its log which one it bound. (A port
+// picked here and handed over could be taken before the server binds it.)
+const opsMetricsArg = "-metrics-addr=127.0.0.1:0"
+
+var opsServingMetrics = regexp.MustCompile(`msg="serving metrics" addr=(\S+)`)
+
+func opsMetricsAddr(t testing.TB, p *servertest.Proc) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addr string
+	servertest.WaitFor(t, "the server to say where it serves metrics", opsPatience, func() bool {
+		if m := opsServingMetrics.FindStringSubmatch(p.Logs()); m != nil {
+			addr = m[1]
+		}
+		return addr != "" || p.Exited()
+	})
+	if addr == "" {
+		t.Fatalf("the server exited without serving metrics:\n%s", p.Logs())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // opsSample is one line of the Prometheus text format.
@@ -386,8 +397,8 @@ func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
-			maddr := opsFreeAddr(t)
-			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-max-queue=1MiB", "-max-frame=64KiB", "-metrics-addr=" + maddr}})
+			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-max-queue=1MiB", "-max-frame=64KiB", opsMetricsArg}})
+			maddr := opsMetricsAddr(t, p)
 			recv, flood := opsFillQueue(t, p, maddr, 1<<20)
 
 			p.Signal(t, syscall.SIGTERM)
@@ -433,8 +444,8 @@ func TestOpsShutdownDeliversQueuedOutput(t *testing.T) {
 
 func TestOpsShutdownTimeout(t *testing.T) {
 	t.Parallel() // its servers are processes of their own; it mostly waits on them
-	maddr := opsFreeAddr(t)
-	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=300ms", "-metrics-addr=" + maddr}})
+	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=300ms", opsMetricsArg}})
+	maddr := opsMetricsAddr(t, p)
 	_, flood := opsFillQueue(t, p, maddr, 1<<20)
 	sent := time.Now()
 	p.Signal(t, syscall.SIGTERM)
@@ -457,8 +468,8 @@ func TestOpsShutdownTimeout(t *testing.T) {
 
 func TestOpsSecondSignalExitsAtOnce(t *testing.T) {
 	t.Parallel() // its servers are processes of their own; it mostly waits on them
-	maddr := opsFreeAddr(t)
-	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=60s", "-metrics-addr=" + maddr}})
+	p := servertest.Start(t, servertest.Options{Args: []string{"-max-queue=1MiB", "-max-frame=64KiB", "-shutdown-timeout=60s", opsMetricsArg}})
+	maddr := opsMetricsAddr(t, p)
 	_, flood := opsFillQueue(t, p, maddr, 1<<20)
 	p.Signal(t, syscall.SIGTERM)
 	opsAwaitDrain(t, p)
@@ -630,8 +641,8 @@ func TestOpsMetrics(t *testing.T) {
 	for _, backend := range opsBackends {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
-			maddr := opsFreeAddr(t)
-			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-metrics-addr=" + maddr}})
+			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, opsMetricsArg}})
+			maddr := opsMetricsAddr(t, p)
 			const (
 				accepted = "ringrelay_connections_accepted_total"
 				open     = "ringrelay_connections_open"
@@ -804,8 +815,8 @@ func TestOpsTwoLoops(t *testing.T) {
 	for _, backend := range []string{"uring", "epoll"} {
 		t.Run(backend, func(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
-			maddr := opsFreeAddr(t)
-			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-loops=2", "-cpus=0", "-metrics-addr=" + maddr}})
+			p := servertest.Start(t, servertest.Options{Args: []string{"-backend=" + backend, "-loops=2", "-cpus=0", opsMetricsArg}})
+			maddr := opsMetricsAddr(t, p)
 			opsWaitMetric(t, maddr, "the readiness probe gone", opsPatience, func(m opsMetrics) bool {
 				return m.get(t, "ringrelay_connections_accepted_total") >= 1 && m.get(t, "ringrelay_connections_open") == 0
 			})

@@ -164,11 +164,11 @@ func TestTLSServer(t *testing.T) {
 			opsSkipWithoutUring(t, backend)
 			f := newTLSFiles(t)
 			firstSerial := servedSerialOf(t, f.certFile)
-			maddr := opsFreeAddr(t)
 			p := servertest.Start(t, servertest.Options{Args: []string{
-				"-backend=" + backend, "-loops=2", "-metrics-addr=" + maddr,
+				"-backend=" + backend, "-loops=2", opsMetricsArg,
 				"-tls-cert=" + f.certFile, "-tls-key=" + f.keyFile,
 			}})
+			maddr := opsMetricsAddr(t, p)
 			cfg := f.clientConfig(false)
 			a, err := dialTLS(t, p.Addr, cfg)
 			if err != nil {
@@ -247,11 +247,11 @@ func TestTLSServer(t *testing.T) {
 // the CA signed (Go or openssl) is served; one without is refused.
 func TestTLSServerMutual(t *testing.T) {
 	f := newTLSFiles(t)
-	maddr := opsFreeAddr(t)
 	p := servertest.Start(t, servertest.Options{Args: []string{
-		"-loops=2", "-metrics-addr=" + maddr,
+		"-loops=2", opsMetricsArg,
 		"-tls-cert=" + f.certFile, "-tls-key=" + f.keyFile, "-tls-client-ca=" + f.caFile,
 	}})
+	maddr := opsMetricsAddr(t, p)
 	a, err := dialTLS(t, p.Addr, f.clientConfig(true))
 	if err != nil {
 		t.Fatalf("%v\nlog:\n%s", err, p.Logs())

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -99,13 +100,22 @@ type Options struct {
 
 // Start runs ringrelay with opts and waits until it accepts connections.
 // The process is killed at the end of the test if it is still running.
+// The port FreeAddr picked can be taken by another process before the
+// server binds it; a server that exits saying so is started again on
+// another port, twice at most.
 func Start(t TB, opts Options) *Proc {
 	t.Helper()
-	p := Launch(t, opts)
-	if err := p.WaitReady(context.Background(), 15*time.Second, 0); err != nil {
+	for attempt := 1; ; attempt++ {
+		p := Launch(t, opts)
+		err := p.WaitReady(context.Background(), 60*time.Second, 0)
+		if err == nil {
+			return p
+		}
+		if attempt < 3 && !opts.NoListen && p.Exited() && strings.Contains(err.Error(), "address already in use") {
+			continue
+		}
 		t.Fatalf("ringrelay did not start listening: %v", err)
 	}
-	return p
 }
 
 // Launch starts ringrelay without waiting for it to listen.
