@@ -262,6 +262,7 @@ func (l *eventLoop) newConn(fd int) *Conn {
 	l.open++
 	l.stats.Accepted.Add(1)
 	l.stats.Open.Store(int64(l.open))
+	l.stats.Descriptors.Add(1)
 	return c
 }
 
@@ -303,6 +304,7 @@ func (l *eventLoop) release(c *Conn) {
 	c.out.reset(&l.pool)
 	c.written = 0
 	l.held = append(l.held, c.slot)
+	l.stats.Descriptors.Add(-1)
 }
 
 // reuseSlots makes the slots released during the previous Poll available
@@ -411,6 +413,7 @@ func (l *eventLoop) Close() error {
 	}
 	l.open = 0
 	l.stats.Open.Store(0)
+	l.stats.Descriptors.Store(0)
 	clear(l.dirty)
 	l.dirty = l.dirty[:0]
 	for _, ev := range l.pending {

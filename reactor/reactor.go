@@ -269,6 +269,11 @@ type Stats struct {
 	// DoorbellsIn counts MSG_RING doorbells this loop received (io_uring);
 	// those of one Poll fold into one Woken event.
 	DoorbellsIn atomic.Uint64
+	// Descriptors counts the connection descriptors this loop holds: the
+	// open ones and those closed to the owner whose close(2) has yet to
+	// complete (io_uring closes asynchronously). Zero means every socket
+	// this loop took has gone back to the kernel.
+	Descriptors atomic.Int64
 	// TLS connections (AdoptTLS): open now; records that failed here
 	// (an alert was sent and the connection closed: bad_record_mac,
 	// record_overflow, ...); fatal alerts the peer sent; close_notify

@@ -394,9 +394,11 @@ var e2eCases = []e2eCase{
 	// connections (pings, reconnects) open and close descriptors of their
 	// own meanwhile.
 	{name: "no descriptor leaked after 2000 connect/close cycles", in: singleServer, serial: true, plaintext: "its clients are bare TCP sockets, and 2000 handshakes would spend the test's time", run: func(t *testing.T, e *e2eEnv) {
+		ts := e.server(0)
+		released := func() bool { return ts.open() == 0 && ts.descriptors() == 0 }
 		warm := e.dial(t, 0)
 		warm.Close()
-		servertest.WaitFor(t, "warm-up connection closed", 5*time.Second, func() bool { return e.open() == 0 })
+		servertest.WaitFor(t, "the warm-up connection's socket to be closed", 30*time.Second, released)
 		before := fdList(t)
 		for i := range 2000 {
 			nc, err := e.rawDial(i)
@@ -405,25 +407,29 @@ var e2eCases = []e2eCase{
 			}
 			if i%2 == 0 {
 				var id [4]byte
-				nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				nc.SetReadDeadline(time.Now().Add(30 * time.Second))
 				if _, err := nc.Read(id[:]); err != nil {
 					t.Fatalf("cycle %d: read id: %v", i, err)
 				}
 			}
 			nc.Close()
 		}
-		servertest.WaitFor(t, "all 2000 connections closed by the server", 20*time.Second, func() bool { return e.open() == 0 })
-		// The server closes descriptors a moment after it reports the
-		// connection gone (io_uring closes asynchronously); give it that
-		// moment, then insist on the exact count.
-		deadline := time.Now().Add(10 * time.Second)
-		for len(fdList(t)) != len(before) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		// Every connection accepted is adopted by a loop (several loops
+		// hand sockets over), then closed; the loops hold no socket once
+		// the last close(2) has completed (io_uring closes asynchronously).
+		accepted := func() uint64 {
+			var n uint64
+			for k := range ts.g.Loops() {
+				n += ts.g.Loop(k).Stats().Accepted.Load()
+			}
+			return n
 		}
+		servertest.WaitFor(t, "all 2001 connections adopted, closed and their sockets given back", 60*time.Second, func() bool {
+			return accepted() == 2001 && released()
+		})
 		if after := fdList(t); len(after) != len(before) {
-			t.Fatalf("descriptors: %d before, %d after 2000 cycles; new:\n%s(open connections %d; loop 0 accepted %d, handed off %d)",
-				len(before), len(after), servertest.NewFDs(before, after), e.open(),
-				e.server(0).g.Loop(0).Stats().Accepted.Load(), e.server(0).g.Loop(0).Stats().HandedOff.Load())
+			t.Fatalf("descriptors: %d before, %d after 2000 cycles with every socket closed; new:\n%s",
+				len(before), len(after), servertest.NewFDs(before, after))
 		}
 	}},
 }

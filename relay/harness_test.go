@@ -156,6 +156,16 @@ func (ts *testServer) open() int64 {
 	return n
 }
 
+// descriptors is the number of connection descriptors the loops hold:
+// open connections and those whose close(2) has yet to complete.
+func (ts *testServer) descriptors() int64 {
+	var n int64
+	for k := range ts.g.Loops() {
+		n += ts.g.Loop(k).Stats().Descriptors.Load()
+	}
+	return n
+}
+
 // closedConns is the number of connections closed on all loops.
 func (ts *testServer) closedConns() uint64 {
 	var n uint64
