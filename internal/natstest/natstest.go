@@ -2,7 +2,8 @@
 // bus: one server, or several joined by routes, on loopback ports the
 // kernel picks, stopped when the test ends. It owns the one way the tests
 // start a server, wait for the route mesh and for subscribers' interest,
-// and stop and restart a server on its old ports.
+// and stop and restart a server on its old ports, which it keeps bound
+// while the server is down so that nothing else can take them.
 //
 // Clients are told no other server's address (NoAdvertise), so a client
 // stays on the server it was given: a test that stops server i sees that
@@ -14,9 +15,11 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/sys/unix"
 
 	"github.com/ringrelay/ringrelay/internal/servertest"
 )
@@ -41,13 +44,16 @@ type Cluster struct {
 	t       servertest.TB
 	opts    []*server.Options
 	servers []*server.Server
+	// held[i] are the ports of server i, stopped, kept from the kernel's
+	// other users until Restart (see hold).
+	held [][]int
 }
 
 // readyWait bounds a server's start, meshWait the routes between servers
 // and interestWait the spread of a subscription: generous, since they are
 // failures when hit, not measurements.
 const (
-	readyWait    = 10 * time.Second
+	readyWait    = 30 * time.Second
 	meshWait     = 20 * time.Second
 	interestWait = 10 * time.Second
 )
@@ -64,6 +70,9 @@ func Start(t servertest.TB, n int, o Options) *Cluster {
 		for _, s := range c.servers {
 			s.Shutdown()
 			s.WaitForShutdown()
+		}
+		for _, fds := range c.held {
+			release(fds)
 		}
 	})
 	for i := range n {
@@ -94,25 +103,76 @@ func Start(t servertest.TB, n int, o Options) *Cluster {
 		}
 		c.opts = append(c.opts, so)
 		c.servers = append(c.servers, c.run(so))
+		c.held = append(c.held, nil)
 	}
 	c.WaitMesh()
 	return c
 }
 
-// run starts one server and waits until it takes connections.
+// run starts one server and waits until it takes connections. A server
+// restarted on its old ports may find one taken for a moment (see hold):
+// then it tries again, within the same wait.
 func (c *Cluster) run(o *server.Options) *server.Server {
 	c.t.Helper()
-	s, err := server.NewServer(o)
-	if err != nil {
-		c.t.Fatalf("nats server %s: %v", o.ServerName, err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(readyWait) {
+	deadline := time.Now().Add(readyWait)
+	for {
+		s, err := server.NewServer(o)
+		if err != nil {
+			c.t.Fatalf("nats server %s: %v", o.ServerName, err)
+		}
+		logged := &problems{}
+		s.SetLogger(logged, false, false)
+		go s.Start()
+		for !logged.portTaken() && time.Now().Before(deadline) {
+			if s.ReadyForConnections(100 * time.Millisecond) {
+				return s
+			}
+		}
 		s.Shutdown()
-		c.t.Fatalf("nats server %s not ready within %v", o.ServerName, readyWait)
+		s.WaitForShutdown()
+		if !logged.portTaken() || time.Now().After(deadline) {
+			c.t.Fatalf("nats server %s not ready within %v; it logged:\n%s", o.ServerName, readyWait, logged)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return s
 }
+
+// problems is a server's log, warnings and errors only: what a test that
+// fails to start a server says about why.
+type problems struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (p *problems) add(level, format string, v ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.lines) < 50 {
+		p.lines = append(p.lines, level+": "+fmt.Sprintf(format, v...))
+	}
+}
+
+// portTaken reports whether the server could not listen on a port that
+// something else holds.
+func (p *problems) portTaken() bool {
+	return strings.Contains(p.String(), "address already in use")
+}
+
+func (p *problems) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.lines) == 0 {
+		return "(no warning or error)\n"
+	}
+	return strings.Join(p.lines, "\n") + "\n"
+}
+
+func (p *problems) Warnf(format string, v ...any)  { p.add("warning", format, v...) }
+func (p *problems) Errorf(format string, v ...any) { p.add("error", format, v...) }
+func (p *problems) Fatalf(format string, v ...any) { p.add("fatal", format, v...) }
+func (p *problems) Noticef(string, ...any)         {}
+func (p *problems) Debugf(string, ...any)          {}
+func (p *problems) Tracef(string, ...any)          {}
 
 // Len is the number of servers.
 func (c *Cluster) Len() int { return len(c.servers) }
@@ -159,21 +219,60 @@ func (c *Cluster) WaitInterest(subjects ...string) {
 	})
 }
 
-// Stop shuts server i down, remembering its ports for Restart.
+// Stop shuts server i down, remembering its ports for Restart and
+// keeping them meanwhile (see hold).
 func (c *Cluster) Stop(i int) {
 	s := c.servers[i]
 	c.opts[i].Port = s.Addr().(*net.TCPAddr).Port
+	ports := []int{c.opts[i].Port}
 	if len(c.servers) > 1 {
 		c.opts[i].Cluster.Port = s.ClusterAddr().Port
+		ports = append(ports, c.opts[i].Cluster.Port)
 	}
 	s.Shutdown()
 	s.WaitForShutdown()
+	c.held[i] = hold(ports)
 }
 
 // Restart starts server i again on its old client and route ports and
 // waits for the route mesh.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()
+	release(c.held[i])
+	c.held[i] = nil
 	c.servers[i] = c.run(c.opts[i])
 	c.WaitMesh()
+}
+
+// hold binds a socket to each port, without listening: while a server is
+// stopped, no connect(2) elsewhere in the process or on the machine can
+// take its port as an ephemeral one, which would keep it from listening
+// there again, and a client dialling it is refused as if nothing were
+// bound. A port that cannot be held is left to chance.
+func hold(ports []int) []int {
+	var fds []int
+	for _, port := range ports {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		// SO_REUSEADDR: the stopped server's connections may linger in
+		// TIME_WAIT, and the restarted server's listener sets it too.
+		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if err == nil {
+			err = unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+		}
+		if err != nil {
+			unix.Close(fd)
+			continue
+		}
+		fds = append(fds, fd)
+	}
+	return fds
+}
+
+func release(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
