@@ -223,12 +223,16 @@ func (c *Cluster) WaitInterest(subjects ...string) {
 // keeping them meanwhile (see hold).
 func (c *Cluster) Stop(i int) {
 	s := c.servers[i]
-	c.opts[i].Port = s.Addr().(*net.TCPAddr).Port
-	ports := []int{c.opts[i].Port}
+	// The running server reads its options from other goroutines: the
+	// restart gets a copy with the ports filled in.
+	o := c.opts[i].Clone()
+	o.Port = s.Addr().(*net.TCPAddr).Port
+	ports := []int{o.Port}
 	if len(c.servers) > 1 {
-		c.opts[i].Cluster.Port = s.ClusterAddr().Port
-		ports = append(ports, c.opts[i].Cluster.Port)
+		o.Cluster.Port = s.ClusterAddr().Port
+		ports = append(ports, o.Cluster.Port)
 	}
+	c.opts[i] = o
 	s.Shutdown()
 	s.WaitForShutdown()
 	c.held[i] = hold(ports)
