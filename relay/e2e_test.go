@@ -464,6 +464,7 @@ func TestEndToEnd(t *testing.T) {
 							// Start from a quiet server: the last case's
 							// connections closed and counted.
 							servertest.WaitFor(t, "the connections of earlier cases to close", 10*time.Second, func() bool { return shared.open() == 0 })
+							shared.settle(t)
 							tc.run(t, shared)
 							return
 						}
