@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/ringrelay/ringrelay/internal/payload"
-	"github.com/ringrelay/ringrelay/internal/servertest"
 	"github.com/ringrelay/ringrelay/reactor"
 	"github.com/ringrelay/ringrelay/relay"
 	"github.com/ringrelay/ringrelay/relay/client"
@@ -220,7 +219,7 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 	// The counters' baseline, once the server is warm.
 	warm := ts.dial(t)
 	warm.Close()
-	chaosQuiet(t, ts, "warm-up connection closed")
+	ts.waitQuiet(t, "warm-up connection closed")
 	before := chaosMetrics(ts.metrics())
 
 	var workers sync.WaitGroup
@@ -247,25 +246,9 @@ func runChaos(t testing.TB, ts *testServer, backend reactor.Backend, base uint64
 	// Every client connection is closed: the server must have seen every
 	// close. Whether it also gave back every descriptor and goroutine is
 	// the caller's check (processMark), made where nothing else runs.
-	chaosQuiet(t, ts, ch.tag+" server to see every connection closed")
+	ts.waitQuiet(t, ch.tag+" server to see every connection closed")
 	ch.checkMetrics(before, chaosMetrics(ts.metrics()), rep)
 	return rep
-}
-
-// chaosQuiet waits until the server has no connection left and its
-// metrics account for every close the loop reported.
-func chaosQuiet(t testing.TB, ts *testServer, what string) {
-	t.Helper()
-	servertest.WaitFor(t, what, progressSlack, func() bool {
-		if ts.open() != 0 {
-			return false
-		}
-		var closed uint64
-		for _, r := range relay.CloseReasons() {
-			closed += ts.metrics().Closed[r]
-		}
-		return closed == ts.closedConns()
-	})
 }
 
 // settle runs once the workers have stopped: every write is over, so the

@@ -75,7 +75,7 @@ func TestClusterChaos(t *testing.T) {
 	for _, n := range nodes {
 		w := n.dial(t)
 		w.Close()
-		chaosQuiet(t, n.testServer, "warm-up connection closed")
+		n.waitQuiet(t, "warm-up connection closed")
 	}
 	mark := markProcess(t)
 	before := sum()
@@ -103,7 +103,7 @@ func TestClusterChaos(t *testing.T) {
 	}
 	rep := ch.settle(nodes[0].testServer)
 	for _, n := range nodes {
-		chaosQuiet(t, n.testServer, fmt.Sprintf("%s node %d to see every connection closed", ch.tag, n.index))
+		n.waitQuiet(t, fmt.Sprintf("%s node %d to see every connection closed", ch.tag, n.index))
 	}
 	mark.settle(t, ch.tag+" every client closed")
 	ch.checkMetrics(before, sum(), rep)

@@ -395,7 +395,7 @@ var e2eCases = []e2eCase{
 	// own meanwhile.
 	{name: "no descriptor leaked after 2000 connect/close cycles", in: singleServer, serial: true, plaintext: "its clients are bare TCP sockets, and 2000 handshakes would spend the test's time", run: func(t *testing.T, e *e2eEnv) {
 		ts := e.server(0)
-		released := func() bool { return ts.open() == 0 && ts.descriptors() == 0 }
+		released := func() bool { tot := ts.loopTotals(); return tot.open == 0 && tot.descriptors == 0 }
 		warm := e.dial(t, 0)
 		warm.Close()
 		servertest.WaitFor(t, "the warm-up connection's socket to be closed", 30*time.Second, released)
@@ -417,15 +417,8 @@ var e2eCases = []e2eCase{
 		// Every connection accepted is adopted by a loop (several loops
 		// hand sockets over), then closed; the loops hold no socket once
 		// the last close(2) has completed (io_uring closes asynchronously).
-		accepted := func() uint64 {
-			var n uint64
-			for k := range ts.g.Loops() {
-				n += ts.g.Loop(k).Stats().Accepted.Load()
-			}
-			return n
-		}
 		servertest.WaitFor(t, "all 2001 connections adopted, closed and their sockets given back", 60*time.Second, func() bool {
-			return accepted() == 2001 && released()
+			return ts.loopTotals().accepted == 2001 && released()
 		})
 		if after := fdList(t); len(after) != len(before) {
 			t.Fatalf("descriptors: %d before, %d after 2000 cycles with every socket closed; new:\n%s",
@@ -461,10 +454,9 @@ func TestEndToEnd(t *testing.T) {
 					}
 					t.Run(tc.name, func(t *testing.T) {
 						if shared != nil {
-							// Start from a quiet server: the last case's
+							// Start from quiet servers: the last case's
 							// connections closed and counted.
-							servertest.WaitFor(t, "the connections of earlier cases to close", 10*time.Second, func() bool { return shared.open() == 0 })
-							shared.settle(t)
+							shared.waitQuiet(t, "the connections of earlier cases closed and counted")
 							tc.run(t, shared)
 							return
 						}

@@ -147,32 +147,46 @@ func (ts *testServer) metrics() counters {
 	return c
 }
 
+// loopTotals are the reactor's counts summed over a server's loops.
+type loopTotals struct {
+	open        int64  // connections open
+	descriptors int64  // open, or closed with close(2) still to complete
+	accepted    uint64 // connections a loop took (accepted or adopted)
+	closed      uint64 // connections a loop reported closed
+}
+
+func (ts *testServer) loopTotals() loopTotals {
+	var c loopTotals
+	for k := range ts.g.Loops() {
+		st := ts.g.Loop(k).Stats()
+		c.open += st.Open.Load()
+		c.descriptors += st.Descriptors.Load()
+		c.accepted += st.Accepted.Load()
+		c.closed += st.Closed.Load()
+	}
+	return c
+}
+
 // open is the number of connections open on all loops.
-func (ts *testServer) open() int64 {
-	var n int64
-	for k := range ts.g.Loops() {
-		n += ts.g.Loop(k).Stats().Open.Load()
-	}
-	return n
-}
+func (ts *testServer) open() int64 { return ts.loopTotals().open }
 
-// descriptors is the number of connection descriptors the loops hold:
-// open connections and those whose close(2) has yet to complete.
-func (ts *testServer) descriptors() int64 {
-	var n int64
-	for k := range ts.g.Loops() {
-		n += ts.g.Loop(k).Stats().Descriptors.Load()
-	}
-	return n
-}
-
-// closedConns is the number of connections closed on all loops.
-func (ts *testServer) closedConns() uint64 {
-	var n uint64
-	for k := range ts.g.Loops() {
-		n += ts.g.Loop(k).Stats().Closed.Load()
-	}
-	return n
+// waitQuiet waits until the server has no connection left and its
+// metrics count every close its loops reported: a loop reports a close
+// (open) before the relay publishes the reason it counted for it.
+func (ts *testServer) waitQuiet(t testing.TB, what string) {
+	t.Helper()
+	servertest.WaitFor(t, what, progressSlack, func() bool {
+		tot := ts.loopTotals()
+		if tot.open != 0 {
+			return false
+		}
+		var closed uint64
+		m := ts.metrics()
+		for _, r := range relay.CloseReasons() {
+			closed += m.Closed[r]
+		}
+		return closed == tot.closed
+	})
 }
 
 // stop shuts the server down and waits for every loop to return

@@ -7,11 +7,9 @@ package relay_test
 // loop, loop i of a server with several, node i of a cluster.
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/ringrelay/ringrelay/cluster"
 	"github.com/ringrelay/ringrelay/reactor"
@@ -142,24 +140,12 @@ func (e *e2eEnv) metrics() counters {
 	return c
 }
 
-// settle returns once every loop of every server has published the
-// counts of all it did before the call. A loop publishes its counts at
-// the end of each pass, after answering /connz: the second of two
-// questions is answered in a pass that began after the pass which
-// answered the first had published. The shared topology calls it between
-// cases, so that a case's "before" holds every close of the cases before
-// it, though a loop reports a connection gone (open) a moment before it
-// publishes the count.
-func (e *e2eEnv) settle(t testing.TB) {
+// waitQuiet waits until no server has a connection left and each has
+// counted every close (testServer.waitQuiet).
+func (e *e2eEnv) waitQuiet(t testing.TB, what string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	for _, ts := range e.servers {
-		for range 2 {
-			if _, err := ts.g.Connz(ctx, 0); err != nil {
-				t.Fatalf("ask the loops for /connz: %v", err)
-			}
-		}
+		ts.waitQuiet(t, what)
 	}
 }
 
