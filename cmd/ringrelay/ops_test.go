@@ -518,10 +518,11 @@ func opsDescriptorExhaustion(t *testing.T, backend string) {
 	if backend == "uring" {
 		// io_uring reads RLIMIT_NOFILE when an accept is prepared, so a
 		// multishot accept armed before the limit is lowered keeps
-		// accepting past it. Lower it as soon as the process exists,
-		// before its loop is open (verified below: accepts must fail).
-		p = servertest.Launch(t, servertest.Options{Args: args})
-		setLimit(32)
+		// accepting past it: the server starts under its limit. (A
+		// prlimit right after the start lost that race to the server's
+		// first accept once on a loaded machine.)
+		limit = 32
+		p = servertest.Launch(t, servertest.Options{Args: args, FileLimit: limit})
 		deadline := time.Now().Add(10 * time.Second)
 		for !strings.Contains(p.Logs(), "msg=listening") {
 			if p.Exited() || time.Now().After(deadline) {

@@ -96,6 +96,11 @@ type Options struct {
 	DenyIOUring bool
 	// NoListen leaves -listen out (for runs expected to fail at start).
 	NoListen bool
+	// FileLimit, when above 0, is the server's RLIMIT_NOFILE (soft and
+	// hard) from its first instruction: a shell sets it and execs the
+	// server, so no descriptor, and no io_uring accept, ever saw a higher
+	// one. Lowering it with prlimit after the start races the server.
+	FileLimit uint64
 }
 
 // Start runs ringrelay with opts and waits until it accepts connections.
@@ -134,6 +139,11 @@ func Launch(t TB, opts Options) *Proc {
 	if opts.DenyIOUring {
 		c.Args = append([]string{c.Path}, c.Args...)
 		c.Path = filepath.Join(dir, "seccompexec")
+	}
+	if opts.FileLimit > 0 {
+		script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, opts.FileLimit)
+		c.Args = append([]string{"-c", script, c.Path}, c.Args...)
+		c.Path = "/bin/sh"
 	}
 	p, err := Run(c)
 	if err != nil {
